@@ -1,0 +1,49 @@
+"""Choosing where tensors live: the CPU on a laptop, CUDA when a GPU is present."""
+
+from __future__ import annotations
+
+import torch
+
+
+def resolve_device(spec: str | torch.device = "auto", verbose: bool = True) -> torch.device:
+    """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` into a ``torch.device``.
+
+    ``"auto"`` picks the first CUDA device when one is present and the CPU otherwise. Asking
+    for CUDA on a machine without it is an error rather than a silent fall-back, so a
+    researcher never benchmarks the CPU by accident.
+    """
+    text = str(spec).strip().lower()
+    if text == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif text == "cpu":
+        device = torch.device("cpu")
+    elif text.startswith("cuda"):
+        try:
+            device = torch.device(text)
+        except RuntimeError as err:
+            raise ValueError(f"device={spec!r} is not a valid CUDA device name") from err
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"device={spec!r} was requested but torch sees no CUDA device on this machine "
+                f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}). "
+                "Use device='auto' or device='cpu'."
+            )
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            raise RuntimeError(
+                f"device={spec!r} was requested but only {torch.cuda.device_count()} "
+                "CUDA device(s) are visible."
+            )
+    else:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {spec!r}")
+    if verbose:
+        print(f"Using device: {describe_device(device)}")
+    return device
+
+
+def describe_device(device: torch.device) -> str:
+    """A one-line human description, e.g. ``cuda:0 (NVIDIA H100, 79.1 GiB)``."""
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return f"{device} ({props.name}, {props.total_memory / 2**30:.1f} GiB)"
+    return f"{device} ({torch.get_num_threads()} threads)"

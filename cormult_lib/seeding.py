@@ -1,0 +1,36 @@
+"""One place that makes a run reproducible."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
+    """Seed python's ``random``, NumPy and torch (CPU and every CUDA device).
+
+    With ``deterministic=True`` torch is asked for deterministic kernels where that is cheap
+    (``warn_only`` so that an operation without a deterministic version warns instead of
+    failing) and cuDNN autotuning is switched off. The same seed on the CPU then gives the
+    same numbers run after run.
+
+    Returns a ``torch.Generator`` seeded with ``seed`` for code that wants its own stream
+    (data shuffling, negative sampling) without touching the global one.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        # Required by cuBLAS for deterministic matrix products on CUDA >= 10.2.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
