@@ -49,7 +49,9 @@ def masks_from_lengths(lengths: np.ndarray, time: int) -> np.ndarray:
     return np.arange(time)[None, :] < lengths[:, None]
 
 
-def pad_sequences(sequences: Sequence[np.ndarray], max_len: int | None = None):
+def pad_sequences(
+    sequences: Sequence[np.ndarray], max_len: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Pad variable-length ``(time_i, ...)`` arrays at the end.
 
     Returns ``(padded, mask)`` with ``padded`` of shape ``(n, max_len, ...)`` and ``mask`` of
@@ -64,7 +66,9 @@ def pad_sequences(sequences: Sequence[np.ndarray], max_len: int | None = None):
     mask = np.zeros((len(sequences), max_len), dtype=bool)
     for i, seq in enumerate(sequences):
         if seq.shape[1:] != trailing:
-            raise ValueError(f"sequence {i} has trailing shape {seq.shape[1:]}, expected {trailing}")
+            raise ValueError(
+                f"sequence {i} has trailing shape {seq.shape[1:]}, expected {trailing}"
+            )
         n = min(len(seq), max_len)
         padded[i, :n] = seq[:n]
         mask[i, :n] = True
@@ -83,6 +87,7 @@ class MultimodalSplit:
         ids: ``n`` sample identifiers (``video$_$clip`` for CMU data).
         meta: optional per-sample table (``n`` rows), e.g. the synthetic corpus's discrepancy.
         name: the split's name, used in error messages.
+        info: provenance and data-quality notes (source file, non-finite values replaced, ...).
     """
 
     features: dict[str, np.ndarray]
@@ -95,12 +100,21 @@ class MultimodalSplit:
 
     def __post_init__(self) -> None:
         n = len(self.labels)
+        if np.ndim(self.labels) != 1:
+            raise ValueError(
+                f"{self.name}: labels must be 1-D (n,), got shape {np.shape(self.labels)}"
+            )
         if set(self.features) != set(self.masks):
             raise ValueError(f"{self.name}: features and masks name different modalities")
         for m, x in self.features.items():
             if m not in MODALITIES:
                 raise ValueError(f"{self.name}: unknown modality {m!r}, expected one of 'TAV'")
             mask = self.masks[m]
+            if x.ndim not in (2, 3) or mask.dtype != bool:
+                raise ValueError(
+                    f"{self.name}: modality {m} needs features (n, time, dim) or token ids "
+                    f"(n, time) and a bool mask; got {x.ndim}-D features, mask dtype {mask.dtype}"
+                )
             if len(x) != n or mask.shape != x.shape[:2]:
                 raise ValueError(
                     f"{self.name}: modality {m} has features {x.shape} and mask {mask.shape} "
@@ -125,8 +139,7 @@ class MultimodalSplit:
     def select(self, index: np.ndarray | Sequence[int] | Sequence[bool]) -> MultimodalSplit:
         """A new split holding the chosen samples (integer positions or a boolean mask)."""
         idx = np.asarray(index)
-        if idx.dtype == bool:
-            idx = np.flatnonzero(idx)
+        idx = np.flatnonzero(idx) if idx.dtype == bool else idx.astype(np.int64)
         return MultimodalSplit(
             features={m: x[idx] for m, x in self.features.items()},
             masks={m: k[idx] for m, k in self.masks.items()},
@@ -142,7 +155,7 @@ class MultimodalSplit:
         wanted = parse_modalities(modalities)
         missing = [m for m in wanted if m not in self.features]
         if missing:
-            raise KeyError(
+            raise ValueError(
                 f"{self.name}: modalities {missing} were requested but the data holds only "
                 f"{''.join(self.modalities)}"
             )

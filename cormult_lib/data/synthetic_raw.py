@@ -1,0 +1,240 @@
+"""The raw form of the synthetic corpus: a waveform, video frames and a timed transcript.
+
+Rendered from the same :class:`~cormult_lib.data.synthetic.SampleSpec` as the feature form, so
+the feature-extraction chapters start from signals whose content is known:
+
+* audio (``sample_rate`` Hz, mono float32): one voiced, harmonic syllable per word, pitched by
+  the speaker and the sentiment, as loud as the word is stressed;
+* video (``fps`` frames per second, RGB ``uint8``): a drawn face that smiles or frowns with the
+  sentiment and opens its mouth while a word is spoken;
+* transcript: the words with their start and end times.
+
+The discrepancies act on the signals: ``voice`` adds a louder interfering melody, ``alignment``
+delays audio and video by the spec's shifts, ``clarity`` buries the audio in noise or blurs
+the video.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from cormult_lib.data.synthetic import SampleSpec, SyntheticCorpus
+
+
+@dataclass
+class RawSample:
+    """One rendered sample.
+
+    Attributes:
+        spec: what the sample was generated from (label, words, discrepancy, ...).
+        waveform: ``(n_audio_samples,)`` float32 in [-1, 1].
+        sample_rate: audio rate in Hz.
+        frames: ``(n_frames, height, width, 3)`` uint8 RGB.
+        fps: video frame rate.
+    """
+
+    spec: SampleSpec
+    waveform: np.ndarray
+    sample_rate: int
+    frames: np.ndarray
+    fps: int
+
+    @property
+    def words(self) -> pd.DataFrame:
+        return self.spec.word_table()
+
+    @property
+    def transcript(self) -> str:
+        return self.spec.transcript
+
+
+def render_raw(corpus: SyntheticCorpus, index: int) -> RawSample:
+    """Render sample ``index`` of ``corpus`` (deterministic for a given corpus seed)."""
+    if not 0 <= index < len(corpus.specs):
+        raise IndexError(f"sample index {index} is outside 0..{len(corpus.specs) - 1}")
+    spec = corpus.specs[index]
+    cfg = corpus.config
+    rng = np.random.default_rng([corpus.seed, 3_000_000 + index])
+    waveform = render_audio(spec, cfg.sample_rate, rng)
+    frames = render_frames(spec, cfg.fps, cfg.frame_size, rng)
+    return RawSample(spec, waveform, cfg.sample_rate, frames, cfg.fps)
+
+
+def speech_envelope(spec: SampleSpec, times: np.ndarray, shift_s: float = 0.0) -> np.ndarray:
+    """Loudness of the speaker at ``times`` (seconds), delayed by ``shift_s``: ``(len(times),)``.
+
+    Each word is a raised-cosine bump as loud as the word is stressed.
+    """
+    env = np.zeros_like(times, dtype=np.float64)
+    for onset, duration, emph in zip(spec.onsets, spec.durations, spec.emphasis, strict=True):
+        phase = (times - onset - shift_s) / duration
+        inside = (phase >= 0) & (phase < 1)
+        env[inside] = np.maximum(env[inside], (0.3 + 0.7 * emph) * np.sin(np.pi * phase[inside]))
+    return env
+
+
+def render_audio(spec: SampleSpec, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """The speech waveform ``(round(clip_duration * sample_rate),)`` float32."""
+    n = round(spec.clip_duration * sample_rate)
+    t = np.arange(n) / sample_rate
+    s = spec.expressed_sentiment / 3
+    # Brighter voices (positive) keep more energy in the upper harmonics.
+    rolloff = 1.6 - 0.6 * np.clip(s + spec.voice["brightness"], -1, 1)
+    wave = np.zeros(n)
+    for onset, duration, emph in zip(spec.onsets, spec.durations, spec.emphasis, strict=True):
+        start = max(0, round((onset + spec.audio_shift_s) * sample_rate))
+        stop = min(n, round((onset + spec.audio_shift_s + duration) * sample_rate))
+        if stop <= start:
+            continue
+        local = t[start:stop] - t[start]
+        f0 = spec.speaker_f0 * (1 + 0.08 * s) * (1 + 0.1 * emph)
+        # A gentle pitch glide plus vibrato: rising for positive, falling for negative.
+        contour = f0 * (1 + 0.06 * s * local / duration + 0.01 * np.sin(2 * np.pi * 5 * local))
+        phase = 2 * np.pi * np.cumsum(contour) / sample_rate
+        syllable = sum(np.sin(k * phase) / k**rolloff for k in range(1, 7))
+        roughness = max(0.0, -0.35 * s + spec.voice["roughness"])
+        syllable = syllable + roughness * 0.3 * rng.standard_normal(len(local))
+        envelope = np.sin(np.pi * local / duration)
+        wave[start:stop] += spec.speaker_loudness * (0.3 + 0.7 * emph) * envelope * syllable
+    wave /= np.abs(wave).max() + 1e-9
+    wave *= 0.5
+    speech_rms = np.sqrt(np.mean(wave**2))
+    wave += rng.normal(0, speech_rms * 10 ** (-25 / 20), n)  # room noise, 25 dB SNR
+    if spec.discrepancy == "voice":
+        wave += spec.extras["interference_gain"] * speech_rms * _interfering_melody(t, rng)
+    if spec.noisy_modality == "A":
+        wave += rng.normal(0, speech_rms * 10 ** (5 / 20), n)  # -5 dB SNR
+    return (wave / max(1.0, np.abs(wave).max())).astype(np.float32)
+
+
+def _interfering_melody(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS background melody of random notes (250-800 Hz) at random times."""
+    melody = np.zeros_like(t)
+    note_len = 0.25
+    for start in np.arange(0, t[-1], note_len):
+        if rng.random() < 0.25:
+            continue
+        inside = (t >= start) & (t < start + note_len)
+        local = t[inside] - start
+        freq = rng.uniform(250, 800)
+        melody[inside] = np.sin(2 * np.pi * freq * local) * np.sin(np.pi * local / note_len)
+    return melody / (np.sqrt(np.mean(melody**2)) + 1e-9)
+
+
+def render_frames(spec: SampleSpec, fps: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Video frames ``(n_frames, size, size, 3)`` uint8 RGB of the speaker's face."""
+    n_frames = max(1, int(spec.clip_duration * fps))
+    times = (np.arange(n_frames) + 0.5) / fps
+    mouth = speech_envelope(spec, times, spec.video_shift_s)
+    s = spec.expressed_sentiment / 3
+    smile = np.clip(0.8 * s + spec.face["resting_smile"], -1, 1)
+    brow = np.clip(-0.5 * s + spec.face["resting_brow"], -1, 1)
+    frames = np.empty((n_frames, size, size, 3), dtype=np.uint8)
+    for i in range(n_frames):
+        blink = rng.random() < spec.face["blink_rate"] / fps * 3
+        head = (spec.face["yaw"] + rng.normal(0, 0.05), spec.face["pitch"] + rng.normal(0, 0.05))
+        frames[i] = draw_face(size, spec.face, smile, brow, mouth[i], blink, head)
+    if spec.noisy_modality == "V":
+        for i in range(n_frames):
+            blurred = cv2.GaussianBlur(frames[i], (0, 0), sigmaX=size / 12)
+            noisy = blurred + rng.normal(0, 40, blurred.shape)
+            frames[i] = np.clip(noisy, 0, 255).astype(np.uint8)
+    return frames
+
+
+def draw_face(
+    size: int,
+    face: dict[str, float],
+    smile: float,
+    brow: float,
+    mouth_open: float,
+    blink: bool,
+    head: tuple[float, float],
+) -> np.ndarray:
+    """One RGB frame ``(size, size, 3)`` of a cartoon face drawn with OpenCV.
+
+    ``smile`` in [-1, 1] bends the mouth up or down, ``brow`` in [-1, 1] lowers the inner
+    brows (a frown), ``mouth_open`` in [0, 1] opens the jaw, ``head`` = (yaw, pitch) moves it.
+    """
+    img = np.full((size, size, 3), (70, 80, 95), dtype=np.uint8)  # BGR background
+    u = size / 96
+    cx = int(size / 2 + head[0] * 6 * u)
+    cy = int(size / 2 + head[1] * 6 * u)
+    skin = tuple(int(c * face["skin"]) for c in (160, 190, 235))
+    half_w = int(face["width"] * size / 1.1)
+    cv2.ellipse(img, (cx, cy), (half_w, int(half_w * 1.3)), 0, 0, 360, skin, -1, cv2.LINE_AA)
+    dark = (40, 40, 50)
+    for side in (-1, 1):
+        ex, ey = cx + side * int(13 * u), cy - int(9 * u)
+        if blink:
+            cv2.line(img, (ex - int(5 * u), ey), (ex + int(5 * u), ey), dark, max(1, int(2 * u)))
+        else:
+            cv2.ellipse(img, (ex, ey), (int(6 * u), int(4 * u)), 0, 0, 360, (245, 245, 245), -1)
+            cv2.circle(img, (ex, ey), int(2.5 * u), dark, -1, cv2.LINE_AA)
+        inner = (cx + side * int(6 * u), cy - int((17 - 4 * brow) * u))
+        outer = (cx + side * int(20 * u), cy - int(19 * u))
+        cv2.line(img, inner, outer, dark, max(1, int(2.5 * u)), cv2.LINE_AA)
+    nose = np.array(
+        [
+            [cx, cy - int(4 * u)],
+            [cx - int(4 * u), cy + int(7 * u)],
+            [cx + int(3 * u), cy + int(7 * u)],
+        ]
+    )
+    cv2.polylines(
+        img, [nose], False, tuple(int(c * 0.7) for c in skin), max(1, int(u)), cv2.LINE_AA
+    )
+    # Mouth: corners move up with a smile; the jaw drops while speaking.
+    my, half = cy + int(19 * u), int(11 * u)
+    corner_y = my - int(5 * smile * u)
+    xs = np.linspace(-half, half, 21)
+    bend = 1 - (xs / half) ** 2
+    upper = np.column_stack([cx + xs, corner_y + (my - corner_y) * bend])
+    lower = np.column_stack([cx + xs, corner_y + (my - corner_y + mouth_open * 9 * u) * bend + u])
+    lips = np.vstack([upper, lower[::-1]]).astype(np.int32)
+    cv2.fillPoly(img, [lips], (60, 50, 150), cv2.LINE_AA)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def write_raw_sample(sample: RawSample, directory: str | Path) -> dict[str, Path]:
+    """Write ``<id>.wav`` (PCM 16-bit), ``<id>.mp4`` (mp4v, video only) and ``<id>.json``
+    (transcript, word timings, label, discrepancy) into ``directory``; returns the paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    spec = sample.spec
+    paths = {
+        "audio": directory / f"{spec.id}.wav",
+        "video": directory / f"{spec.id}.mp4",
+        "transcript": directory / f"{spec.id}.json",
+    }
+    sf.write(paths["audio"], sample.waveform, sample.sample_rate, subtype="PCM_16")
+    height, width = sample.frames.shape[1:3]
+    writer = cv2.VideoWriter(
+        str(paths["video"]), cv2.VideoWriter_fourcc(*"mp4v"), sample.fps, (width, height)
+    )
+    if not writer.isOpened():
+        raise OSError(f"OpenCV could not open {paths['video']} for writing (codec mp4v)")
+    for frame in sample.frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    record = {
+        "id": spec.id,
+        "transcript": spec.transcript,
+        "words": sample.words.round(4).to_dict(orient="records"),
+        "sentiment": spec.sentiment,
+        "discrepancy": spec.discrepancy,
+        "noisy_modality": spec.noisy_modality,
+        "audio_shift_s": spec.audio_shift_s,
+        "video_shift_s": spec.video_shift_s,
+        "sample_rate": sample.sample_rate,
+        "fps": sample.fps,
+    }
+    paths["transcript"].write_text(json.dumps(record, indent=2))
+    return paths

@@ -1,0 +1,225 @@
+"""The synthetic corpus: reproducible, the right shapes, and it teaches what it claims."""
+
+import time
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from scipy.stats import mannwhitneyu
+from sklearn.metrics import r2_score
+
+from cormult_lib.config import DataConfig
+from cormult_lib.data.probes import AgreementProbe, fit_sentiment_probes, predict_sentiment
+from cormult_lib.data.synthetic import DISCREPANCIES, SyntheticCorpus, make_synthetic_splits
+from cormult_lib.data.synthetic_raw import (
+    render_frames,
+    render_raw,
+    speech_envelope,
+    write_raw_sample,
+)
+
+
+@pytest.fixture(scope="module")
+def corpus() -> SyntheticCorpus:
+    return SyntheticCorpus(DataConfig(n_samples=600), seed=0)
+
+
+@pytest.fixture(scope="module")
+def splits(corpus):
+    return corpus.feature_splits()
+
+
+def test_shapes_masks_and_labels(splits):
+    train = splits["train"]
+    assert train.features["T"].shape == (420, 50, 300)
+    assert train.features["A"].shape == (420, 50, 74)
+    assert train.features["V"].shape == (420, 50, 35)
+    lengths = train.masks["T"].sum(1)
+    assert np.array_equal(lengths, train.meta["n_words"].to_numpy())
+    # Padding is exactly zero and every modality shares the word-aligned mask.
+    for m in "TAV":
+        assert np.array_equal(train.masks[m], train.masks["T"])
+        assert not train.features[m][~train.masks[m]].any()
+    assert train.labels.min() >= -3 and train.labels.max() <= 3
+    assert np.allclose(train.labels * 3, np.round(train.labels * 3), atol=1e-5)
+    assert (train.labels == 0).any(), "exact zeros are needed to tell Has0 from Non0"
+
+
+def test_splits_partition_the_corpus(corpus, splits):
+    ids = [i for s in splits.values() for i in s.ids]
+    assert len(ids) == len(set(ids)) == 600
+    assert [len(s) for s in splits.values()] == [420, 90, 90]
+    assert corpus.metadata()["split"].value_counts().to_dict() == {
+        "train": 420,
+        "valid": 90,
+        "test": 90,
+    }
+
+
+def test_weak_fraction_and_discrepancy_types_are_recorded(corpus):
+    meta = corpus.metadata()
+    counts = meta["discrepancy"].value_counts()
+    assert counts["none"] == 420
+    assert all(counts[d] == 45 for d in DISCREPANCIES)
+    assert (meta["correlation"] == "weak").sum() == 180
+    content = meta[meta["discrepancy"] == "content"]
+    assert (np.sign(content["text_sentiment"]) != np.sign(content["sentiment"])).all()
+    aligned = meta[meta["discrepancy"] == "alignment"]
+    assert (np.sign(aligned["audio_shift_s"]) == -np.sign(aligned["video_shift_s"])).all()
+    assert (aligned["audio_shift_s"].abs() >= 0.6).all()
+    assert set(meta.loc[meta["discrepancy"] == "clarity", "noisy_modality"]) == {"A", "V"}
+    strong = meta[meta["correlation"] == "strong"]
+    assert (strong["text_sentiment"] == strong["sentiment"]).all()
+    assert (strong[["audio_shift_s", "video_shift_s"]] == 0).all().all()
+
+
+def test_deterministic_per_seed():
+    cfg = DataConfig(n_samples=50)
+    a = make_synthetic_splits(cfg, seed=3)["train"]
+    b = make_synthetic_splits(cfg, seed=3)["train"]
+    c = make_synthetic_splits(cfg, seed=4)["train"]
+    for m in "TAV":
+        assert np.array_equal(a.features[m], b.features[m])
+    assert a.ids == b.ids and np.array_equal(a.labels, b.labels)
+    assert not np.array_equal(a.labels, c.labels)
+
+
+def test_bert_sized_text_and_bad_configs():
+    split = make_synthetic_splits(DataConfig(n_samples=20, text_dim=768), seed=0)["test"]
+    assert split.features["T"].shape[2] == 768
+    with pytest.raises(ValueError, match="weak_fraction"):
+        SyntheticCorpus(DataConfig(weak_fraction=1.5))
+    with pytest.raises(ValueError, match="split_fractions"):
+        SyntheticCorpus(DataConfig(split_fractions=(0.5, 0.5, 0.5)))
+    with pytest.raises(ValueError, match="n_samples"):
+        SyntheticCorpus(DataConfig(n_samples=3))
+
+
+def test_two_thousand_feature_samples_take_seconds():
+    start = time.perf_counter()
+    splits = make_synthetic_splits(DataConfig(n_samples=2000), seed=0)
+    elapsed = time.perf_counter() - start
+    assert sum(len(s) for s in splits.values()) == 2000
+    assert elapsed < 20, f"generating 2,000 samples took {elapsed:.1f} s"
+
+
+def _strong(split):
+    return split.select((split.meta["correlation"] == "strong").to_numpy())
+
+
+def test_each_modality_carries_the_label_on_strong_samples():
+    splits = make_synthetic_splits(DataConfig(n_samples=1500), seed=1)
+    train, test = _strong(splits["train"]), _strong(splits["test"])
+    preds = predict_sentiment(fit_sentiment_probes(train), test)
+    nonzero = test.labels != 0
+    for m in "TAV":
+        acc = np.mean((preds[m].to_numpy() > 0)[nonzero] == (test.labels > 0)[nonzero])
+        assert acc > 0.65, f"{m} probe: Non0 Acc-2 {acc:.2f} on strong test samples"
+        assert r2_score(test.labels, preds[m]) > 0.1
+    # Probes trained on shuffled labels explain nothing: the checks above can fail.
+    rng = np.random.default_rng(0)
+    shuffled = replace(train, labels=rng.permutation(train.labels))
+    chance = predict_sentiment(fit_sentiment_probes(shuffled), test)
+    for m in "TAV":
+        assert r2_score(test.labels, chance[m]) < 0.05
+
+
+def test_agreement_is_lower_on_weak_samples_of_every_type(splits):
+    probe = AgreementProbe().fit(_strong(splits["train"]))
+    table = pd.concat(
+        probe.score(s).assign(d=s.meta["discrepancy"].to_numpy())
+        for s in (splits["valid"], splits["test"])
+    )
+    strong = table.loc[table["d"] == "none", "agreement"]
+    for kind in DISCREPANCIES:
+        weak = table.loc[table["d"] == kind, "agreement"]
+        p = mannwhitneyu(weak, strong, alternative="less").pvalue
+        assert weak.mean() < strong.mean() and p < 0.01, f"{kind}: p={p:.3g}"
+    # Each discrepancy hurts the pairs it should.
+    by = table.groupby("d").mean(numeric_only=True)
+    assert by.loc["content", "gap_TA"] > 1.5 * by.loc["none", "gap_TA"]
+    assert by.loc["alignment", "sync_AV"] < by.loc["none", "sync_AV"] - 0.3
+    assert by.loc["voice", "sync_TA"] < by.loc["none", "sync_TA"] - 0.2
+
+
+def test_raw_form_matches_the_feature_form(corpus, splits, tmp_path):
+    meta = corpus.metadata().set_index("id")
+    for index in range(6):
+        raw = render_raw(corpus, index)
+        spec = raw.spec
+        row = meta.loc[spec.id]
+        assert raw.transcript == row["transcript"]
+        assert len(raw.words) == row["n_words"]
+        assert raw.waveform.dtype == np.float32 and np.abs(raw.waveform).max() <= 1
+        assert abs(len(raw.waveform) / raw.sample_rate - spec.clip_duration) < 1e-3
+        assert raw.frames.shape == (int(spec.clip_duration * raw.fps), 96, 96, 3)
+    paths = write_raw_sample(render_raw(corpus, 0), tmp_path)
+    audio, rate = sf.read(paths["audio"])
+    assert rate == 16_000 and len(audio) == len(render_raw(corpus, 0).waveform)
+    video = cv2.VideoCapture(str(paths["video"]))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == len(render_raw(corpus, 0).frames)
+
+
+def _first_of(corpus, kind, **fields):
+    for spec in corpus.specs:
+        if spec.discrepancy == kind and all(getattr(spec, k) == v for k, v in fields.items()):
+            return spec.index
+    raise AssertionError(f"no {kind} sample")
+
+
+def _energy(wave, rate, hop=160):
+    frames = wave[: len(wave) // hop * hop].reshape(-1, hop)
+    return np.sqrt((frames**2).mean(1)), rate / hop
+
+
+def test_raw_alignment_delays_the_audio_and_the_face(corpus):
+    raw = render_raw(corpus, _first_of(corpus, "alignment"))
+    energy, rate = _energy(raw.waveform, raw.sample_rate)
+    times = np.arange(len(energy)) / rate
+    lags = np.arange(-150, 151)  # +-1.5 s in 10 ms steps
+    words = speech_envelope(raw.spec, times)
+    xcorr = [np.dot(np.roll(words, lag), energy) for lag in lags]
+    measured = lags[int(np.argmax(xcorr))] / rate
+    assert abs(measured - raw.spec.audio_shift_s) < 0.1
+
+
+def test_raw_speech_lines_up_with_words_and_mouth(corpus):
+    raw = render_raw(corpus, _first_of(corpus, "none"))
+    energy, rate = _energy(raw.waveform, raw.sample_rate)
+    words = speech_envelope(raw.spec, np.arange(len(energy)) / rate)
+    assert np.corrcoef(words, energy)[0, 1] > 0.8
+    # The mouth region darkens (opens) when a word is spoken.
+    mouth = raw.frames[:, 60:80, 36:60].astype(float).mean((1, 2, 3))
+    spoken = speech_envelope(raw.spec, (np.arange(len(raw.frames)) + 0.5) / raw.fps)
+    assert np.corrcoef(spoken, mouth)[0, 1] < -0.5
+
+
+def test_raw_voice_and_clarity_discrepancies(corpus):
+    clean = render_raw(corpus, _first_of(corpus, "none"))
+    voice = render_raw(corpus, _first_of(corpus, "voice"))
+    energy, rate = _energy(voice.waveform, voice.sample_rate)
+    words = speech_envelope(voice.spec, np.arange(len(energy)) / rate)
+    assert np.corrcoef(words, energy)[0, 1] < 0.5, "the interfering sound should dominate"
+    # Clarity (video): the same frames as a clean rendering, blurred and noisy.
+    spec = corpus.specs[_first_of(corpus, "clarity", noisy_modality="V")]
+    noisy = render_frames(spec, 8, 96, np.random.default_rng(0)).astype(float).mean(0)
+    clean_spec = replace(spec, discrepancy="none", noisy_modality="")
+    clean = render_frames(clean_spec, 8, 96, np.random.default_rng(0)).astype(float).mean(0)
+    blurred = cv2.GaussianBlur(clean, (0, 0), sigmaX=96 / 12)
+    # Averaging over frames removes most of the noise; what is left is the blur.
+    assert np.mean((noisy - blurred) ** 2) < 0.3 * np.mean((noisy - clean) ** 2)
+
+
+def test_drawn_faces_are_found_by_opencvs_detector(corpus):
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    found = []
+    for index in range(10):
+        frames = render_raw(corpus, index).frames[::5]
+        found += [
+            len(cascade.detectMultiScale(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), 1.1, 3)) > 0
+            for f in frames
+        ]
+    assert np.mean(found) > 0.9
