@@ -118,13 +118,13 @@ def test_each_modality_carries_the_label_on_strong_samples():
     for m in "TAV":
         acc = np.mean((preds[m].to_numpy() > 0)[nonzero] == (test.labels > 0)[nonzero])
         assert acc > 0.65, f"{m} probe: Non0 Acc-2 {acc:.2f} on strong test samples"
-        assert r2_score(test.labels, preds[m]) > 0.1
+        assert r2_score(test.labels, preds[m]) > 0.2
     # Probes trained on shuffled labels explain nothing: the checks above can fail.
     rng = np.random.default_rng(0)
     shuffled = replace(train, labels=rng.permutation(train.labels))
     chance = predict_sentiment(fit_sentiment_probes(shuffled), test)
     for m in "TAV":
-        assert r2_score(test.labels, chance[m]) < 0.05
+        assert r2_score(test.labels, chance[m]) < 0.08
 
 
 def test_agreement_is_lower_on_weak_samples_of_every_type(splits):

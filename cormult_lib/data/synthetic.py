@@ -238,7 +238,7 @@ class SyntheticCorpus:
                 "resting_brow": float(rng.normal(0, 0.4)),
             },
             # A speaker's natural timbre, unrelated to sentiment.
-            voice={"brightness": float(rng.normal(0, 0.3)), "roughness": float(rng.normal(0, 0.3))},
+            voice={"brightness": float(rng.normal(0, 0.2)), "roughness": float(rng.normal(0, 0.2))},
             discrepancy=discrepancy,
         )
         if discrepancy == "alignment":
