@@ -143,7 +143,8 @@ def get_config(profile: str = "quick", **overrides: dict) -> ExperimentConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(
-                f"unknown {section} field(s) {unknown}; {type(current).__name__} has {sorted(known)}"
+                f"unknown {section} field(s) {unknown}; "
+                f"{type(current).__name__} has {sorted(known)}"
             )
         config = replace(config, **{section: replace(current, **values)})
     return config

@@ -16,8 +16,11 @@ from cormult_lib.data.dataset import (
     make_loader,
     parse_modalities,
 )
+from cormult_lib.data.loading import DATASETS, load_splits
 
 __all__ = [
+    "DATASETS",
+    "load_splits",
     "MODALITIES",
     "DataFormatError",
     "MultimodalDataset",

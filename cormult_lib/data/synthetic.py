@@ -194,8 +194,13 @@ class SyntheticCorpus:
 
     def _make_spec(self, index: int, discrepancy: str) -> SampleSpec:
         rng = np.random.default_rng([self.seed, 1000 + index])
-        # Mean of three annotators: multiples of 1/3, skewed positive like CMU-MOSEI.
-        sentiment = float(np.clip(np.round(rng.normal(0.4, 1.3) * 3) / 3, -3, 3))
+        # Mean of three annotators: multiples of 1/3. Shaped like CMU-MOSEI's labels: about
+        # a fifth exactly neutral, the rest slightly positive on average (mean 0.19, sd 1.26).
+        neutral = rng.random() < 0.14
+        sentiment = (
+            0.0 if neutral else float(np.clip(np.round(rng.normal(0.2, 1.25) * 3) / 3, -3, 3))
+        )
+        sentiment += 0.0  # no negative zero
         text_sentiment = sentiment
         if discrepancy == "content":
             # The words say the opposite of what face and voice show.

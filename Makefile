@@ -1,0 +1,28 @@
+# Two commands for a fresh machine: `make tutorial` and `make test`.
+# Both create .venv (with pip) when it is missing and install the package with its dev extra.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: tutorial test lint setup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@touch $(STAMP)
+
+tutorial: $(STAMP)
+	$(PY) -m cormult_lib.runner
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test: lint
+	$(PY) -m pytest --nbval-lax --nbval-current-env tests notebooks
+
+clean:
+	rm -rf outputs .pytest_cache

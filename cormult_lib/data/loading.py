@@ -1,0 +1,40 @@
+"""One entry point that every chapter uses to get its train/valid/test splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cormult_lib.config import DataConfig
+from cormult_lib.data.cmu import load_mmsa, load_mult
+from cormult_lib.data.dataset import MultimodalSplit, parse_modalities
+from cormult_lib.data.synthetic import make_synthetic_splits
+
+DATASETS = ("synthetic", "mmsa", "mult")
+
+
+def load_splits(
+    dataset: str,
+    data_path: str | Path | None = None,
+    modalities: str = "TAV",
+    config: DataConfig | None = None,
+    seed: int = 0,
+) -> dict[str, MultimodalSplit]:
+    """``{"train", "valid", "test"} -> MultimodalSplit`` for the chosen data set.
+
+    Args:
+        dataset: ``"synthetic"`` (generated from ``config`` and ``seed``), ``"mmsa"``
+            (an MMSA ``aligned_50.pkl`` / ``unaligned_50.pkl``) or ``"mult"`` (MulT's
+            ``mosei_senti_data.pkl``).
+        data_path: the pickle for ``"mmsa"`` / ``"mult"``; ignored for ``"synthetic"``.
+        modalities: the subset of ``"TAV"`` to keep.
+    """
+    wanted = "".join(parse_modalities(modalities))
+    if dataset == "synthetic":
+        splits = make_synthetic_splits(config, seed)
+        return {name: split.with_modalities(wanted) for name, split in splits.items()}
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset={dataset!r} is not known: expected one of {DATASETS}")
+    if data_path is None:
+        raise ValueError(f"dataset={dataset!r} needs data_path, the path of its pickle")
+    loader = load_mmsa if dataset == "mmsa" else load_mult
+    return loader(Path(data_path).expanduser(), modalities=wanted)

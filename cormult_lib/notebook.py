@@ -1,0 +1,270 @@
+"""The first and last cells of every tutorial notebook.
+
+Each notebook starts with a ``parameters`` cell (literal assignments that papermill can
+override) and hands those values to :func:`start_notebook` in the next cell::
+
+    run = start_notebook("02_correlation", profile=profile, dataset=dataset,
+                         data_path=data_path, modalities=modalities, seed=seed, device=device,
+                         output_dir=output_dir, figures_dir=figures_dir, epochs=epochs)
+    ...
+    run.save_figure(fig, "02_similarity.png")
+    run.write_results({"acc2": acc2, "mae": mae})
+
+:func:`start_notebook` checks every value and stops with a message that names the parameter,
+the value and what was expected, so that a typo in ``make tutorial -p ...`` or in the cell
+fails in the second cell instead of twenty minutes later. Chapter-specific parameters are
+checked with :func:`check_choice`, :func:`check_int` and :func:`check_float`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import cormult_lib
+from cormult_lib.config import PRESETS, ExperimentConfig, get_config
+from cormult_lib.data.dataset import parse_modalities
+from cormult_lib.device import describe_device, resolve_device
+from cormult_lib.seeding import seed_everything
+
+# What ``data_path`` has to point at for each real data set, shown when it is missing.
+DATA_PATH_HINTS: dict[str, str] = {
+    "mmsa": "the path of an MMSA pickle such as .../MOSEI/Processed/aligned_50.pkl",
+    "mult": "the path of a MulT pickle such as .../data/mosei_senti_data.pkl",
+    "raw": "the folder of raw clips with their labels",
+}
+
+# Keys that write_results fills in itself; ``extra`` may not replace them.
+RESULT_KEYS = (
+    "notebook",
+    "metrics",
+    "settings",
+    "config",
+    "seed",
+    "device",
+    "wall_time_s",
+    "versions",
+    "finished_at",
+)
+
+
+def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
+    """Return ``value`` if it is one of ``allowed``, else raise ``ValueError`` naming ``name``.
+
+    >>> check_choice("pooling", "mean", ("mean", "max"))
+    'mean'
+    """
+    allowed = tuple(allowed)
+    if value not in allowed:
+        expected = ", ".join(repr(option) for option in allowed)
+        raise ValueError(f"{name}={value!r} is not allowed: expected one of {expected}")
+    return value
+
+
+def check_int(name: str, value: Any, minimum: int | None = None) -> int:
+    """Return ``value`` as an ``int`` if it is an integer (not a bool) and ``>= minimum``.
+
+    >>> check_int("epochs", 3, minimum=1)
+    3
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name}={value!r} is not valid: expected an integer")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}={value!r} is not valid: expected an integer >= {minimum}")
+    return int(value)
+
+
+def check_float(
+    name: str, value: Any, minimum: float | None = None, maximum: float | None = None
+) -> float:
+    """Return ``value`` as a ``float`` if it is a number (not a bool, not NaN) within bounds.
+
+    Both bounds are inclusive. Integers are accepted, so ``-p lr 1`` works as well as ``1.0``.
+
+    >>> check_float("dropout", 0.1, minimum=0.0, maximum=1.0)
+    0.1
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"{name}={value!r} is not valid: expected a number")
+    if math.isnan(value):
+        raise ValueError(f"{name}={value!r} is not valid: expected a number, not NaN")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        low = "-inf" if minimum is None else minimum
+        high = "inf" if maximum is None else maximum
+        raise ValueError(f"{name}={value!r} is not valid: expected a number in [{low}, {high}]")
+    return float(value)
+
+
+def to_json_value(value: Any) -> Any:
+    """``value`` made of plain JSON types: NaN and infinities become ``None``.
+
+    NumPy scalars and arrays and torch tensors become numbers and lists, paths and other
+    ``os.PathLike`` objects strings, tuples and sets lists, mapping keys strings. Anything
+    else raises ``TypeError``.
+    """
+    if value is None or isinstance(value, bool | str | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.generic | np.ndarray):
+        return to_json_value(value.tolist())
+    if isinstance(value, torch.Tensor):
+        return to_json_value(value.detach().cpu().tolist())
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, torch.device):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(key): to_json_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_json_value(item) for item in value]
+    raise TypeError(f"cannot write a {type(value).__name__} to JSON: {value!r}")
+
+
+@dataclass
+class NotebookRun:
+    """One execution of a notebook: its checked parameters and where its results go.
+
+    ``params`` holds every parameter as the notebook passed it (chapter-specific ones
+    included); ``started`` is the ``time.perf_counter()`` reading taken by
+    :func:`start_notebook`, for the wall time in :meth:`write_results`.
+    """
+
+    name: str
+    params: dict[str, Any]
+    config: ExperimentConfig
+    device: torch.device
+    modalities: tuple[str, ...]
+    output_dir: Path
+    figures_dir: Path
+    started: float
+
+    def save_figure(self, fig: Any, filename: str) -> Path:
+        """Save a matplotlib figure as ``figures_dir / filename`` (120 dpi, tight box)."""
+        path = self.figures_dir / filename
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        print(f"Saved figure {path}")
+        return path
+
+    def write_results(self, metrics: Mapping[str, Any], **extra: Any) -> Path:
+        """Write ``output_dir / f"{name}.json"`` and return its path.
+
+        The file holds ``notebook``, ``metrics``, ``settings`` (the parameters), ``config``,
+        ``seed``, ``device``, ``wall_time_s``, ``versions`` (python, torch, numpy,
+        cormult_lib), ``finished_at`` (ISO 8601 with the UTC offset) and every ``extra``
+        keyword. NaN and infinite floats are written as ``null`` so that the file is strict
+        JSON; NumPy and torch values become numbers and lists.
+        """
+        clashes = sorted(set(extra) & set(RESULT_KEYS))
+        if clashes:
+            raise ValueError(f"write_results fills {clashes} itself; pick other keyword names")
+        record = {
+            "notebook": self.name,
+            "metrics": metrics,
+            "settings": self.params,
+            "config": self.config.to_dict(),
+            "seed": self.params["seed"],
+            "device": str(self.device),
+            "wall_time_s": round(time.perf_counter() - self.started, 3),
+            "versions": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "numpy": np.__version__,
+                "cormult_lib": cormult_lib.__version__,
+            },
+            "finished_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+            **extra,
+        }
+        path = self.output_dir / f"{self.name}.json"
+        path.write_text(json.dumps(to_json_value(record), indent=2, allow_nan=False) + "\n")
+        print(f"Wrote results {path}")
+        return path
+
+
+def start_notebook(
+    name: str,
+    *,
+    profile: str,
+    dataset: str,
+    data_path: str | Path | None,
+    modalities: str,
+    seed: int,
+    device: str,
+    output_dir: str | Path,
+    figures_dir: str | Path,
+    datasets: tuple[str, ...] = ("synthetic", "mmsa"),
+    **extra: Any,
+) -> NotebookRun:
+    """Check the parameters of notebook ``name``, seed everything and create the output folders.
+
+    ``datasets`` lists the data sets this chapter supports. Every keyword in ``extra`` (the
+    chapter-specific parameters, checked by the notebook itself) is kept in ``params``.
+
+    Raises ``ValueError`` naming the parameter for a value that cannot work, and
+    ``RuntimeError`` (from :func:`~cormult_lib.device.resolve_device`) when CUDA is asked for
+    on a machine without it. Prints one line that summarises the run.
+    """
+    started = time.perf_counter()
+    check_choice("profile", profile, PRESETS)
+    check_choice("dataset", dataset, datasets)
+    try:
+        chosen = parse_modalities(modalities)
+    except (TypeError, AttributeError) as err:
+        raise ValueError(
+            f"modalities={modalities!r} is not valid: expected letters out of 'TAV' such as 'TA'"
+        ) from err
+    seed = check_int("seed", seed, minimum=0)
+    if not isinstance(device, str):
+        raise ValueError(
+            f"device={device!r} is not valid: expected 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        )
+    torch_device = resolve_device(device, verbose=False)
+    if dataset != "synthetic":
+        hint = DATA_PATH_HINTS.get(dataset, "the path of its data")
+        if data_path is None:
+            raise ValueError(f"data_path=None is not valid: dataset={dataset!r} needs {hint}")
+        if not Path(data_path).expanduser().exists():
+            raise ValueError(
+                f"data_path={str(data_path)!r} does not exist: dataset={dataset!r} needs {hint}"
+            )
+    outputs = Path(output_dir).expanduser()
+    figures = Path(figures_dir).expanduser()
+    outputs.mkdir(parents=True, exist_ok=True)
+    figures.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed)
+    params = {
+        "profile": profile,
+        "dataset": dataset,
+        "data_path": data_path,
+        "modalities": modalities,
+        "seed": seed,
+        "device": device,
+        "output_dir": output_dir,
+        "figures_dir": figures_dir,
+        **extra,
+    }
+    print(
+        f"{name}: profile={profile} dataset={dataset} modalities={''.join(chosen)} "
+        f"seed={seed} device={describe_device(torch_device)}"
+    )
+    return NotebookRun(
+        name=name,
+        params=params,
+        config=get_config(profile),
+        device=torch_device,
+        modalities=chosen,
+        output_dir=outputs,
+        figures_dir=figures,
+        started=started,
+    )

@@ -1,0 +1,268 @@
+"""The notebook harness: parameter checks in ``start_notebook`` and the papermill runner."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+
+from cormult_lib.notebook import (
+    NotebookRun,
+    check_choice,
+    check_float,
+    check_int,
+    start_notebook,
+)
+from cormult_lib.runner import check_notebook, main, parse_value
+
+
+def good_params(tmp_path: Path) -> dict:
+    """The default parameters cell of a notebook, writing under ``tmp_path``."""
+    return {
+        "profile": "quick",
+        "dataset": "synthetic",
+        "data_path": None,
+        "modalities": "TAV",
+        "seed": 0,
+        "device": "auto",
+        "output_dir": tmp_path / "outputs" / "nested",
+        "figures_dir": tmp_path / "figures",
+    }
+
+
+def test_start_notebook_defaults(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = start_notebook("01_demo", **good_params(tmp_path), epochs=3)
+    assert isinstance(run, NotebookRun)
+    assert run.name == "01_demo"
+    assert run.config.profile == "quick"
+    assert isinstance(run.device, torch.device)
+    assert run.modalities == ("T", "A", "V")
+    assert run.output_dir.is_dir() and run.figures_dir.is_dir()
+    assert run.params["epochs"] == 3 and run.params["seed"] == 0
+    assert isinstance(run.started, float)
+    line = capsys.readouterr().out
+    assert "01_demo" in line and "profile=quick" in line and "modalities=TAV" in line
+
+
+def test_start_notebook_seeds(tmp_path: Path) -> None:
+    start_notebook("01_demo", **good_params(tmp_path))
+    first = torch.rand(3)
+    start_notebook("01_demo", **good_params(tmp_path))
+    assert torch.equal(first, torch.rand(3))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("profile", "fast"),
+        ("dataset", "imdb"),
+        ("modalities", "TX"),
+        ("modalities", 3),
+        ("seed", -1),
+        ("seed", 1.5),
+        ("device", "tpu"),
+        ("device", 0),
+    ],
+)
+def test_start_notebook_rejects(tmp_path: Path, name: str, value: object) -> None:
+    params = good_params(tmp_path) | {name: value}
+    with pytest.raises(ValueError, match=name):
+        start_notebook("01_demo", **params)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_start_notebook_rejects_missing_cuda(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="device='cuda'"):
+        start_notebook("01_demo", **good_params(tmp_path) | {"device": "cuda"})
+
+
+def test_start_notebook_needs_data_path(tmp_path: Path) -> None:
+    params = good_params(tmp_path) | {"dataset": "mmsa"}
+    with pytest.raises(ValueError, match="data_path=None .*dataset='mmsa'"):
+        start_notebook("01_demo", **params)
+    missing = str(tmp_path / "nowhere.pkl")
+    with pytest.raises(ValueError, match="data_path=.*nowhere.pkl' does not exist.*aligned_50"):
+        start_notebook("01_demo", **params | {"data_path": missing})
+    with pytest.raises(ValueError, match="dataset='mmsa' is not allowed"):
+        start_notebook("01_demo", **params | {"data_path": missing}, datasets=("synthetic",))
+
+
+def test_start_notebook_accepts_existing_data_path(tmp_path: Path) -> None:
+    pickle = tmp_path / "aligned_50.pkl"
+    pickle.write_bytes(b"")
+    params = good_params(tmp_path) | {"dataset": "mmsa", "data_path": str(pickle)}
+    assert start_notebook("01_demo", **params).params["data_path"] == str(pickle)
+
+
+def test_write_results(tmp_path: Path) -> None:
+    run = start_notebook("01_demo", **good_params(tmp_path))
+    metrics = {"acc2": np.float32(0.5), "corr": float("nan"), "per_class": np.array([1, 2])}
+    path = run.write_results(metrics, history=[math.inf, 1.0])
+    assert path == run.output_dir / "01_demo.json"
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    record = json.loads(text)
+    expected = {"notebook", "metrics", "settings", "config", "seed", "device", "wall_time_s"}
+    assert expected | {"versions", "finished_at", "history"} == set(record)
+    assert record["metrics"] == {"acc2": 0.5, "corr": None, "per_class": [1, 2]}
+    assert record["history"] == [None, 1.0]
+    assert record["settings"]["output_dir"] == str(run.output_dir)
+    assert record["config"]["profile"] == "quick"
+    assert set(record["versions"]) == {"python", "torch", "numpy", "cormult_lib"}
+    with pytest.raises(ValueError, match="seed"):
+        run.write_results({}, seed=1)
+
+
+def test_save_figure(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = start_notebook("01_demo", **good_params(tmp_path))
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    path = run.save_figure(fig, "demo.png")
+    plt.close(fig)
+    assert path == run.figures_dir / "demo.png" and path.stat().st_size > 0
+
+
+def test_validators() -> None:
+    assert check_choice("pooling", "max", ("mean", "max")) == "max"
+    assert check_int("epochs", np.int64(2), minimum=1) == 2
+    assert check_float("lr", 1, minimum=0.0) == 1.0
+    with pytest.raises(ValueError, match="pooling='sum'.*'mean', 'max'"):
+        check_choice("pooling", "sum", ("mean", "max"))
+    with pytest.raises(ValueError, match="epochs=0"):
+        check_int("epochs", 0, minimum=1)
+    with pytest.raises(ValueError, match="epochs=True"):
+        check_int("epochs", True)
+    with pytest.raises(ValueError, match="dropout=1.5"):
+        check_float("dropout", 1.5, minimum=0.0, maximum=1.0)
+    with pytest.raises(ValueError, match="lr=nan"):
+        check_float("lr", float("nan"))
+    with pytest.raises(ValueError, match="lr='1e-3'"):
+        check_float("lr", "1e-3")
+
+
+def test_parse_value() -> None:
+    assert parse_value("3") == 3
+    assert parse_value("null") is None and parse_value("None") is None
+    assert parse_value("1e-3") == 0.001
+    assert parse_value("true") is True
+    assert parse_value("TAV") == "TAV"
+    assert parse_value("../outputs") == "../outputs"
+    assert parse_value("a: b: c") == "a: b: c"
+
+
+def make_notebook(path: Path, parameters: str, *cells: str, tagged: bool = True) -> Path:
+    """Write a notebook: a title, a (tagged) parameters cell, then ``cells``."""
+    parameters_cell = nbformat.v4.new_code_cell(parameters)
+    if tagged:
+        parameters_cell.metadata["tags"] = ["parameters"]
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    notebook.cells = [
+        nbformat.v4.new_markdown_cell("# Demo"),
+        parameters_cell,
+        *(nbformat.v4.new_code_cell(source) for source in cells),
+    ]
+    nbformat.write(notebook, path)
+    return path
+
+
+def run_cli(tmp_path: Path, notebook: Path, *options: str) -> int:
+    """``main`` on ``notebook`` with the executed copies under ``tmp_path / "executed"``."""
+    executed = str(tmp_path / "executed")
+    return main([str(notebook), "--kernel", "python3", "--executed-dir", executed, *options])
+
+
+def test_runner_rejects_misspelt_parameter(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    notebook = make_notebook(tmp_path / "01_demo.ipynb", 'x = 1\nname = "a"', "print(name)")
+    assert run_cli(tmp_path, notebook, "-p", "nmae", "b") == 2
+    captured = capsys.readouterr()
+    message = captured.out + captured.err
+    assert "'nmae'" in message and "did you mean 'name'?" in message
+    assert "01_demo.ipynb" in message and "x, name" in message
+    assert not (tmp_path / "executed" / "01_demo.ipynb").exists()
+
+
+def test_runner_rejects_unrunnable_notebooks(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    notebook = make_notebook(tmp_path / "01_demo.ipynb", "x = 1", "print(x)", tagged=False)
+    assert run_cli(tmp_path, notebook) == 2
+    assert "no cell tagged 'parameters'" in capsys.readouterr().err
+    notebook = make_notebook(tmp_path / "01_demo.ipynb", "%matplotlib inline\nx = 1")
+    assert run_cli(tmp_path, notebook, "-p", "x", "2") == 2
+    assert "parameters cell of" in capsys.readouterr().err
+    assert run_cli(tmp_path, tmp_path / "02_missing.ipynb") == 2
+    assert "no such notebook" in capsys.readouterr().err
+
+
+def test_check_notebook_reads_the_contract_cell(tmp_path: Path) -> None:
+    # papermill.inspect_notebook skips the data_path line: its comment holds a second "=".
+    cell = (
+        'profile = "quick"  # "quick" or "paper"\n'
+        'data_path = None  # path to real data when dataset != "synthetic"\n'
+        'output_dir = "../outputs#1"\n'
+        "seed: int = 0\n"
+    )
+    notebook = make_notebook(tmp_path / "01_demo.ipynb", cell)
+    defaults = check_notebook(notebook, {"data_path": "/x.pkl", "seed": 3})
+    assert defaults == {
+        "profile": "quick",
+        "data_path": None,
+        "output_dir": "../outputs#1",
+        "seed": 0,
+    }
+
+
+@pytest.mark.parametrize("options", [(), ("-p", "x", "2")], ids=["defaults", "injected"])
+def test_runner_reports_failing_cell(
+    tmp_path: Path, capsys: pytest.CaptureFixture, options: tuple[str, ...]
+) -> None:
+    notebook = make_notebook(
+        tmp_path / "01_demo.ipynb",
+        'x = 1\nname = "a"',
+        "print(x)",
+        'raise ValueError("boom")',
+    )
+    later = make_notebook(tmp_path / "02_later.ipynb", "x = 1", "print(x)")
+    executed = str(tmp_path / "executed")
+    argv = [str(notebook), str(later), "--kernel", "python3", "--executed-dir", executed]
+    assert main([*argv, *options]) == 1
+    captured = capsys.readouterr()
+    # Cell 3 of the source notebook, whether or not papermill injected a parameters cell.
+    assert "FAILED: " in captured.err and "01_demo.ipynb, cell 3 (execution count" in captured.err
+    assert "ValueError: boom" in captured.err
+    assert 'raise ValueError("boom")' in captured.err
+    assert "not run" in captured.out
+    assert (tmp_path / "executed" / "01_demo.ipynb").exists()
+    assert not (tmp_path / "executed" / "02_later.ipynb").exists()
+
+
+def test_runner_runs_with_parameters(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    notebook = make_notebook(
+        tmp_path / "01_demo.ipynb",
+        'x = 1\nname = "a"\noutput_dir = "results"',
+        "import json, pathlib\nassert x == 5, x\nprint(name * x)",
+        "pathlib.Path(output_dir).mkdir(exist_ok=True)\n"
+        "pathlib.Path(output_dir, '01_demo.json').write_text(json.dumps({'x': x}))",
+    )
+    assert run_cli(tmp_path, notebook, "-p", "x", "5") == 0
+    executed = nbformat.read(tmp_path / "executed" / "01_demo.ipynb", as_version=4)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "x = 5" in injected[0].source
+    assert "aaaaa" in executed.cells[3].outputs[0]["text"]
+    result = tmp_path / "results" / "01_demo.json"
+    assert json.loads(result.read_text()) == {"x": 5}
+    out = capsys.readouterr().out
+    assert "ok" in out and "01_demo.json" in out
