@@ -1,0 +1,139 @@
+"""Every chapter keeps the notebook contract, and the runner guards its parameters.
+
+nbval (``make test``) executes the notebooks with their defaults; these tests check what nbval
+cannot: the shape of each notebook, and how a headless run with wrong parameters fails.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import pickle
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+from cormult_lib.config import DataConfig
+from cormult_lib.data.synthetic import make_synthetic_splits
+from cormult_lib.runner import main
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+REQUIRED = {
+    "profile",
+    "dataset",
+    "data_path",
+    "modalities",
+    "seed",
+    "device",
+    "output_dir",
+    "figures_dir",
+}
+
+
+def test_there_are_notebooks() -> None:
+    assert NOTEBOOKS, "notebooks/ holds no numbered chapter"
+
+
+def _is_literal(node: ast.expr) -> bool:
+    try:
+        ast.literal_eval(node)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_contract(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    cells = nb.cells
+    assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# ")
+    assert "Learning goals" in cells[0].source
+    assert "parameters" in cells[1].metadata.get("tags", []), "cell 1 must be tagged parameters"
+    tree = ast.parse(cells[1].source)
+    names = set()
+    for statement in tree.body:
+        assert isinstance(statement, ast.Assign) and len(statement.targets) == 1
+        assert _is_literal(statement.value), f"{ast.unparse(statement)} is not a literal"
+        names.add(statement.targets[0].id)
+    assert names >= REQUIRED, f"missing parameters {sorted(REQUIRED - names)}"
+    setup = cells[2].source
+    assert (
+        f'start_notebook(\n    "{path.stem}"' in setup or f'start_notebook("{path.stem}"' in setup
+    )
+    for name in names:
+        assert f"{name}={name}" in setup, f"{name} is not passed to start_notebook"
+    code = [c for c in cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs"
+    assert any("assert " in c.source for c in code[2:]), "the notebook must check itself"
+    tail = "\n".join(c.source for c in cells[-3:] if c.cell_type == "markdown")
+    assert "## Summary" in tail and "## Exercises" in tail
+
+
+def _run(tmp_path: Path, *options: str) -> int:
+    return main(
+        [
+            str(ROOT / "notebooks" / "00_data_tour.ipynb"),
+            "--executed-dir",
+            str(tmp_path / "executed"),
+            "-p",
+            "output_dir",
+            str(tmp_path / "out"),
+            "-p",
+            "figures_dir",
+            str(tmp_path / "fig"),
+            *options,
+        ]
+    )
+
+
+def test_misspelt_parameter_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _run(tmp_path, "-p", "seeed", "1") == 2
+    message = "".join(capsys.readouterr())
+    assert "'seeed'" in message and "did you mean 'seed'?" in message
+
+
+def test_wrong_data_path_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    missing = tmp_path / "MOSEI" / "aligned_50.pkl"
+    assert _run(tmp_path, "-p", "dataset", "mmsa", "-p", "data_path", str(missing)) == 1
+    err = capsys.readouterr().err
+    assert "data_path=" in err and str(missing) in err and "does not exist" in err
+
+
+def _write_mmsa(path: Path) -> None:
+    """An MMSA-format pickle (BERT-sized text) made from the synthetic corpus, with COVAREP-like
+    non-finite audio values planted, to run the real-data path end to end."""
+    splits = make_synthetic_splits(DataConfig(n_samples=300, text_dim=768), seed=5)
+    data = {}
+    for name, split in splits.items():
+        audio = split.features["A"].copy()
+        audio[0, 0, :3] = [np.nan, np.inf, -np.inf]
+        lengths = split.masks["T"].sum(1)
+        ids = np.zeros((len(split), 3, 50))
+        ids[:, 1] = split.masks["T"]
+        data[name] = {
+            "text": split.features["T"],
+            "text_bert": ids,
+            "audio": audio,
+            "vision": split.features["V"],
+            "audio_lengths": lengths,
+            "vision_lengths": lengths,
+            "regression_labels": split.labels,
+            "id": np.array(split.ids, dtype=object),
+            "raw_text": split.meta["transcript"].to_numpy(),
+        }
+    path.write_bytes(pickle.dumps(data))
+
+
+def test_data_tour_runs_on_an_mmsa_pickle(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pickle_path = tmp_path / "aligned_50.pkl"
+    _write_mmsa(pickle_path)
+    assert _run(tmp_path, "-p", "dataset", "mmsa", "-p", "data_path", str(pickle_path)) == 0
+    result = json.loads((tmp_path / "out" / "00_data_tour.json").read_text())
+    assert result["settings"]["dataset"] == "mmsa"
+    assert result["metrics"]["n_samples"] == {"train": 210, "valid": 45, "test": 45}
+    assert result["metrics"]["probes"]["probe_T"]["acc2_non0"] > 0.6
+    executed = (tmp_path / "executed" / "00_data_tour.ipynb").read_text()
+    assert "replaced 3 non-finite values" in executed
