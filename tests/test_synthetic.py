@@ -1,9 +1,11 @@
 """The synthetic corpus: reproducible, the right shapes, and it teaches what it claims."""
 
+import subprocess
 import time
 from dataclasses import replace
 
 import cv2
+import imageio_ffmpeg
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,9 +14,11 @@ from scipy.stats import mannwhitneyu
 from sklearn.metrics import r2_score
 
 from cormult_lib.config import DataConfig
+from cormult_lib.data.cmu import read_label_csv
 from cormult_lib.data.probes import AgreementProbe, fit_sentiment_probes, predict_sentiment
 from cormult_lib.data.synthetic import DISCREPANCIES, SyntheticCorpus, make_synthetic_splits
 from cormult_lib.data.synthetic_raw import (
+    export_raw_corpus,
     render_frames,
     render_raw,
     speech_envelope,
@@ -223,3 +227,22 @@ def test_drawn_faces_are_found_by_opencvs_detector(corpus):
             for f in frames
         ]
     assert np.mean(found) > 0.9
+
+
+def test_export_raw_corpus_writes_the_cmu_layout(corpus, tmp_path):
+    table = export_raw_corpus(corpus, tmp_path, indices=[0, 1, 2])
+    labels = read_label_csv(table)
+    assert labels["id"].tolist() == ["synth0$_$00000", "synth0$_$00001", "synth0$_$00002"]
+    assert labels["label"].tolist() == [corpus.specs[i].sentiment for i in range(3)]
+    clip = tmp_path / "Raw" / "synth0" / "00001.mp4"
+    # Both streams are there: the frames (OpenCV) and the AAC audio track (ffmpeg).
+    video = cv2.VideoCapture(str(clip))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == len(render_raw(corpus, 1).frames)
+    decoded = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-i", str(clip), "-f", "s16le", "-ac", "1", "-"],
+        capture_output=True,
+    ).stdout
+    audio = np.frombuffer(decoded, np.int16) / 32768
+    reference = render_raw(corpus, 1).waveform
+    assert abs(len(audio) - len(reference)) < 0.05 * 16_000
+    assert abs(np.sqrt(np.mean(audio**2)) - np.sqrt(np.mean(reference**2))) < 0.02

@@ -17,13 +17,18 @@ the video.
 from __future__ import annotations
 
 import json
+import subprocess
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import imageio_ffmpeg
 import numpy as np
 import pandas as pd
 import soundfile as sf
+from tqdm.auto import tqdm
 
 from cormult_lib.data.synthetic import SampleSpec, SyntheticCorpus
 
@@ -238,3 +243,56 @@ def write_raw_sample(sample: RawSample, directory: str | Path) -> dict[str, Path
     }
     paths["transcript"].write_text(json.dumps(record, indent=2))
     return paths
+
+
+def mux_clip(video: Path, audio: Path, output: Path) -> Path:
+    """Combine a video-only file and a wav into one mp4 with an AAC audio track.
+
+    Uses the ffmpeg binary that ``imageio-ffmpeg`` ships (OpenCV cannot write audio); the video
+    stream is copied as it is.
+    """
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    command = [ffmpeg, "-y", "-loglevel", "error", "-i", str(video), "-i", str(audio)]
+    command += ["-c:v", "copy", "-c:a", "aac", "-b:a", "64k", str(output)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise OSError(f"ffmpeg could not write {output}: {done.stderr.strip()}")
+    return output
+
+
+def export_raw_corpus(
+    corpus: SyntheticCorpus, directory: str | Path, indices: Sequence[int] | None = None
+) -> Path:
+    """Write clips the way CMU-MOSEI's raw release is laid out, and return the label table.
+
+    ``directory/Raw/<video_id>/<clip_id>.mp4`` holds video and audio (AAC) together, and
+    ``directory/label.csv`` has the columns ``video_id, clip_id, text, label, mode`` of MMSA's
+    segment table plus ``discrepancy`` and ``noisy_modality`` from the synthetic specs. This is
+    the input of the raw-clip feature pipeline (chapter 02).
+    """
+    directory = Path(directory)
+    indices = range(len(corpus.specs)) if indices is None else indices
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for index in tqdm(indices, desc="writing raw clips"):
+            sample = render_raw(corpus, int(index))
+            spec = sample.spec
+            video_id, clip_id = spec.id.rsplit("_", 1)
+            parts = write_raw_sample(sample, scratch)
+            target = directory / "Raw" / video_id / f"{clip_id}.mp4"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            mux_clip(parts["video"], parts["audio"], target)
+            rows.append(
+                {
+                    "video_id": video_id,
+                    "clip_id": clip_id,
+                    "text": spec.transcript,
+                    "label": spec.sentiment,
+                    "mode": corpus.split_of[spec.index],
+                    "discrepancy": spec.discrepancy,
+                    "noisy_modality": spec.noisy_modality,
+                }
+            )
+    table = directory / "label.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+    return table
