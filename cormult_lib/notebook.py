@@ -42,7 +42,7 @@ from cormult_lib.seeding import seed_everything
 DATA_PATH_HINTS: dict[str, str] = {
     "mmsa": "the path of an MMSA pickle such as .../MOSEI/Processed/aligned_50.pkl",
     "mult": "the path of a MulT pickle such as .../data/mosei_senti_data.pkl",
-    "raw": "the folder of raw clips with their labels",
+    "raw": "a feature cache folder written by `python -m cormult_lib.features.pipeline`",
 }
 
 # Keys that write_results fills in itself; ``extra`` may not replace them.

@@ -9,7 +9,7 @@ from cormult_lib.data.cmu import load_mmsa, load_mult
 from cormult_lib.data.dataset import MultimodalSplit, parse_modalities
 from cormult_lib.data.synthetic import make_synthetic_splits
 
-DATASETS = ("synthetic", "mmsa", "mult")
+DATASETS = ("synthetic", "mmsa", "mult", "raw")
 
 
 def load_splits(
@@ -23,9 +23,10 @@ def load_splits(
 
     Args:
         dataset: ``"synthetic"`` (generated from ``config`` and ``seed``), ``"mmsa"``
-            (an MMSA ``aligned_50.pkl`` / ``unaligned_50.pkl``) or ``"mult"`` (MulT's
-            ``mosei_senti_data.pkl``).
-        data_path: the pickle for ``"mmsa"`` / ``"mult"``; ignored for ``"synthetic"``.
+            (an MMSA ``aligned_50.pkl`` / ``unaligned_50.pkl``), ``"mult"`` (MulT's
+            ``mosei_senti_data.pkl``) or ``"raw"`` (a feature cache written by
+            :mod:`cormult_lib.features.pipeline` from a folder of clips).
+        data_path: the pickle or the cache folder; ignored for ``"synthetic"``.
         modalities: the subset of ``"TAV"`` to keep.
     """
     wanted = "".join(parse_modalities(modalities))
@@ -35,6 +36,11 @@ def load_splits(
     if dataset not in DATASETS:
         raise ValueError(f"dataset={dataset!r} is not known: expected one of {DATASETS}")
     if data_path is None:
-        raise ValueError(f"dataset={dataset!r} needs data_path, the path of its pickle")
+        raise ValueError(f"dataset={dataset!r} needs data_path, the path of its data")
+    path = Path(data_path).expanduser()
+    if dataset == "raw":
+        from cormult_lib.features.pipeline import load_feature_cache
+
+        return load_feature_cache(path, modalities=wanted)
     loader = load_mmsa if dataset == "mmsa" else load_mult
-    return loader(Path(data_path).expanduser(), modalities=wanted)
+    return loader(path, modalities=wanted)

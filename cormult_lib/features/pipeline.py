@@ -1,0 +1,434 @@
+"""From a folder of clips to an on-disk feature cache, and back to training splits.
+
+Input: a segment table in the ``label.csv`` layout (``video_id, clip_id, text, label, mode``)
+and a folder of clips, either CMU-MOSEI's ``Raw/<video_id>/<clip_id>.mp4`` layout or flat
+``<video_id>_<clip_id>.mp4`` / ``<video_id>$_$<clip_id>.mp4`` files (any common video or audio
+extension). Per clip the pipeline extracts the three streams of CorMulT section 3.2.1:
+
+* ``audio``  log-Mel spectrogram F_A, ``(frames, n_mels)``, from the clip's audio track;
+* ``text``   token ids F_T, ``(tokens,)``, the transcript encoded with the dataset vocabulary V
+  (built once from the training transcripts and saved with the cache);
+* ``vision`` ResNet features F_V, ``(f, i)``, of ``num_frames`` uniformly sampled (face-cropped)
+  frames.
+
+The cache is ``<cache>/clips/<video_id>/<clip_id>.npz``, one file per clip, written atomically
+(a temporary file renamed into place), so a killed run leaves no half-written entry and a rerun
+skips every clip already there. ``<cache>/manifest.json`` records the settings: a rerun with
+different settings is refused instead of mixing features. Clips that fail are skipped, listed
+with the reason in ``<cache>/report.csv`` and counted in the final report, never dropped
+silently. :func:`load_feature_cache` turns the cache into the usual ``MultimodalSplit`` dict
+(``dataset="raw"`` in the notebooks).
+
+Command line (also the console script ``cormult-extract``)::
+
+    python -m cormult_lib.features.pipeline CLIPS_DIR LABEL_CSV CACHE_DIR --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import tempfile
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from cormult_lib.data.cmu import read_label_csv
+from cormult_lib.data.dataset import MultimodalSplit, pad_sequences, parse_modalities
+
+CLIP_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".wav", ".flac", ".mp3")
+MANIFEST = "manifest.json"
+VOCABULARY = "vocabulary.json"
+LABELS = "labels.csv"
+REPORT = "report.csv"
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    """Settings of the three extractors; stored in the cache's manifest.
+
+    ``weights`` is ``"imagenet"`` (torchvision's ResNet weights, which must be in the torch hub
+    cache: see :class:`~cormult_lib.features.vision.FrameEncoder`), a path to a state dict, or
+    ``None`` for random initialisation (a warning says so). ``backbone="resnet18"`` is a faster
+    stand-in for CPU demos; random weights are drawn from ``seed``, so every worker process
+    builds the same network. ``feature_dim`` is the paper's i (``None``: the backbone's width,
+    2048 for resnet50), reached by average pooling over channels.
+    """
+
+    sample_rate: int = 16_000
+    n_fft: int = 400
+    hop_length: int = 160
+    n_mels: int = 64
+    num_frames: int = 16
+    face_crop: bool = True
+    image_size: int = 224
+    backbone: str = "resnet50"
+    weights: str | None = "imagenet"
+    feature_dim: int | None = None
+    text_seq_len: int = 50
+    min_token_freq: int = 1
+    tokenizer: str | None = None
+    seed: int = 0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ExtractionReport:
+    """What a run did: per clip its status (``done``, ``cached``, ``failed``) and why."""
+
+    rows: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["id", "status", "reason", "seconds"])
+
+    def counts(self) -> dict[str, int]:
+        counts = self.table["status"].value_counts()
+        return {s: int(counts.get(s, 0)) for s in ("done", "cached", "failed")}
+
+    def summary(self) -> str:
+        c = self.counts()
+        rate = c["done"] / self.seconds if self.seconds > 0 else float("nan")
+        lines = [
+            f"{c['done']} clips extracted, {c['cached']} already cached, {c['failed']} failed "
+            f"in {self.seconds:.1f} s ({rate:.2f} clips/s)"
+        ]
+        failed = self.table[self.table["status"] == "failed"]
+        lines += [f"  failed {row.id}: {row.reason}" for row in failed.itertuples()]
+        return "\n".join(lines)
+
+
+def find_clip(clips_dir: Path, video_id: str, clip_id: str) -> Path | None:
+    """The file of one clip in ``clips_dir`` (CMU's ``Raw`` layout or flat names), or None."""
+    stems = [
+        Path("Raw") / video_id / clip_id,
+        Path(video_id) / clip_id,
+        Path(f"{video_id}_{clip_id}"),
+        Path(f"{video_id}$_${clip_id}"),
+    ]
+    for stem in stems:
+        for ext in CLIP_EXTENSIONS:
+            candidate = clips_dir / stem.with_name(stem.name + ext)
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def cache_path(cache_dir: Path, video_id: str, clip_id: str) -> Path:
+    return cache_dir / "clips" / video_id / f"{clip_id}.npz"
+
+
+def write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` into a temporary file next to ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **arrays)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class ClipFeatureExtractor:
+    """Holds the three extractors (built once per worker) and turns one clip into arrays."""
+
+    def __init__(self, config: ExtractionConfig, vocabulary_path: Path, device: str = "cpu"):
+        from cormult_lib.features.audio import LogMel
+        from cormult_lib.features.text import Vocabulary, load_bert_tokenizer, tokenize_with
+        from cormult_lib.features.vision import FaceCropper
+
+        self.config = config
+        self.device = torch.device(device)
+        self.log_mel = LogMel(
+            config.sample_rate, config.n_fft, config.hop_length, n_mels=config.n_mels
+        ).to(self.device)
+        tokenizer = load_bert_tokenizer(config.tokenizer)
+        self.tokenize = tokenize_with(tokenizer)
+        self.vocabulary = Vocabulary.load(vocabulary_path)
+        self.cropper = FaceCropper() if config.face_crop else None
+        self.encoder = build_frame_encoder(config, quiet=True).to(self.device).eval()
+
+    def __call__(self, clip: Path, transcript: str) -> dict[str, np.ndarray]:
+        from cormult_lib.features.audio import load_audio
+        from cormult_lib.features.vision import (
+            extract_frame_features,
+            frames_to_tensor,
+            read_frames,
+        )
+
+        cfg = self.config
+        waveform, _ = load_audio(clip, cfg.sample_rate)
+        with torch.inference_mode():
+            audio = self.log_mel(torch.from_numpy(waveform))[0].cpu().numpy()
+        ids, mask = self.vocabulary.encode([transcript], cfg.text_seq_len, tokenize=self.tokenize)
+        text = ids[0][mask[0]].numpy()
+        frames, _ = read_frames(clip, cfg.num_frames)
+        detected = np.ones(len(frames), dtype=bool)
+        if self.cropper is not None:
+            frames, detected = self.cropper.crop(frames, size=cfg.image_size)
+        pixels = frames_to_tensor(frames, size=cfg.image_size)[None]
+        vision = extract_frame_features(self.encoder, pixels, device=self.device, progress=False)
+        vision = vision[0].numpy()
+        return {
+            "audio": audio.astype(np.float32),
+            "text": text.astype(np.int64),
+            "vision": vision.astype(np.float32),
+            "face_detected": detected,
+        }
+
+
+def build_frame_encoder(config: ExtractionConfig, quiet: bool = False) -> torch.nn.Module:
+    """The ResNet frame encoder of ``config``; ``quiet`` hides the random-weights warning
+    (workers repeat what the parent process already said)."""
+    from cormult_lib.features.vision import FrameEncoder
+
+    with warnings.catch_warnings(), torch.random.fork_rng():
+        if quiet:
+            warnings.simplefilter("ignore")
+        torch.manual_seed(config.seed)
+        return FrameEncoder(
+            weights=config.weights, out_dim=config.feature_dim, backbone=config.backbone
+        )
+
+
+_WORKER: ClipFeatureExtractor | None = None
+
+
+def _init_worker(config: ExtractionConfig, vocabulary_path: Path, threads: int) -> None:
+    global _WORKER
+    torch.set_num_threads(threads)
+    _WORKER = ClipFeatureExtractor(config, vocabulary_path)
+
+
+def _extract_one(job: dict) -> dict:
+    """Extract one clip in a worker and write its cache entry; never raises for a bad clip."""
+    started = time.perf_counter()
+    try:
+        arrays = _WORKER(Path(job["clip"]), job["text"])
+        write_atomically(Path(job["target"]), arrays)
+        status, reason = "done", ""
+    except Exception as error:  # a bad clip is reported, not fatal
+        status, reason = "failed", f"{type(error).__name__}: {error}"
+    return {
+        "id": job["id"],
+        "status": status,
+        "reason": reason,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def prepare_cache(cache_dir: Path, labels: pd.DataFrame, config: ExtractionConfig) -> Path:
+    """Create the cache folder, its manifest, label table and vocabulary; check a rerun.
+
+    The vocabulary V is built from the *training* transcripts only (min frequency
+    ``config.min_token_freq``), so valid/test words it has never seen become ``<unk>``.
+    """
+    from cormult_lib.features.text import Vocabulary, load_bert_tokenizer, tokenize_with
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    manifest = cache_dir / MANIFEST
+    if manifest.exists():
+        previous = json.loads(manifest.read_text())
+        if previous != config.to_json():
+            changed = sorted(k for k in previous if previous.get(k) != config.to_json().get(k))
+            raise ValueError(
+                f"{cache_dir} holds features extracted with other settings (changed: {changed}); "
+                "use a new cache folder or delete this one"
+            )
+    else:
+        manifest.write_text(json.dumps(config.to_json(), indent=2))
+    vocabulary_path = cache_dir / VOCABULARY
+    if not vocabulary_path.exists():
+        tokenize = tokenize_with(load_bert_tokenizer(config.tokenizer))
+        train_text = labels.loc[labels["mode"] == "train", "text"]
+        vocabulary = Vocabulary.build(train_text, tokenize, min_freq=config.min_token_freq)
+        vocabulary.save(vocabulary_path)
+    labels.to_csv(cache_dir / LABELS, index=False)
+    return vocabulary_path
+
+
+def extract_features(
+    clips_dir: str | Path,
+    label_csv: str | Path,
+    cache_dir: str | Path,
+    config: ExtractionConfig | None = None,
+    workers: int = 1,
+    limit: int | None = None,
+) -> ExtractionReport:
+    """Extract every clip of ``label_csv`` found under ``clips_dir`` into ``cache_dir``.
+
+    Args:
+        workers: processes in the pool (each loads its own extractors and gets
+            ``cpu_count // workers`` torch threads); ``0`` runs in this process.
+        limit: only the first ``limit`` rows of the table (for demos).
+
+    Returns:
+        The report of this run; it is also written to ``cache_dir/report.csv`` (merged with
+        earlier runs) and its summary printed.
+    """
+    config = config or ExtractionConfig()
+    clips_dir, cache_dir = Path(clips_dir), Path(cache_dir)
+    if not clips_dir.is_dir():
+        raise FileNotFoundError(f"clips folder {clips_dir} does not exist")
+    labels = read_label_csv(label_csv)
+    if limit is not None:
+        labels = labels.head(limit)
+    build_frame_encoder(config)  # fails fast on missing weights, warns about random ones
+    vocabulary_path = prepare_cache(cache_dir, labels, config)
+
+    report, jobs = ExtractionReport(), []
+    for row in labels.itertuples():
+        target = cache_path(cache_dir, row.video_id, row.clip_id)
+        clip = find_clip(clips_dir, row.video_id, row.clip_id)
+        if target.exists():
+            report.rows.append({"id": row.id, "status": "cached", "reason": "", "seconds": 0.0})
+        elif clip is None:
+            reason = f"no clip file for {row.video_id}/{row.clip_id} under {clips_dir}"
+            report.rows.append({"id": row.id, "status": "failed", "reason": reason, "seconds": 0.0})
+        else:
+            jobs.append({"id": row.id, "clip": str(clip), "text": row.text, "target": str(target)})
+
+    started = time.perf_counter()
+    progress = tqdm(total=len(jobs), desc="extracting clips", unit="clip")
+    if workers == 0:
+        _init_worker(config, vocabulary_path, torch.get_num_threads())
+        for job in jobs:
+            report.rows.append(_extract_one(job))
+            progress.update()
+    elif jobs:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            workers, context, initializer=_init_worker, initargs=(config, vocabulary_path, threads)
+        ) as pool:
+            for future in as_completed([pool.submit(_extract_one, job) for job in jobs]):
+                report.rows.append(future.result())
+                progress.update()
+    progress.close()
+    report.seconds = time.perf_counter() - started
+    _merge_report(cache_dir / REPORT, report.table)
+    print(report.summary())
+    return report
+
+
+def _merge_report(path: Path, table: pd.DataFrame) -> None:
+    """Keep one row per clip: this run's status replaces an earlier run's."""
+    if path.exists():
+        earlier = pd.read_csv(path, dtype={"reason": str}, keep_default_na=False)
+        table = pd.concat([earlier[~earlier["id"].isin(table["id"])], table])
+    table.to_csv(path, index=False)
+
+
+def load_feature_cache(
+    cache_dir: str | Path, modalities: str = "TAV", audio_pool: int = 1
+) -> dict[str, MultimodalSplit]:
+    """The cached features as ``{"train", "valid", "test"} -> MultimodalSplit``.
+
+    Text is token ids ``(n, text_seq_len)``; audio ``(n, frames, n_mels)`` (average-pooled over
+    ``audio_pool`` frames to shorten long clips); vision ``(n, num_frames, feature_dim)``. Clips
+    of the label table without a cache entry are left out and counted in ``info["missing"]``; a
+    split without any cached clip is left out of the dict (both are printed).
+    """
+    cache_dir = Path(cache_dir)
+    if not (cache_dir / MANIFEST).is_file():
+        raise FileNotFoundError(
+            f"{cache_dir} is not a feature cache (no {MANIFEST}): create it with "
+            "`python -m cormult_lib.features.pipeline CLIPS_DIR LABEL_CSV CACHE_DIR`"
+        )
+    config = ExtractionConfig(**json.loads((cache_dir / MANIFEST).read_text()))
+    wanted = parse_modalities(modalities)
+    labels = read_label_csv(cache_dir / LABELS)
+    splits = {}
+    for name in ("train", "valid", "test"):
+        rows = labels[labels["mode"] == name]
+        entries, kept, missing = [], [], 0
+        for row in rows.itertuples():
+            path = cache_path(cache_dir, row.video_id, row.clip_id)
+            if path.exists():
+                with np.load(path) as data:
+                    entries.append({k: data[k] for k in data.files})
+                kept.append(row.Index)
+            else:
+                missing += 1
+        if missing:
+            print(f"{cache_dir} [{name}]: {missing} clip(s) of the label table have no features")
+        if not entries:
+            print(f"{cache_dir} [{name}]: no cached clip, the split is left out")
+            continue
+        features, masks = {}, {}
+        streams = {"T": ("text", config.text_seq_len), "A": ("audio", None), "V": ("vision", None)}
+        for m in wanted:
+            key, length = streams[m]
+            sequences = [e[key] for e in entries]
+            if m == "A" and audio_pool > 1:
+                sequences = [_pool_frames(s, audio_pool) for s in sequences]
+            features[m], masks[m] = pad_sequences(sequences, length)
+        meta = labels.loc[kept].reset_index(drop=True)
+        meta["faces_detected"] = [float(e["face_detected"].mean()) for e in entries]
+        splits[name] = MultimodalSplit(
+            features=features,
+            masks=masks,
+            labels=meta["label"].to_numpy(np.float32),
+            ids=meta["id"].tolist(),
+            meta=meta,
+            name=f"raw[{name}]",
+            info={"missing": missing, "extraction": config.to_json()},
+        )
+    if not splits:
+        raise ValueError(f"{cache_dir} holds no cached clip of its label table")
+    return splits
+
+
+def _pool_frames(x: np.ndarray, k: int) -> np.ndarray:
+    """Average consecutive groups of ``k`` frames: ``(t, d)`` -> ``(ceil(t / k), d)``."""
+    pad = (-len(x)) % k
+    padded = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]) if pad else x
+    return padded.reshape(-1, k, x.shape[1]).mean(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("clips_dir", type=Path)
+    parser.add_argument("label_csv", type=Path)
+    parser.add_argument("cache_dir", type=Path)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--limit", type=int, default=None)
+    defaults = ExtractionConfig()
+    for name, value in defaults.to_json().items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+        else:
+            kind = int if name == "feature_dim" else (type(value) if value is not None else str)
+            parser.add_argument(flag, type=kind, default=value)
+    args = vars(parser.parse_args(argv))
+    if args["weights"] in ("none", "None", ""):
+        args["weights"] = None
+    clips_dir, label_csv, cache_dir = (
+        args.pop("clips_dir"),
+        args.pop("label_csv"),
+        args.pop("cache_dir"),
+    )
+    workers, limit = args.pop("workers"), args.pop("limit")
+    report = extract_features(
+        clips_dir, label_csv, cache_dir, ExtractionConfig(**args), workers, limit
+    )
+    return 1 if report.counts()["failed"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

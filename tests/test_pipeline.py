@@ -1,0 +1,137 @@
+"""The raw-clip pipeline: clips + label table -> atomic, resumable feature cache -> splits."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cormult_lib.config import DataConfig
+from cormult_lib.data.loading import load_splits
+from cormult_lib.data.synthetic import SyntheticCorpus
+from cormult_lib.data.synthetic_raw import export_raw_corpus
+from cormult_lib.features import pipeline
+from cormult_lib.features.pipeline import (
+    ExtractionConfig,
+    extract_features,
+    load_feature_cache,
+    main,
+)
+from cormult_lib.features.text import Vocabulary
+
+FAST = ExtractionConfig(
+    backbone="resnet18", weights=None, image_size=64, num_frames=4, feature_dim=64
+)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> tuple[Path, Path]:
+    """Eight synthetic clips in CMU's raw layout, one of them corrupt and one missing."""
+    root = tmp_path_factory.mktemp("raw")
+    corpus = SyntheticCorpus(DataConfig(n_samples=40), seed=0)
+    table = export_raw_corpus(corpus, root, indices=range(8))
+    (root / "Raw" / "synth0" / "00003.mp4").write_bytes(os.urandom(4000))
+    (root / "Raw" / "synth0" / "00005.mp4").unlink()
+    return root, table
+
+
+def _entries(cache: Path) -> dict[str, float]:
+    return {p.name: p.stat().st_mtime_ns for p in (cache / "clips").rglob("*.npz")}
+
+
+def test_extract_report_resume_and_load(clips, tmp_path, capsys):
+    root, table = clips
+    cache = tmp_path / "cache"
+    with pytest.warns(UserWarning, match="randomly initialised"):
+        first = extract_features(root, table, cache, FAST, workers=0, limit=4)
+    assert first.counts() == {"done": 3, "cached": 0, "failed": 1}
+    failed = first.table.set_index("id").loc["synth0$_$00003"]
+    assert failed["status"] == "failed" and "00003.mp4" in failed["reason"]
+    before = _entries(cache)
+    assert len(before) == 3 and not list(cache.rglob("*.tmp"))
+
+    # The rerun over the whole table skips the three finished clips and retries the rest.
+    with pytest.warns(UserWarning):
+        second = extract_features(root, table, cache, FAST, workers=0)
+    assert second.counts() == {"done": 3, "cached": 3, "failed": 2}
+    after = _entries(cache)
+    assert all(after[name] == stamp for name, stamp in before.items()), "recomputed a clip"
+    assert "no clip file for synth0/00005" in capsys.readouterr().out
+    report = pd.read_csv(cache / "report.csv", keep_default_na=False)
+    assert len(report) == 8 and (report["status"] == "failed").sum() == 2
+
+    splits = load_feature_cache(cache, audio_pool=2)
+    labels = pd.read_csv(table)
+    assert sum(len(s) for s in splits.values()) == 6
+    for split in splits.values():
+        assert split.features["T"].shape[1:] == (50,)
+        assert split.features["V"].shape[1:] == (4, 64)
+        assert split.features["A"].shape[2] == 64
+        truth = labels.set_index(
+            labels["video_id"] + "$_$" + labels["clip_id"].map("{:05d}".format)
+        )
+        assert np.allclose(split.labels, truth.loc[split.ids, "label"].to_numpy())
+    # Text ids decode to the transcript's WordPiece tokens.
+    vocabulary = Vocabulary.load(cache / "vocabulary.json")
+    train = splits["train"]
+    words = vocabulary.decode(train.features["T"][0][train.masks["T"][0]].tolist())
+    assert " ".join(words).replace(" ##", "") == train.meta["text"][0]
+    # Audio: one log-Mel frame per hop (centred STFT), pooled by 2.
+    assert (train.masks["A"].sum(1) > 50).all()
+    assert np.isfinite(train.features["A"]).all()
+
+
+def test_changed_settings_are_refused(clips, tmp_path):
+    root, table = clips
+    cache = tmp_path / "cache"
+    with pytest.warns(UserWarning):
+        extract_features(root, table, cache, FAST, workers=0, limit=1)
+    with pytest.raises(ValueError, match="num_frames"):
+        extract_features(
+            root, table, cache, ExtractionConfig(**{**FAST.to_json(), "num_frames": 2})
+        )
+
+
+def test_a_crash_while_writing_leaves_no_entry(clips, tmp_path, monkeypatch):
+    root, table = clips
+    cache = tmp_path / "cache"
+
+    def crash(stream, **arrays):
+        stream.write(b"half an entry")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.np, "savez", crash)
+    with pytest.warns(UserWarning), pytest.raises(KeyboardInterrupt):
+        extract_features(root, table, cache, FAST, workers=0, limit=1)
+    assert not list((cache / "clips").rglob("*"))[1:] and not list(cache.rglob("*.npz"))
+    assert not list(cache.rglob("*.tmp"))
+
+
+def test_worker_pool_matches_a_single_process(clips, tmp_path):
+    root, table = clips
+    with pytest.warns(UserWarning):
+        extract_features(root, table, tmp_path / "serial", FAST, workers=0, limit=3)
+        extract_features(root, table, tmp_path / "pool", FAST, workers=2, limit=3)
+    serial, pool = load_feature_cache(tmp_path / "serial"), load_feature_cache(tmp_path / "pool")
+    for name in serial:
+        assert serial[name].ids == pool[name].ids
+        for m in "TAV":
+            assert np.allclose(serial[name].features[m], pool[name].features[m], atol=1e-4)
+
+
+def test_cli_and_raw_dataset(clips, tmp_path):
+    root, table = clips
+    cache = tmp_path / "cache"
+    args = [str(root), str(table), str(cache), "--workers", "0", "--limit", "3"]
+    args += ["--backbone", "resnet18", "--weights", "none", "--image-size", "64"]
+    args += ["--num-frames", "2", "--feature-dim", "32", "--no-face-crop"]
+    with pytest.warns(UserWarning):
+        assert main(args) == 0
+    splits = load_splits("raw", cache, modalities="AV")
+    assert splits["train"].modalities == ("A", "V")
+    assert splits["train"].features["V"].shape[1:] == (2, 32)
+    with pytest.raises(FileNotFoundError, match="not a feature cache"):
+        load_feature_cache(tmp_path)
