@@ -32,6 +32,38 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class FeatureConfig:
+    """Feature extraction from raw clips (CorMulT section 3.2.1); stored in a cache's manifest.
+
+    ``weights`` is ``"imagenet"`` (torchvision's ResNet weights, which must be in the torch hub
+    cache: see :class:`~cormult_lib.features.vision.FrameEncoder`), ``"auto"`` (ImageNet when
+    cached, else random), a path to a state dict, or ``None`` for random initialisation (a
+    warning says so). ``backbone="resnet18"`` is a faster
+    stand-in for CPU demos; random weights are drawn from ``seed``, so every worker process
+    builds the same network. ``feature_dim`` is the paper's i (``None``: the backbone's width,
+    2048 for resnet50), reached by average pooling over channels.
+    """
+
+    sample_rate: int = 16_000
+    n_fft: int = 400
+    hop_length: int = 160
+    n_mels: int = 64
+    num_frames: int = 8
+    face_crop: bool = True
+    image_size: int = 112
+    backbone: str = "resnet50"
+    weights: str | None = "auto"
+    feature_dim: int | None = None
+    text_seq_len: int = 50
+    min_token_freq: int = 1
+    tokenizer: str | None = None
+    seed: int = 0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class CorrelationConfig:
     """The Modality Correlation Evaluator (CorMulT section 3.2.3) and its pre-training.
 
@@ -84,6 +116,7 @@ class ExperimentConfig:
 
     profile: str = "quick"
     data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
     correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -97,6 +130,7 @@ PRESETS: dict[str, ExperimentConfig] = {
     "paper": ExperimentConfig(
         profile="paper",
         data=DataConfig(n_samples=20_000, text_dim=300),
+        features=FeatureConfig(num_frames=16, image_size=224),
         correlation=CorrelationConfig(
             hidden_dim=128,
             num_layers=3,
@@ -136,7 +170,8 @@ def get_config(profile: str = "quick", **overrides: dict) -> ExperimentConfig:
     for section, values in overrides.items():
         if section not in {f.name for f in fields(ExperimentConfig)} or section == "profile":
             raise ValueError(
-                f"unknown config section {section!r}; expected data, correlation, model or train"
+                f"unknown config section {section!r}; "
+                "expected data, features, correlation, model or train"
             )
         current = getattr(config, section)
         known = {f.name for f in fields(current)}

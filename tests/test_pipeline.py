@@ -9,22 +9,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cormult_lib.config import DataConfig
+from cormult_lib.config import DataConfig, FeatureConfig
 from cormult_lib.data.loading import load_splits
 from cormult_lib.data.synthetic import SyntheticCorpus
 from cormult_lib.data.synthetic_raw import export_raw_corpus
 from cormult_lib.features import pipeline
 from cormult_lib.features.pipeline import (
-    ExtractionConfig,
     extract_features,
     load_feature_cache,
     main,
 )
 from cormult_lib.features.text import Vocabulary
 
-FAST = ExtractionConfig(
-    backbone="resnet18", weights=None, image_size=64, num_frames=4, feature_dim=64
-)
+FAST = FeatureConfig(backbone="resnet18", weights=None, image_size=64, num_frames=4, feature_dim=64)
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +87,7 @@ def test_changed_settings_are_refused(clips, tmp_path):
     with pytest.warns(UserWarning):
         extract_features(root, table, cache, FAST, workers=0, limit=1)
     with pytest.raises(ValueError, match="num_frames"):
-        extract_features(
-            root, table, cache, ExtractionConfig(**{**FAST.to_json(), "num_frames": 2})
-        )
+        extract_features(root, table, cache, FeatureConfig(**{**FAST.to_json(), "num_frames": 2}))
 
 
 def test_a_crash_while_writing_leaves_no_entry(clips, tmp_path, monkeypatch):

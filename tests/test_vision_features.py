@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 import cv2
@@ -337,6 +338,21 @@ def test_imagenet_weights_load_from_the_hub_cache(tmp_path, monkeypatch):
     for name, tensor in reference.state_dict().items():
         if not name.startswith("fc."):
             assert torch.equal(encoder.backbone.state_dict()[name], tensor), name
+
+
+def test_auto_weights_use_imagenet_when_cached_and_random_otherwise(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.warns(UserWarning, match="randomly initialised"):
+        FrameEncoder(weights="auto", backbone="resnet18")
+    torch.manual_seed(3)
+    reference = models.resnet18()
+    checkpoint = imagenet_checkpoint_path("resnet18")
+    checkpoint.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), checkpoint)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        encoder = FrameEncoder(weights="auto", backbone="resnet18")
+    assert torch.equal(encoder.backbone.conv1.weight, reference.conv1.weight)
 
 
 def test_local_state_dict_gives_that_models_outputs(tmp_path):

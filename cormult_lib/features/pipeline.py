@@ -34,7 +34,7 @@ import tempfile
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from cormult_lib.config import FeatureConfig
 from cormult_lib.data.cmu import read_label_csv
 from cormult_lib.data.dataset import MultimodalSplit, pad_sequences, parse_modalities
 
@@ -50,37 +51,6 @@ MANIFEST = "manifest.json"
 VOCABULARY = "vocabulary.json"
 LABELS = "labels.csv"
 REPORT = "report.csv"
-
-
-@dataclass(frozen=True)
-class ExtractionConfig:
-    """Settings of the three extractors; stored in the cache's manifest.
-
-    ``weights`` is ``"imagenet"`` (torchvision's ResNet weights, which must be in the torch hub
-    cache: see :class:`~cormult_lib.features.vision.FrameEncoder`), a path to a state dict, or
-    ``None`` for random initialisation (a warning says so). ``backbone="resnet18"`` is a faster
-    stand-in for CPU demos; random weights are drawn from ``seed``, so every worker process
-    builds the same network. ``feature_dim`` is the paper's i (``None``: the backbone's width,
-    2048 for resnet50), reached by average pooling over channels.
-    """
-
-    sample_rate: int = 16_000
-    n_fft: int = 400
-    hop_length: int = 160
-    n_mels: int = 64
-    num_frames: int = 16
-    face_crop: bool = True
-    image_size: int = 224
-    backbone: str = "resnet50"
-    weights: str | None = "imagenet"
-    feature_dim: int | None = None
-    text_seq_len: int = 50
-    min_token_freq: int = 1
-    tokenizer: str | None = None
-    seed: int = 0
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -146,7 +116,7 @@ def write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
 class ClipFeatureExtractor:
     """Holds the three extractors (built once per worker) and turns one clip into arrays."""
 
-    def __init__(self, config: ExtractionConfig, vocabulary_path: Path, device: str = "cpu"):
+    def __init__(self, config: FeatureConfig, vocabulary_path: Path, device: str = "cpu"):
         from cormult_lib.features.audio import LogMel
         from cormult_lib.features.text import Vocabulary, load_bert_tokenizer, tokenize_with
         from cormult_lib.features.vision import FaceCropper
@@ -191,7 +161,7 @@ class ClipFeatureExtractor:
         }
 
 
-def build_frame_encoder(config: ExtractionConfig, quiet: bool = False) -> torch.nn.Module:
+def build_frame_encoder(config: FeatureConfig, quiet: bool = False) -> torch.nn.Module:
     """The ResNet frame encoder of ``config``; ``quiet`` hides the random-weights warning
     (workers repeat what the parent process already said)."""
     from cormult_lib.features.vision import FrameEncoder
@@ -208,7 +178,7 @@ def build_frame_encoder(config: ExtractionConfig, quiet: bool = False) -> torch.
 _WORKER: ClipFeatureExtractor | None = None
 
 
-def _init_worker(config: ExtractionConfig, vocabulary_path: Path, threads: int) -> None:
+def _init_worker(config: FeatureConfig, vocabulary_path: Path, threads: int) -> None:
     global _WORKER
     torch.set_num_threads(threads)
     _WORKER = ClipFeatureExtractor(config, vocabulary_path)
@@ -231,7 +201,7 @@ def _extract_one(job: dict) -> dict:
     }
 
 
-def prepare_cache(cache_dir: Path, labels: pd.DataFrame, config: ExtractionConfig) -> Path:
+def prepare_cache(cache_dir: Path, labels: pd.DataFrame, config: FeatureConfig) -> Path:
     """Create the cache folder, its manifest, label table and vocabulary; check a rerun.
 
     The vocabulary V is built from the *training* transcripts only (min frequency
@@ -265,7 +235,7 @@ def extract_features(
     clips_dir: str | Path,
     label_csv: str | Path,
     cache_dir: str | Path,
-    config: ExtractionConfig | None = None,
+    config: FeatureConfig | None = None,
     workers: int = 1,
     limit: int | None = None,
 ) -> ExtractionReport:
@@ -280,7 +250,7 @@ def extract_features(
         The report of this run; it is also written to ``cache_dir/report.csv`` (merged with
         earlier runs) and its summary printed.
     """
-    config = config or ExtractionConfig()
+    config = config or FeatureConfig()
     clips_dir, cache_dir = Path(clips_dir), Path(cache_dir)
     if not clips_dir.is_dir():
         raise FileNotFoundError(f"clips folder {clips_dir} does not exist")
@@ -349,7 +319,7 @@ def load_feature_cache(
             f"{cache_dir} is not a feature cache (no {MANIFEST}): create it with "
             "`python -m cormult_lib.features.pipeline CLIPS_DIR LABEL_CSV CACHE_DIR`"
         )
-    config = ExtractionConfig(**json.loads((cache_dir / MANIFEST).read_text()))
+    config = FeatureConfig(**json.loads((cache_dir / MANIFEST).read_text()))
     wanted = parse_modalities(modalities)
     labels = read_label_csv(cache_dir / LABELS)
     splits = {}
@@ -407,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("cache_dir", type=Path)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--limit", type=int, default=None)
-    defaults = ExtractionConfig()
+    defaults = FeatureConfig()
     for name, value in defaults.to_json().items():
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
@@ -425,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     workers, limit = args.pop("workers"), args.pop("limit")
     report = extract_features(
-        clips_dir, label_csv, cache_dir, ExtractionConfig(**args), workers, limit
+        clips_dir, label_csv, cache_dir, FeatureConfig(**args), workers, limit
     )
     return 1 if report.counts()["failed"] else 0
 

@@ -378,6 +378,8 @@ def _build_backbone(name: str, weights: str | Path | None, download: bool) -> nn
         f"(here: {checkpoint.parent}) and pass weights='imagenet', or pass weights= a local "
         f"state-dict path"
     )
+    if weights == "auto":
+        weights = "imagenet" if checkpoint.is_file() else None
     if weights is None:
         warnings.warn(
             f"FrameEncoder(weights=None): the {name} backbone is randomly initialised, so its "
@@ -426,8 +428,10 @@ class FrameEncoder(nn.Module):
 
     Args:
         weights: ``"imagenet"`` (torchvision's ``IMAGENET1K_V2`` for resnet50 /
-            ``IMAGENET1K_V1`` for resnet18, read from the torch hub cache), a path to a local
-            state dict of the same torchvision architecture, or None (random init, warns).
+            ``IMAGENET1K_V1`` for resnet18, read from the torch hub cache), ``"auto"``
+            (ImageNet when that checkpoint is in the cache, otherwise random init with the
+            warning below), a path to a local state dict of the same torchvision architecture,
+            or None (random init, warns and says how to get the real weights).
         out_dim: feature dimension ``i``, at most ``feature_dim``; None keeps ``feature_dim``.
         backbone: ``"resnet50"`` (the paper's) or ``"resnet18"`` (cheaper; CPU tests and the
             quick profile).
