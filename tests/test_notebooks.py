@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import json
 import pickle
+import re
 from pathlib import Path
 
 import nbformat
@@ -63,8 +64,9 @@ def test_notebook_contract(path: Path) -> None:
     assert (
         f'start_notebook(\n    "{path.stem}"' in setup or f'start_notebook("{path.stem}"' in setup
     )
+    call = setup[setup.index("start_notebook(") :]
     for name in names:
-        assert f"{name}={name}" in setup, f"{name} is not passed to start_notebook"
+        assert re.search(rf"\b{name}=", call), f"{name} is not passed to start_notebook"
     code = [c for c in cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs"
     assert any("assert " in c.source for c in code[2:]), "the notebook must check itself"
