@@ -16,8 +16,10 @@ import nbformat
 import numpy as np
 import pytest
 
-from cormult_lib.config import DataConfig
-from cormult_lib.data.synthetic import make_synthetic_splits
+from cormult_lib.config import DataConfig, FeatureConfig
+from cormult_lib.data.synthetic import SyntheticCorpus, make_synthetic_splits
+from cormult_lib.data.synthetic_raw import export_raw_corpus
+from cormult_lib.features.pipeline import extract_features
 from cormult_lib.runner import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,3 +141,20 @@ def test_data_tour_runs_on_an_mmsa_pickle(tmp_path: Path, capsys: pytest.Capture
     assert result["metrics"]["probes"]["probe_T"]["acc2_non0"] > 0.6
     executed = (tmp_path / "executed" / "00_data_tour.ipynb").read_text()
     assert "replaced 3 non-finite values" in executed
+
+
+def test_data_tour_runs_on_a_raw_clip_cache(tmp_path: Path) -> None:
+    corpus = SyntheticCorpus(DataConfig(n_samples=40), seed=0)
+    picks = [
+        i
+        for name in ("train", "valid", "test")
+        for i in np.flatnonzero(corpus.split_of == name)[:3]
+    ]
+    table = export_raw_corpus(corpus, tmp_path / "clips", indices=picks)
+    config = FeatureConfig(backbone="resnet18", weights=None, image_size=64, num_frames=4)
+    with pytest.warns(UserWarning, match="randomly initialised"):
+        extract_features(tmp_path / "clips", table, tmp_path / "cache", config, workers=0)
+    assert _run(tmp_path, "-p", "dataset", "raw", "-p", "data_path", str(tmp_path / "cache")) == 0
+    result = json.loads((tmp_path / "out" / "00_data_tour.json").read_text())
+    assert result["metrics"]["n_samples"] == {"train": 3, "valid": 3, "test": 3}
+    assert set(result["metrics"]["probes"]) == {"probe_A", "probe_V"}

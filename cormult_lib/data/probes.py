@@ -41,6 +41,11 @@ def fit_sentiment_probes(split: MultimodalSplit) -> dict[str, Pipeline]:
     """One ridge regression per modality from time-mean features to the sentiment label."""
     probes = {}
     for m in split.modalities:
+        if split.features[m].ndim != 3:
+            raise ValueError(
+                f"{split.name}: modality {m} holds token ids {split.features[m].shape}; "
+                "linear probes need float features (n, time, dim)"
+            )
         probe = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13)))
         probes[m] = probe.fit(time_mean(split.features[m], split.masks[m]), split.labels)
     return probes
