@@ -131,7 +131,7 @@ def plot_stft_frame(
         xlabel="time (ms)",
         title=f"one frame: N = {n_fft} samples = {1000 * n_fft / sample_rate:g} ms",
     )
-    left.legend(fontsize=8, loc="lower right")
+    left.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
     freqs = np.fft.rfftfreq(n_fft, 1 / sample_rate)
     for signal, label, color in (
         (frame, "rectangular (no window)", "tab:blue"),
@@ -336,10 +336,17 @@ def plot_spectrogram_rows(
             right.set_yticks([0, 1])
             if row == 0:
                 right.legend(fontsize=7, loc="upper right")
-    axes[-1, 0].set_xlabel("time (s); orange: the transcript's word spans")
-    if traces is not None:
+    has_words = words is not None and any(table is not None for table in words)
+    axes[-1, 0].set_xlabel(
+        "time (s)" + ("; orange: the transcript's word spans" if has_words else "")
+    )
+    if traces is None:
+        fig.colorbar(image, ax=axes[:, 0], label="log Mel power", shrink=0.8, pad=0.01)
+    else:
         axes[-1, 1].set_xlabel("time (s); each curve scaled to [0, 1]")
-    fig.colorbar(image, ax=axes[:, 0], label="log Mel power", shrink=0.8, pad=0.01)
+        fig.colorbar(
+            image, ax=axes[:, 0], label="log Mel power", location="bottom", shrink=0.5, aspect=40
+        )
     return fig
 
 
