@@ -10,14 +10,12 @@ Each is run once to warm up, then ``--repeats`` times; the median wall time is r
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 import torchaudio
 
 from cormult_lib.features.audio import LogMel
+from cormult_lib.timing import median_seconds
 
 
 def parse_args() -> argparse.Namespace:
@@ -34,31 +32,6 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda'")
     return parser.parse_args()
-
-
-def median_seconds(
-    functions: dict[str, Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor, repeats: int
-) -> dict[str, float]:
-    """Median wall time of each ``fn(x)`` over ``repeats`` runs after one warm-up run each.
-
-    The functions take turns within every repeat, so a busy machine slows them alike.
-    """
-
-    def sync() -> None:
-        if x.device.type == "cuda":
-            torch.cuda.synchronize(x.device)
-
-    times: dict[str, list[float]] = {name: [] for name in functions}
-    for fn in functions.values():
-        fn(x)
-    sync()
-    for _ in range(repeats):
-        for name, fn in functions.items():
-            start = time.perf_counter()
-            fn(x)
-            sync()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
