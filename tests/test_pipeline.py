@@ -86,8 +86,9 @@ def test_changed_settings_are_refused(clips, tmp_path):
     cache = tmp_path / "cache"
     with pytest.warns(UserWarning):
         extract_features(root, table, cache, FAST, workers=0, limit=1)
-    with pytest.raises(ValueError, match="num_frames"):
-        extract_features(root, table, cache, FeatureConfig(**{**FAST.to_json(), "num_frames": 2}))
+    changed = FeatureConfig(**{**FAST.to_json(), "num_frames": 2})
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="num_frames"):
+        extract_features(root, table, cache, changed)
 
 
 def test_a_crash_while_writing_leaves_no_entry(clips, tmp_path, monkeypatch):
