@@ -407,3 +407,59 @@ def plot_face_crops(
     axes[1, 0].set_ylabel("face crop")
     fig.tight_layout()
     return fig
+
+
+def plot_negative_example(
+    features: dict,
+    masks: dict,
+    negative,
+    index: int,
+    vocabulary,
+    frame_shape: tuple[int, int, int],
+    steps_per_second: dict[str, float],
+    n_frames: int = 4,
+) -> plt.Figure:
+    """One sample before (top) and after (bottom) a negative-sampling strategy.
+
+    ``features`` / ``masks`` hold the raw-form batch: ``"V"`` frames flattened to
+    ``(batch, f, H*W*3)`` in [0, 1], ``"A"`` log-Mel ``(batch, frames, n_mels)``, ``"T"`` word
+    ids ``(batch, words)``; ``negative`` is the :class:`NegativeBatch` made from it.
+    """
+    fig = plt.figure(figsize=(15, 4.6))
+    grid = fig.add_gridspec(2, n_frames + 5, hspace=0.55, wspace=0.1)
+    rows = (("before", features, masks), ("after", negative.features, negative.masks))
+    for row, (name, feats, msk) in enumerate(rows):
+        valid = msk["V"][index]
+        frames = feats["V"][index][valid].reshape(-1, *frame_shape).clamp(0, 1).numpy()
+        picks = np.linspace(0, len(frames) - 1, n_frames).round().astype(int)
+        for col, k in enumerate(picks):
+            ax = fig.add_subplot(grid[row, col])
+            ax.imshow(frames[k])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(f"{k / steps_per_second['V']:.1f} s", fontsize=8)
+        ax = fig.add_subplot(grid[row, n_frames:])
+        spectrogram = feats["A"][index][msk["A"][index]].numpy()
+        seconds = len(spectrogram) / steps_per_second["A"]
+        ax.imshow(spectrogram.T, origin="lower", aspect="auto", extent=(0, seconds, 0, 1))
+        ax.set_yticks([])
+        ax.set_xlabel("seconds", fontsize=8)
+        words = vocabulary.decode(feats["T"][index][msk["T"][index]].tolist())
+        text = " ".join(words)
+        text = text if len(text) < 95 else text[:92] + "..."
+        ax.set_title(f"{name}: \u201c{text}\u201d", fontsize=9, loc="left")
+    strategy, changed = negative.strategy[index], negative.modality[index]
+    fig.suptitle(f"strategy {strategy}: changed {changed or 'nothing'}", x=0.1, ha="left")
+    return fig
+
+
+def plot_strategy_shares(shares: pd.Series, broken: pd.DataFrame) -> plt.Figure:
+    """Left: how often strategy D picked A, B and C. Right: share of each modality pair broken
+    by the negatives of each strategy (rows: strategies, columns: pairs)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
+    left.bar(shares.index, shares.to_numpy(), color="tab:blue")
+    left.set(ylabel="share of negatives", title="Strategy D picks")
+    sns.heatmap(broken, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="Blues", ax=right)
+    right.set(xlabel="modality pair", ylabel="strategy", title="pairs broken")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,1 @@
+"""Training: one loop for every model (checkpoints, resume, early stopping) and its uses."""
