@@ -1,0 +1,48 @@
+"""Raw and extracted inputs of the same clips (the CorMulT paper's Table 5 variants)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cormult_lib.config import DataConfig, FeatureConfig
+from cormult_lib.data.synthetic import SyntheticCorpus
+from cormult_lib.data.synthetic_raw import render_raw
+from cormult_lib.features.audio import log_mel_spectrogram
+from cormult_lib.features.raw_inputs import raw_input_splits
+
+CONFIG = FeatureConfig(
+    backbone="resnet18", weights=None, image_size=32, num_frames=4, feature_dim=16, hop_length=1600
+)
+
+
+@pytest.fixture(scope="module")
+def corpus() -> SyntheticCorpus:
+    return SyntheticCorpus(DataConfig(n_samples=40), seed=0)
+
+
+def test_forms_share_clips_and_time_axes(corpus):
+    raw = raw_input_splits(corpus, list(range(12)), "waveform", "pixels", CONFIG, progress=False)
+    feat = raw_input_splits(corpus, list(range(12)), "log_mel", "resnet", CONFIG, progress=False)
+    for name in raw:
+        assert raw[name].ids == feat[name].ids
+        assert np.array_equal(raw[name].masks["A"], feat[name].masks["A"])
+        assert np.array_equal(raw[name].features["T"], feat[name].features["T"])
+        assert raw[name].features["A"].shape[2] == CONFIG.n_fft
+        assert feat[name].features["A"].shape[2] == CONFIG.n_mels
+        assert raw[name].features["V"].shape[1:] == (4, 24 * 24 * 3)
+        assert feat[name].features["V"].shape[1:] == (4, 16)
+    # The log-Mel form is exactly Eq. 1-3 of the clip with the configured hop.
+    split = feat["train"]
+    index = int(split.meta["id"].str.rsplit("_", n=1).str[1].astype(int).iloc[0])
+    expected = log_mel_spectrogram(
+        torch.from_numpy(render_raw(corpus, index).waveform), 16_000, hop_length=1600
+    )[0].numpy()
+    got = split.features["A"][0][split.masks["A"][0]]
+    assert got.shape == expected.shape and np.allclose(got, expected, atol=1e-4)
+
+
+def test_bad_form_names(corpus):
+    with pytest.raises(ValueError, match="audio must be one of"):
+        raw_input_splits(corpus, [0, 1], "mfcc", "pixels", CONFIG, progress=False)
