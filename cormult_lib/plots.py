@@ -463,3 +463,54 @@ def plot_strategy_shares(shares: pd.Series, broken: pd.DataFrame) -> plt.Figure:
     right.set(xlabel="modality pair", ylabel="strategy", title="pairs broken")
     fig.tight_layout()
     return fig
+
+
+def plot_history(history: pd.DataFrame, parts: Sequence[str] = ()) -> plt.Figure:
+    """Training curves: ``train_loss`` / ``valid_loss`` per epoch, and per-part validation
+    curves (e.g. ``valid_LOSS_T``) when ``parts`` names them."""
+    fig, axes = plt.subplots(1, 2 if parts else 1, figsize=(11 if parts else 6, 3.2), squeeze=False)
+    left = axes[0, 0]
+    left.plot(history["epoch"], history["train_loss"], "o-", label="train")
+    left.plot(history["epoch"], history["valid_loss"], "o-", label="valid")
+    left.set(xlabel="epoch", ylabel="loss", title="Triplet loss (Eq. 8)")
+    left.legend()
+    if parts:
+        right = axes[0, 1]
+        for column in parts:
+            right.plot(history["epoch"], history[column], "o-", label=column)
+        right.set(xlabel="epoch", title="validation loss per anchor modality")
+        right.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_coefficients(
+    positives: pd.DataFrame, negatives: pd.DataFrame, by_kind: pd.DataFrame
+) -> plt.Figure:
+    """Left: histograms of ``Cor`` for real samples and negatives, one panel per pair (columns
+    ``cor_XY``). Right: ``Cor`` by discrepancy type (``by_kind`` has ``discrepancy`` and the
+    ``cor_XY`` columns), when given."""
+    pairs = [c for c in positives.columns if c.startswith("cor_")]
+    extra = 0 if by_kind is None else 1
+    fig, axes = plt.subplots(1, len(pairs) + extra, figsize=(4 * (len(pairs) + extra), 3.2))
+    axes = np.atleast_1d(axes)
+    for ax, column in zip(axes, pairs, strict=False):
+        bins = np.linspace(
+            min(positives[column].min(), negatives[column].min()),
+            max(positives[column].max(), negatives[column].max()),
+            30,
+        )
+        ax.hist(positives[column], bins=bins, alpha=0.6, label="real", color="tab:blue")
+        ax.hist(negatives[column], bins=bins, alpha=0.6, label="negatives", color="tab:red")
+        ax.set(xlabel=column, ylabel="samples")
+        ax.legend(fontsize=8)
+    if by_kind is not None:
+        long = by_kind.melt(
+            id_vars="discrepancy", value_vars=pairs, var_name="pair", value_name="Cor"
+        )
+        order = ["none", *sorted(set(long["discrepancy"]) - {"none"})]
+        sns.boxplot(data=long, x="discrepancy", y="Cor", hue="pair", order=order, ax=axes[-1])
+        axes[-1].tick_params(axis="x", rotation=30)
+        axes[-1].set_title("Cor by discrepancy (test split)", loc="left")
+    fig.tight_layout()
+    return fig

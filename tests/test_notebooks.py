@@ -76,10 +76,10 @@ def test_notebook_contract(path: Path) -> None:
     assert "## Summary" in tail and "## Exercises" in tail
 
 
-def _run(tmp_path: Path, *options: str) -> int:
+def _run(tmp_path: Path, *options: str, notebook: str = "00_data_tour") -> int:
     return main(
         [
-            str(ROOT / "notebooks" / "00_data_tour.ipynb"),
+            str(ROOT / "notebooks" / f"{notebook}.ipynb"),
             "--executed-dir",
             str(tmp_path / "executed"),
             "-p",
@@ -141,6 +141,21 @@ def test_data_tour_runs_on_an_mmsa_pickle(tmp_path: Path, capsys: pytest.Capture
     assert result["metrics"]["probes"]["probe_T"]["acc2_non0"] > 0.6
     executed = (tmp_path / "executed" / "00_data_tour.ipynb").read_text()
     assert "replaced 3 non-finite values" in executed
+
+
+def test_mce_pretraining_runs_on_an_mmsa_pickle(tmp_path: Path) -> None:
+    """Pre-training reads no label, so chapter 04 runs on any pickle with two modalities."""
+    pickle_path = tmp_path / "aligned_50.pkl"
+    _write_mmsa(pickle_path)
+    options = ["-p", "dataset", "mmsa", "-p", "data_path", str(pickle_path)]
+    options += ["-p", "modalities", "TA", "-p", "epochs", "2", "-p", "ablation", "False"]
+    assert _run(tmp_path, *options, notebook="04_mce_pretraining") == 0
+    result = json.loads((tmp_path / "out" / "04_mce_pretraining.json").read_text())
+    assert result["settings"]["modalities"] == "TA"
+    assert len(result["metrics"]["history"]["valid_loss"]) == 2
+    assert set(result["metrics"]["separation_auc"]) == {"TA"}, "one pair for two modalities"
+    assert result["metrics"]["weak_strong_auc"] is None and result["metrics"]["table5"] is None
+    assert (tmp_path / "out" / "04_mce.pt").is_file()
 
 
 def test_data_tour_runs_on_a_raw_clip_cache(tmp_path: Path) -> None:

@@ -1,0 +1,209 @@
+"""How well the correlation coefficients ``Cor`` separate what they should.
+
+Two questions, both answered with ROC-AUC (:func:`sklearn.metrics.roc_auc_score`: the
+probability that a randomly drawn member of the first group gets a higher ``Cor`` than one of
+the second; 0.5 is chance, 1.0 perfect):
+
+* :func:`separation_auc`: real samples (positives) against the negatives of each strategy, per
+  modality pair; a negative only counts for the pairs it actually broke
+  (:func:`~cormult_lib.correlation.negatives.changed_pairs`). This is the task the evaluator was
+  pre-trained on, measured on held-out data.
+* :func:`weak_strong_auc`: on the synthetic corpus, whose samples are labelled strongly or
+  weakly correlated with one of four discrepancies, strong samples against the weak samples of
+  each discrepancy, per pair. Pre-training never saw these labels, so this checks whether what
+  it learned transfers to the discrepancies of real interest.
+
+:func:`coefficient_table` gives the per-sample coefficients behind both, for plots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score
+
+from cormult_lib.correlation.distances import Distance, present_pairs
+from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator
+from cormult_lib.correlation.negatives import STRATEGIES, changed_pairs, make_negatives
+from cormult_lib.data.dataset import MultimodalSplit, make_loader
+from cormult_lib.training.loop import move_to_device
+
+
+def pair_name(pair: tuple[str, str]) -> str:
+    """``("T", "A")`` -> ``"TA"``, the label used in tables and column names."""
+    return "".join(pair)
+
+
+def _auc(higher: np.ndarray, lower: np.ndarray) -> float:
+    """ROC-AUC of scores ``higher`` (label 1) against ``lower`` (label 0); NaN if one is empty."""
+    if len(higher) == 0 or len(lower) == 0:
+        return float("nan")
+    labels = np.r_[np.ones(len(higher)), np.zeros(len(lower))]
+    return float(roc_auc_score(labels, np.r_[higher, lower]))
+
+
+def _batches(model: ModalityCorrelationEvaluator, split: MultimodalSplit, batch_size: int):
+    """Batches of ``split`` (its evaluator's modalities, in order) on the model's device."""
+    device = next(model.parameters()).device
+    loader = make_loader(split.with_modalities(model.modalities), batch_size, False, device=device)
+    for batch in loader:
+        yield move_to_device(batch, device)
+
+
+@torch.no_grad()
+def separation_auc(
+    model: ModalityCorrelationEvaluator,
+    split: MultimodalSplit,
+    distance: Distance,
+    strategies: Sequence[str] = STRATEGIES,
+    seed: int = 0,
+    batch_size: int = 64,
+    steps_per_second: Mapping[str, float] | None = None,
+    vocab_size: int | None = None,
+) -> pd.DataFrame:
+    """ROC-AUC of ``Cor`` at telling real samples (label 1) from negatives (label 0).
+
+    Every sample of ``split`` is a positive; per strategy every sample also gets one negative
+    (:func:`~cormult_lib.correlation.negatives.make_negatives` with a generator seeded by
+    ``seed``, so the table is reproducible). Strategy A mixes samples within a batch of
+    ``batch_size``. For each pair only negatives that broke it enter (``n_neg`` may be smaller
+    than the split).
+
+    Args:
+        model: a (pre-trained) evaluator; put in eval mode.
+        split: held-out data (validation or test) holding the model's modalities.
+        distance: the fitted distance whose ``similarity`` is ``Cor``.
+        strategies: which negative strategies to evaluate.
+        seed: seeds the negatives.
+        batch_size: samples per forward pass (and the pool of strategy A).
+        steps_per_second, vocab_size: passed to ``make_negatives`` (``vocab_size`` defaults to
+            the model's, needed for token-id text).
+
+    Returns:
+        One row per strategy and pair: ``strategy``, ``pair`` (``"TA"``, ``"TV"``, ``"AV"``),
+        ``auc``, ``n_pos``, ``n_neg``.
+    """
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or not strategies:
+        raise ValueError(f"strategies must be a non-empty subset of {STRATEGIES}, got {strategies}")
+    if len(split) < 2:
+        raise ValueError(f"{split.name}: separation_auc needs at least 2 samples, got {len(split)}")
+    vocab_size = model.vocab_size if vocab_size is None else vocab_size
+    pairs = present_pairs(model.modalities)
+    model.eval()
+    positives: dict[tuple[str, str], list[np.ndarray]] = {p: [] for p in pairs}
+    negatives = {(s, p): [] for s in strategies for p in pairs}
+    generators = {s: torch.Generator().manual_seed(seed + i) for i, s in enumerate(STRATEGIES)}
+    for batch in _batches(model, split, batch_size):
+        features, masks = batch["features"], batch["masks"]
+        for pair, cor in model.coefficients(features, masks, distance).items():
+            positives[pair].append(cor.float().cpu().numpy())
+        if len(batch["index"]) < 2:  # a last batch of one cannot mix samples (strategy A, D)
+            continue
+        for s in strategies:
+            neg = make_negatives(
+                features,
+                masks,
+                s,
+                generators[s],
+                steps_per_second=steps_per_second,
+                vocab_size=vocab_size,
+            )
+            broken = changed_pairs(neg, model.modalities)
+            cors = model.coefficients(neg.features, neg.masks, distance)
+            for pair in pairs:
+                keep = broken[pair].cpu().numpy()
+                negatives[(s, pair)].append(cors[pair].float().cpu().numpy()[keep])
+    rows = []
+    for s in strategies:
+        for pair in pairs:
+            pos = np.concatenate(positives[pair])
+            neg = np.concatenate(negatives[(s, pair)]) if negatives[(s, pair)] else np.array([])
+            rows.append(
+                {
+                    "strategy": s,
+                    "pair": pair_name(pair),
+                    "auc": _auc(pos, neg),
+                    "n_pos": len(pos),
+                    "n_neg": len(neg),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def coefficient_table(
+    model: ModalityCorrelationEvaluator,
+    split: MultimodalSplit,
+    distance: Distance,
+    batch_size: int = 64,
+) -> pd.DataFrame:
+    """One row per sample: ``id``, ``cor_TA`` / ``cor_TV`` / ``cor_AV`` (the pairs present),
+    and, when ``split.meta`` has them, ``correlation`` and ``discrepancy``."""
+    model.eval()
+    pairs = present_pairs(model.modalities)
+    values: dict[tuple[str, str], list[np.ndarray]] = {p: [] for p in pairs}
+    for batch in _batches(model, split, batch_size):
+        for pair, cor in model.coefficients(batch["features"], batch["masks"], distance).items():
+            values[pair].append(cor.float().cpu().numpy())
+    table = pd.DataFrame({"id": list(split.ids)})
+    for pair in pairs:
+        table[f"cor_{pair_name(pair)}"] = np.concatenate(values[pair])
+    if split.meta is not None:
+        for column in ("correlation", "discrepancy"):
+            if column in split.meta:
+                table[column] = split.meta[column].to_numpy()
+    return table
+
+
+def weak_strong_auc(
+    model: ModalityCorrelationEvaluator,
+    split: MultimodalSplit,
+    distance: Distance,
+    batch_size: int = 64,
+) -> pd.DataFrame:
+    """ROC-AUC of ``Cor`` at ranking strongly correlated samples above weakly correlated ones.
+
+    Needs ``split.meta`` with ``correlation`` (``"strong"`` / ``"weak"``) and ``discrepancy``
+    (the synthetic corpus). Per discrepancy type of the weak samples, and once for all of them
+    (``discrepancy="all"``), and per pair: strong samples are label 1, weak ones label 0.
+
+    Returns:
+        One row per discrepancy and pair: ``discrepancy``, ``pair``, ``auc``, ``n_strong``,
+        ``n_weak``.
+    """
+    meta = split.meta
+    if meta is None or not {"correlation", "discrepancy"} <= set(meta.columns):
+        raise ValueError(
+            f"{split.name}: weak_strong_auc needs split.meta with columns 'correlation' and "
+            "'discrepancy' (the synthetic corpus has them)"
+        )
+    table = coefficient_table(model, split, distance, batch_size)
+    strong = table["correlation"] == "strong"
+    weak = table["correlation"] == "weak"
+    if not strong.any() or not weak.any():
+        raise ValueError(
+            f"{split.name}: needs both strong and weak samples, got {int(strong.sum())} strong "
+            f"and {int(weak.sum())} weak"
+        )
+    kinds = sorted(table.loc[weak, "discrepancy"].unique())
+    rows = []
+    for kind in [*kinds, "all"]:
+        chosen = weak if kind == "all" else weak & (table["discrepancy"] == kind)
+        for pair in present_pairs(model.modalities):
+            column = f"cor_{pair_name(pair)}"
+            rows.append(
+                {
+                    "discrepancy": kind,
+                    "pair": pair_name(pair),
+                    "auc": _auc(
+                        table.loc[strong, column].to_numpy(), table.loc[chosen, column].to_numpy()
+                    ),
+                    "n_strong": int(strong.sum()),
+                    "n_weak": int(chosen.sum()),
+                }
+            )
+    return pd.DataFrame(rows)

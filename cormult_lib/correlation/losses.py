@@ -1,0 +1,152 @@
+"""The triplet loss of CorMulT section 3.2.4 (Eq. 8).
+
+The triplet loss ``TL(a, p, n) = mean_i max(0, d(a_i, p_i) - d(a_i, n_i) + margin)`` pulls
+an anchor ``a`` towards its positive ``p`` and pushes it from its negative ``n`` until the
+negative is ``margin`` further away (:func:`triplet_loss`; the same as
+``torch.nn.TripletMarginWithDistanceLoss``). ``d`` is a
+:class:`~cormult_lib.correlation.distances.Distance` between shared-space embeddings
+``(batch, t, o)``.
+
+Eq. 8 applies it to every ordered pair of modalities (:func:`correlation_triplet_loss`)::
+
+    LOSS_A = TL(F'_A, F_Tp, F_Tn) + TL(F'_A, F_Vp, F_Vn)
+    LOSS_T = TL(F'_T, F_Ap, F_An) + TL(F'_T, F_Vp, F_Vn)
+    LOSS_V = TL(F'_V, F_Tp, F_Tn) + TL(F'_V, F_Ap, F_An)
+    LOSS   = (LOSS_A + LOSS_T + LOSS_V) / 3
+
+The anchor ``F'_X`` is the real sample's embedding of modality ``X``, the positive ``F_Yp`` the
+real sample's embedding of the other modality ``Y`` and the negative ``F_Yn`` the negative
+sample's embedding of ``Y``. With two modalities each ``LOSS_X`` has one term and the final
+division is by 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from cormult_lib.correlation.distances import Distance, get_distance, present_pairs
+
+
+def triplet_loss(
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    distance: str | Distance = "cosine",
+    margin: float = 0.2,
+    keep: torch.Tensor | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """``max(0, d(anchor, positive) - d(anchor, negative) + margin)``, averaged over the batch.
+
+    Args:
+        anchor, positive, negative: embeddings ``(batch, t, o)`` (or ``(batch, o)``).
+        distance: a :class:`~cormult_lib.correlation.distances.Distance` or its name.
+        margin: how much further the negative must be than the positive.
+        keep: optional bool ``(batch,)``: only these triplets enter the mean (0 if none does).
+        reduction: ``"mean"`` (a scalar) or ``"none"`` (the ``(batch,)`` hinge terms, ``keep``
+            not applied).
+    """
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    d = get_distance(distance)
+    terms = torch.clamp_min(d(anchor, positive) - d(anchor, negative) + margin, 0.0)
+    if reduction == "none":
+        return terms
+    if keep is None:
+        return terms.mean()
+    if keep.shape != terms.shape or keep.dtype != torch.bool:
+        raise ValueError(f"keep must be bool {tuple(terms.shape)}, got {keep.dtype} {keep.shape}")
+    weights = keep.to(terms.dtype)
+    return (terms * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def correlation_triplet_loss(
+    pos: Mapping[str, torch.Tensor],
+    neg: Mapping[str, torch.Tensor],
+    distance: str | Distance = "cosine",
+    margin: float = 0.2,
+    pair_mask: Mapping[tuple[str, str], torch.Tensor] | None = None,
+    changed: Mapping[str, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Eq. 8 over the modalities present (two or three).
+
+    Args:
+        pos: modality -> embeddings ``(batch, t, o)`` of the real samples.
+        neg: modality -> embeddings ``(batch, t, o)`` of their negatives (same keys).
+        distance: a :class:`~cormult_lib.correlation.distances.Distance` or its name.
+        margin: triplet margin (authors: 0.2).
+        pair_mask: optional pair -> bool ``(batch,)``, ``True`` where the negative broke that
+            pair (:func:`~cormult_lib.correlation.negatives.changed_pairs`; either order of the
+            pair's letters). ``None`` keeps every triplet, as the paper. With a mask, the
+            triplets of a pair that the negative left intact are left out of that term's mean:
+            they are no negatives for that pair (without cross-attention their negative equals
+            the positive, a constant ``margin`` with no gradient; with it, they differ only
+            through the other, changed modality). A term with no triplet left is 0.
+        changed: optional modality -> bool ``(batch,)``, ``True`` where the negative changed
+            that modality's features (from ``NegativeBatch.modality``). A term
+            ``TL(F'_X, F_Yp, F_Yn)`` then keeps only the samples whose ``Y`` changed: a broken
+            pair whose *anchor* modality alone changed still has ``F_Yn`` = ``F_Yp`` (without
+            cross-attention), which ``pair_mask`` cannot see. Combined with ``pair_mask`` by
+            "and".
+
+    Returns:
+        ``(loss, parts)``: the scalar ``LOSS`` and, detached for logging, ``parts`` with
+        ``"LOSS_X"`` per modality present, ``"TL_X_Y"`` per anchor ``X`` / other ``Y`` term and
+        ``"LOSS"``.
+    """
+    if set(pos) != set(neg):
+        raise ValueError(
+            f"pos and neg must hold the same modalities, got {sorted(pos)} and {sorted(neg)}"
+        )
+    pairs = present_pairs(pos)
+    modalities = [m for m in ("T", "A", "V") if m in pos]
+    if len(modalities) < 2 or len(modalities) != len(pos):
+        raise ValueError(
+            f"correlation_triplet_loss needs two or three of the modalities T, A, V; got "
+            f"{sorted(pos)}"
+        )
+    d = get_distance(distance)
+    parts: dict[str, torch.Tensor] = {}
+    per_modality = {}
+    for anchor in modalities:
+        total = pos[anchor].new_zeros(())
+        for other in modalities:
+            if other == anchor:
+                continue
+            keep = _keep(pair_mask, changed, anchor, other, pairs)
+            term = triplet_loss(pos[anchor], pos[other], neg[other], d, margin, keep=keep)
+            parts[f"TL_{anchor}_{other}"] = term.detach()
+            total = total + term
+        per_modality[anchor] = total
+        parts[f"LOSS_{anchor}"] = total.detach()
+    loss = sum(per_modality.values()) / len(modalities)
+    parts["LOSS"] = loss.detach()
+    return loss, parts
+
+
+def _keep(
+    pair_mask: Mapping[tuple[str, str], torch.Tensor] | None,
+    changed: Mapping[str, torch.Tensor] | None,
+    anchor: str,
+    other: str,
+    pairs: list[tuple[str, str]],
+) -> torch.Tensor | None:
+    """Which triplets of the term ``TL(F'_anchor, F_other_p, F_other_n)`` enter its mean."""
+    keep = None
+    if pair_mask is not None:
+        key = (anchor, other) if (anchor, other) in pair_mask else (other, anchor)
+        if key not in pair_mask:
+            raise ValueError(
+                f"pair_mask has no entry for the pair {''.join(sorted(key, key='TAV'.index))}; "
+                f"expected keys {pairs}, got {sorted(pair_mask)}"
+            )
+        keep = pair_mask[key]
+    if changed is not None:
+        if other not in changed:
+            raise ValueError(f"changed has no entry for modality {other!r}; got {sorted(changed)}")
+        keep = changed[other] if keep is None else keep & changed[other]
+    return keep

@@ -1,0 +1,321 @@
+"""Pre-training the Modality Correlation Evaluator (CorMulT section 3.2.4) with :func:`fit`.
+
+Pre-training is *unsupervised*: it needs no sentiment label and reads none. Each training
+batch of real clips (positives) gets one negative per sample from
+:func:`~cormult_lib.correlation.negatives.make_negatives` (strategy A, B, C or D); the evaluator
+embeds both, and the triplet loss of Eq. 8
+(:func:`~cormult_lib.correlation.losses.correlation_triplet_loss`) pulls the modalities of a
+real clip together in the shared space and pushes the broken modality of the negative away.
+Only the triplets of pairs that a negative actually broke count
+(:func:`~cormult_lib.correlation.negatives.changed_pairs`). The loss function below touches
+``batch["features"]`` and ``batch["masks"]`` only; the labels in the batch are never read.
+
+After training, the distance is fitted on embeddings of training samples: the Mahalanobis
+covariance, and for the ``exp(-d / scale)`` coefficients the scale (see
+:mod:`~cormult_lib.correlation.distances`). When the loss itself uses the Mahalanobis distance,
+its covariance is refitted from the current weights before every epoch (a deterministic function
+of the weights, so a resumed run stays exact).
+
+:func:`save_evaluator` / :func:`load_evaluator` keep everything a later chapter needs to
+rebuild the evaluator and its fitted distance in one file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from cormult_lib.config import CorrelationConfig
+from cormult_lib.correlation.distances import Distance
+from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator
+from cormult_lib.correlation.losses import correlation_triplet_loss
+from cormult_lib.correlation.negatives import STRATEGIES, changed_pairs, make_negatives
+from cormult_lib.data.dataset import MultimodalSplit, make_loader, parse_modalities
+from cormult_lib.seeding import seed_everything
+from cormult_lib.training.loop import fit, move_to_device, save_atomic
+
+#: Training samples embedded to fit the distance (Mahalanobis covariance, coefficient scale).
+FIT_SAMPLES = 1024
+EVALUATOR_FORMAT = 1
+
+
+@dataclass
+class PretrainResult:
+    """A pre-trained evaluator and what it takes to use it.
+
+    Attributes:
+        model: the evaluator with the weights of its best validation epoch, in eval mode.
+        history: :func:`~cormult_lib.training.loop.fit`'s history (``train_LOSS_T``, ... are the
+            per-modality parts of Eq. 8).
+        distance: the distance fitted on training embeddings; ``model.coefficients(features,
+            masks, distance)`` gives the coefficients ``Cor``.
+        settings: how the evaluator was built and trained: ``config`` (the
+            :class:`~cormult_lib.config.CorrelationConfig` as a dict), ``modalities``,
+            ``input_dims``, ``vocab_size``, ``max_len``, ``cross_attention``, ``strategy``,
+            ``steps_per_second``, ``seed``, ``best_epoch``, ``stopped_early``.
+    """
+
+    model: ModalityCorrelationEvaluator
+    history: pd.DataFrame
+    distance: Distance
+    settings: dict
+
+
+def text_vocab_size(*splits: MultimodalSplit) -> int | None:
+    """``max id + 1`` over the splits when text is token ids (int ``(n, time)``), else ``None``."""
+    text = [s.features["T"] for s in splits if "T" in s.features]
+    if not text or text[0].ndim != 2:
+        return None
+    if not all(np.issubdtype(t.dtype, np.integer) for t in text):
+        raise ValueError(f"text token ids must be integers, got {[str(t.dtype) for t in text]}")
+    return max(int(t.max()) for t in text if t.size) + 1
+
+
+def _check_splits(train: MultimodalSplit, valid: MultimodalSplit, modalities: tuple[str, ...]):
+    for split, role in ((train, "train_split"), (valid, "valid_split")):
+        missing = [m for m in modalities if m not in split.features]
+        if missing:
+            raise ValueError(
+                f"{role} ({split.name}) lacks modalities {missing}; it holds "
+                f"{''.join(split.modalities)}"
+            )
+    for m in modalities:
+        if train.dims()[m] != valid.dims()[m]:
+            raise ValueError(
+                f"modality {m} has {train.dims()[m]} features in train_split but "
+                f"{valid.dims()[m]} in valid_split"
+            )
+
+
+@torch.no_grad()
+def embed_split(
+    model: ModalityCorrelationEvaluator,
+    split: MultimodalSplit,
+    batch_size: int = 64,
+    max_samples: int | None = None,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Shared-space embeddings of a split, modality -> ``(n, t, o)`` on the model's device.
+
+    ``max_samples`` keeps a fixed random subset (drawn from ``seed``) of larger splits. The
+    model is put in eval mode (no dropout) and left there.
+    """
+    if max_samples is not None and len(split) > max_samples:
+        rng = np.random.default_rng(seed)
+        split = split.select(np.sort(rng.choice(len(split), max_samples, replace=False)))
+    split = split.with_modalities(model.modalities)
+    device = next(model.parameters()).device
+    model.eval()
+    parts: dict[str, list[torch.Tensor]] = {m: [] for m in model.modalities}
+    for batch in make_loader(split, batch_size, shuffle=False, device=device):
+        batch = move_to_device(batch, device)
+        for m, emb in model(batch["features"], batch["masks"]).items():
+            parts[m].append(emb.float())
+    return {m: torch.cat(chunks) for m, chunks in parts.items()}
+
+
+def pretrain_evaluator(
+    train_split: MultimodalSplit,
+    valid_split: MultimodalSplit,
+    config: CorrelationConfig,
+    *,
+    strategy: str = "D",
+    modalities: str = "TAV",
+    distance: str | None = None,
+    steps_per_second: Mapping[str, float] | None = None,
+    cross_attention: bool = True,
+    patience: int | None = None,
+    grad_clip: float | None = 1.0,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    checkpoint_path: str | Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> PretrainResult:
+    """Pre-train a :class:`~cormult_lib.correlation.evaluator.ModalityCorrelationEvaluator`.
+
+    Args:
+        train_split, valid_split: feature splits; the validation split chooses the best epoch
+            (and stops early with ``patience``). Labels are not used.
+        config: sizes and optimisation (``hidden_dim`` ... ``shared_dim``, ``margin``,
+            ``distance``, ``epochs``, ``batch_size``, ``lr``).
+        strategy: negative sampling strategy, one of ``"A"``-``"D"``.
+        modalities: two or three of ``"T"``, ``"A"``, ``"V"``.
+        distance: a name from :data:`~cormult_lib.correlation.distances.DISTANCES`;
+            ``None`` takes ``config.distance``.
+        steps_per_second: per modality, for strategy B's one-second shift (see
+            :func:`~cormult_lib.correlation.negatives.make_negatives`; ``None``: word-aligned).
+        cross_attention: the evaluator's cross-attention layer (``False``: authors' code).
+        patience, grad_clip: early stopping and gradient clipping of :func:`fit`.
+        device: where to train; CUDA gets mixed precision and pinned memory.
+        seed: seeds initial weights, shuffling and negatives.
+        checkpoint_path, resume: :func:`fit`'s checkpoint after every epoch.
+        progress: progress bars.
+
+    Returns:
+        A :class:`PretrainResult`.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    mods = parse_modalities(modalities, min_count=2)
+    _check_splits(train_split, valid_split, mods)
+    train = train_split.with_modalities(mods)
+    valid = valid_split.with_modalities(mods)
+    if len(train) < 2 or len(valid) < 1:
+        raise ValueError(
+            f"pre-training needs at least 2 training and 1 validation sample, got "
+            f"{len(train)} and {len(valid)}"
+        )
+    vocab_size = text_vocab_size(train, valid) if "T" in mods else None
+    dims = train.dims()
+    max_len = max(1024, *(train.features[m].shape[1] for m in mods))
+    torch_device = torch.device(device)
+
+    generator = seed_everything(seed)
+    model = ModalityCorrelationEvaluator(
+        {m: dims[m] for m in mods},
+        hidden_dim=config.hidden_dim,
+        num_layers=config.num_layers,
+        num_heads=config.num_heads,
+        ff_dim=config.ff_dim,
+        dropout=config.dropout,
+        shared_time=config.shared_time,
+        shared_dim=config.shared_dim,
+        vocab_size=vocab_size,
+        max_len=max_len,
+        cross_attention=cross_attention,
+    )
+    measure = Distance(config.distance if distance is None else distance)
+
+    def loss_fn(model: nn.Module, batch: dict, stream: torch.Generator):
+        # Unsupervised: only features and masks are read, never batch["labels"].
+        features, masks = batch["features"], batch["masks"]
+        negatives = make_negatives(
+            features,
+            masks,
+            strategy,
+            stream,
+            steps_per_second=steps_per_second,
+            vocab_size=vocab_size,
+        )
+        positive = model(features, masks)
+        negative = model(negatives.features, negatives.masks)
+        loss, parts = correlation_triplet_loss(
+            positive,
+            negative,
+            measure,
+            config.margin,
+            pair_mask=changed_pairs(negatives, mods),
+        )
+        return loss, {k: float(v) for k, v in parts.items() if k.startswith("LOSS_")}
+
+    def refit_covariance(model: nn.Module, epoch: int) -> None:
+        measure.fit(embed_split(model, train, config.batch_size, FIT_SAMPLES, seed))
+
+    result = fit(
+        model,
+        make_loader(train, config.batch_size, shuffle=True, generator=generator, device=device),
+        make_loader(valid, config.batch_size, shuffle=False, device=device),
+        loss_fn,
+        epochs=config.epochs,
+        lr=config.lr,
+        grad_clip=grad_clip,
+        patience=patience,
+        checkpoint_path=checkpoint_path,
+        resume=resume,
+        device=torch_device,
+        generator=generator,
+        seed=seed,
+        progress=progress,
+        on_epoch_start=refit_covariance if measure.name == "mahalanobis" else None,
+    )
+    final = Distance(measure.name)
+    if final.name != "cosine":  # cosine needs nothing fitted
+        final.fit(embed_split(result.model, train, config.batch_size, FIT_SAMPLES, seed))
+    settings = {
+        "config": asdict(config),
+        "modalities": "".join(mods),
+        "input_dims": {m: int(dims[m]) for m in mods},
+        "vocab_size": vocab_size,
+        "max_len": max_len,
+        "cross_attention": cross_attention,
+        "strategy": strategy,
+        "steps_per_second": None if steps_per_second is None else dict(steps_per_second),
+        "seed": seed,
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+    }
+    result.model.eval()
+    return PretrainResult(result.model, result.history, final, settings)
+
+
+def build_evaluator(settings: Mapping) -> ModalityCorrelationEvaluator:
+    """An untrained evaluator with the architecture recorded in ``settings``."""
+    known = {f.name for f in fields(CorrelationConfig)}
+    config = CorrelationConfig(**{k: v for k, v in settings["config"].items() if k in known})
+    return ModalityCorrelationEvaluator(
+        dict(settings["input_dims"]),
+        hidden_dim=config.hidden_dim,
+        num_layers=config.num_layers,
+        num_heads=config.num_heads,
+        ff_dim=config.ff_dim,
+        dropout=config.dropout,
+        shared_time=config.shared_time,
+        shared_dim=config.shared_dim,
+        vocab_size=settings["vocab_size"],
+        max_len=settings["max_len"],
+        cross_attention=settings["cross_attention"],
+    )
+
+
+def save_evaluator(path: str | Path, result: PretrainResult) -> Path:
+    """Write the evaluator, its fitted distance, settings and history to one file (atomically).
+
+    Everything is stored as tensors and plain Python values, so :func:`load_evaluator` reads it
+    with ``torch.load(weights_only=True)``.
+    """
+    distance = result.distance.state_dict()
+    if distance["covariance"] is not None:
+        distance["covariance"] = torch.from_numpy(np.asarray(distance["covariance"]))
+    path = Path(path)
+    save_atomic(
+        {
+            "format": EVALUATOR_FORMAT,
+            "settings": result.settings,
+            "state_dict": {k: v.cpu() for k, v in result.model.state_dict().items()},
+            "distance": distance,
+            "history": result.history.to_dict(orient="list"),
+        },
+        path,
+    )
+    return path
+
+
+def load_evaluator(path: str | Path, device: str | torch.device = "cpu") -> PretrainResult:
+    """The :class:`PretrainResult` saved by :func:`save_evaluator`, model in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no pre-trained evaluator at {path}; run pretrain_evaluator and save_evaluator first"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != EVALUATOR_FORMAT:
+        raise ValueError(f"{path} is not an evaluator written by save_evaluator")
+    model = build_evaluator(state["settings"])
+    model.load_state_dict(state["state_dict"])
+    model.to(device).eval()
+    distance_state = dict(state["distance"])
+    if distance_state["covariance"] is not None:
+        distance_state["covariance"] = distance_state["covariance"].numpy()
+    return PretrainResult(
+        model=model,
+        history=pd.DataFrame(state["history"]),
+        distance=Distance.from_state_dict(distance_state),
+        settings=state["settings"],
+    )
