@@ -80,6 +80,37 @@ def test_eq_8_three_modalities() -> None:
     assert not parts["LOSS"].requires_grad
 
 
+def test_own_anchor_by_hand_and_equal_to_eq_8_when_the_anchor_is_unchanged() -> None:
+    # Euclidean, margin 0.2, one sample, modalities T and A:
+    #   real T (0, 0), real A (3, 4); negative T (1, 0) (moved by cross-attention),
+    #   negative A (1, 1)
+    #   TL_T_A own:  d(Tp, Ap) = 5, d(Tn, An) = 1,        max(0, 5 - 1 + 0.2)    = 4.2
+    #   TL_T_A real: d(Tp, Ap) = 5, d(Tp, An) = sqrt(2),  max(0, 5 - 1.41421 + 0.2) = 3.78579
+    #   TL_A_T own:  d(Ap, Tp) = 5, d(An, Tn) = 1,        4.2
+    #   TL_A_T real: d(Ap, Tp) = 5, d(Ap, Tn) = sqrt(20), max(0, 5 - 4.47214 + 0.2) = 0.72786
+    pos = {"T": torch.tensor([[0.0, 0.0]]), "A": torch.tensor([[3.0, 4.0]])}
+    neg = {"T": torch.tensor([[1.0, 0.0]]), "A": torch.tensor([[1.0, 1.0]])}
+    own, parts = correlation_triplet_loss(pos, neg, "euclidean", 0.2, anchor="own")
+    assert parts["TL_T_A"].item() == pytest.approx(4.2) == parts["TL_A_T"].item()
+    assert own.item() == pytest.approx(4.2)
+    real, parts = correlation_triplet_loss(pos, neg, "euclidean", 0.2)
+    assert parts["TL_T_A"].item() == pytest.approx(5 - 2**0.5 + 0.2)
+    assert parts["TL_A_T"].item() == pytest.approx(5 - 20**0.5 + 0.2)
+    assert real.item() == pytest.approx((5 - 2**0.5 + 0.2 + 5 - 20**0.5 + 0.2) / 2)
+    # Without cross-attention an untouched anchor is the same in both: "own" is Eq. 8 there.
+    pos3, neg3 = _pos_neg("TAV")
+    for m in "TV":
+        neg3[m] = pos3[m]
+    keep = {pair: torch.ones(5, dtype=torch.bool) for pair in [("T", "A"), ("A", "V")]}
+    keep[("T", "V")] = torch.zeros(5, dtype=torch.bool)  # A alone changed: T-V unbroken
+    a = correlation_triplet_loss(pos3, neg3, "cosine", 0.3, pair_mask=keep, anchor="own")
+    b = correlation_triplet_loss(pos3, neg3, "cosine", 0.3, pair_mask=keep, anchor="real")
+    torch.testing.assert_close(a[1]["TL_T_A"], b[1]["TL_T_A"])
+    torch.testing.assert_close(a[1]["TL_V_A"], b[1]["TL_V_A"])
+    with pytest.raises(ValueError, match="anchor must be one of"):
+        correlation_triplet_loss(pos, neg, anchor="negative")
+
+
 def test_eq_8_two_modalities_divides_by_two() -> None:
     pos, neg = _pos_neg("AV")
     loss, parts = correlation_triplet_loss(pos, neg, "euclidean", 1.0)

@@ -14,6 +14,7 @@ from cormult_lib.correlation.evaluation import (
     separation_auc,
     weak_strong_auc,
 )
+from cormult_lib.correlation.negatives import changed_pairs, make_negatives
 from cormult_lib.data.dataset import make_loader
 from cormult_lib.data.synthetic import make_synthetic_splits
 from cormult_lib.training import pretrain
@@ -21,8 +22,9 @@ from cormult_lib.training.pretrain import load_evaluator, pretrain_evaluator, sa
 
 QUICK = get_config("quick").correlation  # hidden 32, t = 8, o = 32
 # Strategy D, measured on this corpus: lr 2e-3 collapses after a few epochs (all embeddings
-# alike, loss back at 2 x margin); lr 1e-3 for 12 epochs learns steadily (about 26 s on 2 cores).
-LEARNING = replace(QUICK, epochs=12, lr=1e-3)
+# alike, loss back at 2 x margin); lr 1e-3 (the quick preset's) learns steadily; 12 epochs take
+# about 26 s on 2 cores.
+LEARNING = replace(QUICK, epochs=12)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,7 @@ def test_pretraining_lowers_the_validation_loss(trained):
 
 def test_coefficients_separate_real_samples_from_negatives(trained, splits):
     auc = separation_auc(trained.model, splits["test"], trained.distance, strategies=("A", "B"))
-    assert list(auc.columns) == ["strategy", "pair", "auc", "n_pos", "n_neg"]
+    assert list(auc.columns) == ["strategy", "pair", "auc", "paired", "n_pos", "n_neg"]
     assert len(auc) == 6 and (auc["n_pos"] == len(splits["test"])).all()
     # A swap breaks the two pairs of the swapped modality only; B's shifts break all three.
     n_neg = auc.set_index(["strategy", "pair"])["n_neg"]
@@ -61,6 +63,40 @@ def test_coefficients_separate_real_samples_from_negatives(trained, splits):
     table = auc.pivot(index="strategy", columns="pair", values="auc")
     assert (table > 0.6).all().all(), table
     assert (table.mean(axis=1) > 0.7).all(), table
+    assert (auc["paired"] > 0.6).all(), auc
+
+
+def test_paired_counts_negatives_below_their_own_real_sample(tiny):
+    """``paired`` by hand for one batch holding the whole split (untrained evaluator)."""
+    options = {"noise_std": 0.5}
+    result = pretrain_evaluator(
+        tiny["train"],
+        tiny["valid"],
+        replace(QUICK, epochs=1),
+        negative_options=options,
+        anchor="own",
+        progress=False,
+    )
+    assert result.settings["negative_options"] == options and result.settings["anchor"] == "own"
+    test, strategies = tiny["test"], ("A", "B", "C", "D")
+    table = separation_auc(
+        result.model, test, result.distance, seed=4, batch_size=len(test), negative_options=options
+    ).set_index(["strategy", "pair"])
+    batch = next(iter(make_loader(test, len(test), shuffle=False)))
+    with torch.no_grad():
+        real = result.model.coefficients(batch["features"], batch["masks"], result.distance)
+        for i, strategy in enumerate(strategies):
+            generator = torch.Generator().manual_seed(4 + i)
+            neg = make_negatives(batch["features"], batch["masks"], strategy, generator, **options)
+            fake = result.model.coefficients(neg.features, neg.masks, result.distance)
+            broken = changed_pairs(neg, result.model.modalities)
+            for pair, keep in broken.items():
+                wins = (real[pair][keep] > fake[pair][keep]).float().mean().item()
+                row = table.loc[(strategy, "".join(pair))]
+                assert row["paired"] == pytest.approx(wins), (strategy, pair)
+                assert row["n_neg"] == int(keep.sum())
+    with pytest.raises(ValueError, match="negative_options.*noise"):
+        separation_auc(result.model, test, result.distance, negative_options={"noise": 1.0})
 
 
 def test_weak_strong_and_coefficient_tables(trained, splits):
@@ -162,3 +198,5 @@ def test_bad_arguments_are_named(tiny):
         pretrain_evaluator(tiny["train"], tiny["valid"], QUICK, strategy="E")
     with pytest.raises(ValueError, match="modalities"):
         pretrain_evaluator(tiny["train"], tiny["valid"], QUICK, modalities="T")
+    with pytest.raises(ValueError, match="anchor"):
+        pretrain_evaluator(tiny["train"], tiny["valid"], QUICK, anchor="negative")

@@ -27,7 +27,12 @@ from sklearn.metrics import roc_auc_score
 
 from cormult_lib.correlation.distances import Distance, present_pairs
 from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator
-from cormult_lib.correlation.negatives import STRATEGIES, changed_pairs, make_negatives
+from cormult_lib.correlation.negatives import (
+    STRATEGIES,
+    changed_pairs,
+    check_negative_options,
+    make_negatives,
+)
 from cormult_lib.data.dataset import MultimodalSplit, make_loader
 from cormult_lib.training.loop import move_to_device
 
@@ -63,6 +68,7 @@ def separation_auc(
     batch_size: int = 64,
     steps_per_second: Mapping[str, float] | None = None,
     vocab_size: int | None = None,
+    negative_options: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """ROC-AUC of ``Cor`` at telling real samples (label 1) from negatives (label 0).
 
@@ -81,25 +87,32 @@ def separation_auc(
         batch_size: samples per forward pass (and the pool of strategy A).
         steps_per_second, vocab_size: passed to ``make_negatives`` (``vocab_size`` defaults to
             the model's, needed for token-id text).
+        negative_options: ``shift_seconds``, ``noise_std``, ``replace_prob`` for
+            ``make_negatives`` (use the pre-training's, ``settings["negative_options"]``).
 
     Returns:
         One row per strategy and pair: ``strategy``, ``pair`` (``"TA"``, ``"TV"``, ``"AV"``),
-        ``auc``, ``n_pos``, ``n_neg``.
+        ``auc``, ``paired`` (the share of negatives whose ``Cor`` is below that of the real
+        sample they were made from: the per-sample ranking the triplet loss trains, where
+        ``auc`` compares every real sample with every negative), ``n_pos``, ``n_neg``.
     """
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown or not strategies:
         raise ValueError(f"strategies must be a non-empty subset of {STRATEGIES}, got {strategies}")
     if len(split) < 2:
         raise ValueError(f"{split.name}: separation_auc needs at least 2 samples, got {len(split)}")
+    options = check_negative_options(negative_options)
     vocab_size = model.vocab_size if vocab_size is None else vocab_size
     pairs = present_pairs(model.modalities)
     model.eval()
     positives: dict[tuple[str, str], list[np.ndarray]] = {p: [] for p in pairs}
     negatives = {(s, p): [] for s in strategies for p in pairs}
+    wins = {(s, p): [] for s in strategies for p in pairs}
     generators = {s: torch.Generator().manual_seed(seed + i) for i, s in enumerate(STRATEGIES)}
     for batch in _batches(model, split, batch_size):
         features, masks = batch["features"], batch["masks"]
-        for pair, cor in model.coefficients(features, masks, distance).items():
+        real = model.coefficients(features, masks, distance)
+        for pair, cor in real.items():
             positives[pair].append(cor.float().cpu().numpy())
         if len(batch["index"]) < 2:  # a last batch of one cannot mix samples (strategy A, D)
             continue
@@ -111,12 +124,15 @@ def separation_auc(
                 generators[s],
                 steps_per_second=steps_per_second,
                 vocab_size=vocab_size,
+                **options,
             )
             broken = changed_pairs(neg, model.modalities)
             cors = model.coefficients(neg.features, neg.masks, distance)
             for pair in pairs:
                 keep = broken[pair].cpu().numpy()
-                negatives[(s, pair)].append(cors[pair].float().cpu().numpy()[keep])
+                fake = cors[pair].float().cpu().numpy()[keep]
+                negatives[(s, pair)].append(fake)
+                wins[(s, pair)].append(real[pair].float().cpu().numpy()[keep] > fake)
     rows = []
     for s in strategies:
         for pair in pairs:
@@ -127,6 +143,7 @@ def separation_auc(
                     "strategy": s,
                     "pair": pair_name(pair),
                     "auc": _auc(pos, neg),
+                    "paired": np.concatenate(wins[(s, pair)]).mean() if len(neg) else np.nan,
                     "n_pos": len(pos),
                     "n_neg": len(neg),
                 }

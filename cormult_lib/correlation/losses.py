@@ -18,6 +18,19 @@ The anchor ``F'_X`` is the real sample's embedding of modality ``X``, the positi
 real sample's embedding of the other modality ``Y`` and the negative ``F_Yn`` the negative
 sample's embedding of ``Y``. With two modalities each ``LOSS_X`` has one term and the final
 division is by 2.
+
+**Which anchor for the negative?** Without cross-attention (the authors' code) a modality's
+embedding depends on that modality alone, so when ``X`` is untouched by the negative the real
+``F'_X`` is also the negative's own. With the evaluator's cross-attention it is not: ``X`` of
+the negative attends to the changed ``Y`` and moves. The coefficient of a negative,
+``Cor = sim(F_Xn, F_Yn)``, compares the negative's *own* embeddings, while Eq. 8 compares the
+real ``F'_X`` with ``F_Yn``, so the loss can fall without the coefficients of negatives falling
+(measured in chapter 04: strategy A halves the loss but separates at ROC-AUC 0.6).
+``anchor="own"`` trains what the coefficient measures::
+
+    TL_own = max(0, d(F_Xp, F_Yp) - d(F_Xn, F_Yn) + margin)
+
+which equals Eq. 8 whenever ``F_Xn == F_Xp``. ``anchor="real"`` (default) is Eq. 8 as printed.
 """
 
 from __future__ import annotations
@@ -28,6 +41,9 @@ import torch
 
 from cormult_lib.correlation.distances import Distance, get_distance, present_pairs
 
+#: How :func:`correlation_triplet_loss` anchors the negative distance.
+ANCHORS = ("real", "own")
+
 
 def triplet_loss(
     anchor: torch.Tensor,
@@ -37,6 +53,7 @@ def triplet_loss(
     margin: float = 0.2,
     keep: torch.Tensor | None = None,
     reduction: str = "mean",
+    negative_anchor: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``max(0, d(anchor, positive) - d(anchor, negative) + margin)``, averaged over the batch.
 
@@ -47,13 +64,17 @@ def triplet_loss(
         keep: optional bool ``(batch,)``: only these triplets enter the mean (0 if none does).
         reduction: ``"mean"`` (a scalar) or ``"none"`` (the ``(batch,)`` hinge terms, ``keep``
             not applied).
+        negative_anchor: optional anchor for the negative distance only,
+            ``d(negative_anchor, negative)`` (see ``anchor="own"`` of
+            :func:`correlation_triplet_loss`).
     """
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
     d = get_distance(distance)
-    terms = torch.clamp_min(d(anchor, positive) - d(anchor, negative) + margin, 0.0)
+    far = d(anchor if negative_anchor is None else negative_anchor, negative)
+    terms = torch.clamp_min(d(anchor, positive) - far + margin, 0.0)
     if reduction == "none":
         return terms
     if keep is None:
@@ -71,6 +92,7 @@ def correlation_triplet_loss(
     margin: float = 0.2,
     pair_mask: Mapping[tuple[str, str], torch.Tensor] | None = None,
     changed: Mapping[str, torch.Tensor] | None = None,
+    anchor: str = "real",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. 8 over the modalities present (two or three).
 
@@ -92,12 +114,16 @@ def correlation_triplet_loss(
             pair whose *anchor* modality alone changed still has ``F_Yn`` = ``F_Yp`` (without
             cross-attention), which ``pair_mask`` cannot see. Combined with ``pair_mask`` by
             "and".
+        anchor: ``"real"``: Eq. 8, the real sample's ``F'_X`` in both distances; ``"own"``: the
+            negative's own ``F_Xn`` in the negative distance (see the module docstring).
 
     Returns:
         ``(loss, parts)``: the scalar ``LOSS`` and, detached for logging, ``parts`` with
         ``"LOSS_X"`` per modality present, ``"TL_X_Y"`` per anchor ``X`` / other ``Y`` term and
         ``"LOSS"``.
     """
+    if anchor not in ANCHORS:
+        raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
     if set(pos) != set(neg):
         raise ValueError(
             f"pos and neg must hold the same modalities, got {sorted(pos)} and {sorted(neg)}"
@@ -112,17 +138,25 @@ def correlation_triplet_loss(
     d = get_distance(distance)
     parts: dict[str, torch.Tensor] = {}
     per_modality = {}
-    for anchor in modalities:
-        total = pos[anchor].new_zeros(())
+    for x in modalities:
+        total = pos[x].new_zeros(())
         for other in modalities:
-            if other == anchor:
+            if other == x:
                 continue
-            keep = _keep(pair_mask, changed, anchor, other, pairs)
-            term = triplet_loss(pos[anchor], pos[other], neg[other], d, margin, keep=keep)
-            parts[f"TL_{anchor}_{other}"] = term.detach()
+            keep = _keep(pair_mask, changed, x, other, pairs)
+            term = triplet_loss(
+                pos[x],
+                pos[other],
+                neg[other],
+                d,
+                margin,
+                keep=keep,
+                negative_anchor=neg[x] if anchor == "own" else None,
+            )
+            parts[f"TL_{x}_{other}"] = term.detach()
             total = total + term
-        per_modality[anchor] = total
-        parts[f"LOSS_{anchor}"] = total.detach()
+        per_modality[x] = total
+        parts[f"LOSS_{x}"] = total.detach()
     loss = sum(per_modality.values()) / len(modalities)
     parts["LOSS"] = loss.detach()
     return loss, parts

@@ -91,6 +91,19 @@ class NegativeBatch:
         return frame.groupby("strategy").sum()
 
 
+#: Keyword arguments of :func:`make_negatives` that set how strong a negative is.
+NEGATIVE_OPTIONS = ("shift_seconds", "noise_std", "replace_prob")
+
+
+def check_negative_options(options: Mapping[str, float] | None) -> dict[str, float]:
+    """``options`` as a plain dict after checking that every key is in :data:`NEGATIVE_OPTIONS`."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(NEGATIVE_OPTIONS))
+    if unknown:
+        raise ValueError(f"negative_options: unknown {unknown}; expected any of {NEGATIVE_OPTIONS}")
+    return {k: float(v) for k, v in options.items()}
+
+
 def make_negatives(
     features: Mapping[str, torch.Tensor],
     masks: Mapping[str, torch.Tensor],

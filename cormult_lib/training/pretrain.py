@@ -34,8 +34,13 @@ from torch import nn
 from cormult_lib.config import CorrelationConfig
 from cormult_lib.correlation.distances import Distance
 from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator
-from cormult_lib.correlation.losses import correlation_triplet_loss
-from cormult_lib.correlation.negatives import STRATEGIES, changed_pairs, make_negatives
+from cormult_lib.correlation.losses import ANCHORS, correlation_triplet_loss
+from cormult_lib.correlation.negatives import (
+    STRATEGIES,
+    changed_pairs,
+    check_negative_options,
+    make_negatives,
+)
 from cormult_lib.data.dataset import MultimodalSplit, make_loader, parse_modalities
 from cormult_lib.seeding import seed_everything
 from cormult_lib.training.loop import fit, move_to_device, save_atomic
@@ -58,7 +63,8 @@ class PretrainResult:
         settings: how the evaluator was built and trained: ``config`` (the
             :class:`~cormult_lib.config.CorrelationConfig` as a dict), ``modalities``,
             ``input_dims``, ``vocab_size``, ``max_len``, ``cross_attention``, ``strategy``,
-            ``steps_per_second``, ``seed``, ``best_epoch``, ``stopped_early``.
+            ``steps_per_second``, ``negative_options``, ``anchor``, ``seed``, ``best_epoch``,
+            ``stopped_early``.
     """
 
     model: ModalityCorrelationEvaluator
@@ -129,6 +135,8 @@ def pretrain_evaluator(
     modalities: str = "TAV",
     distance: str | None = None,
     steps_per_second: Mapping[str, float] | None = None,
+    negative_options: Mapping[str, float] | None = None,
+    anchor: str = "real",
     cross_attention: bool = True,
     patience: int | None = None,
     grad_clip: float | None = 1.0,
@@ -151,6 +159,10 @@ def pretrain_evaluator(
             ``None`` takes ``config.distance``.
         steps_per_second: per modality, for strategy B's one-second shift (see
             :func:`~cormult_lib.correlation.negatives.make_negatives`; ``None``: word-aligned).
+        negative_options: strengths of the negatives, any of ``shift_seconds`` (B),
+            ``noise_std`` and ``replace_prob`` (C); ``None`` keeps ``make_negatives``'s defaults.
+        anchor: ``"real"`` (Eq. 8) or ``"own"``: which anchor the negative distance uses (see
+            :mod:`~cormult_lib.correlation.losses`).
         cross_attention: the evaluator's cross-attention layer (``False``: authors' code).
         patience, grad_clip: early stopping and gradient clipping of :func:`fit`.
         device: where to train; CUDA gets mixed precision and pinned memory.
@@ -163,6 +175,8 @@ def pretrain_evaluator(
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if anchor not in ANCHORS:
+        raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
     mods = parse_modalities(modalities, min_count=2)
     _check_splits(train_split, valid_split, mods)
     train = train_split.with_modalities(mods)
@@ -172,6 +186,7 @@ def pretrain_evaluator(
             f"pre-training needs at least 2 training and 1 validation sample, got "
             f"{len(train)} and {len(valid)}"
         )
+    options = check_negative_options(negative_options)
     vocab_size = text_vocab_size(train, valid) if "T" in mods else None
     dims = train.dims()
     max_len = max(1024, *(train.features[m].shape[1] for m in mods))
@@ -203,6 +218,7 @@ def pretrain_evaluator(
             stream,
             steps_per_second=steps_per_second,
             vocab_size=vocab_size,
+            **options,
         )
         positive = model(features, masks)
         negative = model(negatives.features, negatives.masks)
@@ -212,6 +228,7 @@ def pretrain_evaluator(
             measure,
             config.margin,
             pair_mask=changed_pairs(negatives, mods),
+            anchor=anchor,
         )
         return loss, {k: float(v) for k, v in parts.items() if k.startswith("LOSS_")}
 
@@ -247,6 +264,8 @@ def pretrain_evaluator(
         "cross_attention": cross_attention,
         "strategy": strategy,
         "steps_per_second": None if steps_per_second is None else dict(steps_per_second),
+        "negative_options": options,
+        "anchor": anchor,
         "seed": seed,
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
