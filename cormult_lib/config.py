@@ -95,7 +95,11 @@ class ModelConfig:
     kernel_sizes: tuple[int, int, int] = (1, 3, 3)  # text, audio, vision
     embed_dropout: float = 0.1
     attn_dropout: float = 0.1
+    relu_dropout: float = 0.1
+    res_dropout: float = 0.1
     out_dropout: float = 0.1
+    causal: bool = False  # MulT's code masks the future; off here (the clip is complete)
+    pooling: str = "last"  # "last" valid step (MulT) or masked "mean"
 
 
 @dataclass(frozen=True)

@@ -465,14 +465,16 @@ def plot_strategy_shares(shares: pd.Series, broken: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def plot_history(history: pd.DataFrame, parts: Sequence[str] = ()) -> plt.Figure:
+def plot_history(
+    history: pd.DataFrame, parts: Sequence[str] = (), title: str = "Triplet loss (Eq. 8)"
+) -> plt.Figure:
     """Training curves: ``train_loss`` / ``valid_loss`` per epoch, and per-part validation
     curves (e.g. ``valid_LOSS_T``) when ``parts`` names them."""
     fig, axes = plt.subplots(1, 2 if parts else 1, figsize=(11 if parts else 6, 3.2), squeeze=False)
     left = axes[0, 0]
     left.plot(history["epoch"], history["train_loss"], "o-", label="train")
     left.plot(history["epoch"], history["valid_loss"], "o-", label="valid")
-    left.set(xlabel="epoch", ylabel="loss", title="Triplet loss (Eq. 8)")
+    left.set(xlabel="epoch", ylabel="loss", title=title)
     left.legend()
     if parts:
         right = axes[0, 1]
@@ -512,5 +514,43 @@ def plot_coefficients(
         sns.boxplot(data=long, x="discrepancy", y="Cor", hue="pair", order=order, ax=axes[-1])
         axes[-1].tick_params(axis="x", rotation=30)
         axes[-1].set_title("Cor by discrepancy (test split)", loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_seed_bars(
+    runs: pd.DataFrame,
+    metrics: Sequence[str] = ("acc2_non0", "f1_non0", "acc7", "mae", "corr"),
+    by: str = "model",
+    subset: str = "all",
+) -> plt.Figure:
+    """One panel per metric: the mean over seeds per ``by`` value, error bars one standard
+    deviation (seaborn's ``errorbar="sd"``). ``runs`` is long format, one row per seed, as
+    :func:`~cormult_lib.training.supervised.run_seeds` returns (plus a ``by`` column)."""
+    data = runs[runs["subset"] == subset]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        sns.barplot(data=data, x=by, y=metric, hue=by, errorbar="sd", ax=ax, legend=False)
+        sns.stripplot(data=data, x=by, y=metric, color="black", size=3, ax=ax)
+        ax.set(xlabel="", title=metric)
+        ax.tick_params(axis="x", rotation=30)
+        if metric != "mae":
+            low = data[metric].min()
+            ax.set_ylim(bottom=max(0.0, low - 0.15) if np.isfinite(low) else 0.0)
+    fig.suptitle(f"test split ({subset}); mean and sd over {data['seed'].nunique()} seed(s)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_subset_comparison(
+    runs: pd.DataFrame, metric: str = "mae", by: str = "model", subsets: Sequence[str] = ()
+) -> plt.Figure:
+    """``metric`` per evaluation subset (e.g. strong vs each weak discrepancy), one bar per
+    ``by`` value, mean over seeds with one-standard-deviation error bars."""
+    data = runs if not subsets else runs[runs["subset"].isin(subsets)]
+    fig, ax = plt.subplots(figsize=(1.6 * data["subset"].nunique() + 2, 3.4))
+    sns.barplot(data=data, x="subset", y=metric, hue=by, errorbar="sd", ax=ax)
+    ax.set(xlabel="test samples", ylabel=metric, title=f"{metric} by group of test samples")
+    ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     return fig

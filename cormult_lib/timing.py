@@ -10,12 +10,16 @@ import torch
 
 
 def median_seconds(
-    functions: dict[str, Callable[[torch.Tensor], object]], x: torch.Tensor, repeats: int = 5
+    functions: dict[str, Callable[[torch.Tensor], object]],
+    x: torch.Tensor,
+    repeats: int = 5,
+    autograd: bool = False,
 ) -> dict[str, float]:
     """Median wall time of each ``fn(x)`` over ``repeats`` runs after one warm-up run each.
 
     The functions take turns within every repeat, so a busy machine slows them alike; on CUDA
-    the device is synchronised around each call so that the time covers the kernels.
+    the device is synchronised around each call so that the time covers the kernels. The calls
+    run under ``torch.inference_mode`` unless ``autograd=True`` (to time training steps).
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
@@ -25,7 +29,7 @@ def median_seconds(
             torch.cuda.synchronize(x.device)
 
     times: dict[str, list[float]] = {name: [] for name in functions}
-    with torch.inference_mode():
+    with torch.inference_mode(not autograd):
         for fn in functions.values():
             fn(x)
         sync()

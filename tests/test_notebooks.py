@@ -158,6 +158,23 @@ def test_mce_pretraining_runs_on_an_mmsa_pickle(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "04_mce.pt").is_file()
 
 
+def test_cormult_training_runs_on_an_mmsa_pickle(tmp_path: Path) -> None:
+    """Chapter 07 on real-format data: no discrepancy labels, so no subsets; TA only."""
+    pickle_path = tmp_path / "aligned_50.pkl"
+    _write_mmsa(pickle_path)
+    options = ["-p", "dataset", "mmsa", "-p", "data_path", str(pickle_path)]
+    options += ["-p", "modalities", "TA", "-p", "pretrain_modalities", "TA", "-p", "epochs", "3"]
+    options += ["-p", "n_seeds", "1", "-p", "ablations", "False"]
+    options += ["-p", "evaluator_path", str(tmp_path / "mce.pt")]
+    assert _run(tmp_path, *options, notebook="07_cormult_training") == 0
+    result = json.loads((tmp_path / "out" / "07_cormult_training.json").read_text())
+    metrics = result["metrics"]
+    assert {row["model"] for row in metrics["summary"]} == {"late fusion", "MulT", "CorMulT"}
+    assert {row["subset"] for row in metrics["summary"]} == {"all"}
+    assert metrics["evaluator_loaded"] is False and (tmp_path / "out" / "07_mce.pt").is_file()
+    assert not (tmp_path / "mce.pt").exists(), "chapter 04's path is only read"
+
+
 def test_data_tour_runs_on_a_raw_clip_cache(tmp_path: Path) -> None:
     corpus = SyntheticCorpus(DataConfig(n_samples=40), seed=0)
     picks = [

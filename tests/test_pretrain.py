@@ -18,7 +18,12 @@ from cormult_lib.correlation.negatives import changed_pairs, make_negatives
 from cormult_lib.data.dataset import make_loader
 from cormult_lib.data.synthetic import make_synthetic_splits
 from cormult_lib.training import pretrain
-from cormult_lib.training.pretrain import load_evaluator, pretrain_evaluator, save_evaluator
+from cormult_lib.training.pretrain import (
+    load_evaluator,
+    load_or_pretrain,
+    pretrain_evaluator,
+    save_evaluator,
+)
 
 QUICK = get_config("quick").correlation  # hidden 32, t = 8, o = 32
 # Strategy D, measured on this corpus: lr 2e-3 collapses after a few epochs (all embeddings
@@ -200,3 +205,32 @@ def test_bad_arguments_are_named(tiny):
         pretrain_evaluator(tiny["train"], tiny["valid"], QUICK, modalities="T")
     with pytest.raises(ValueError, match="anchor"):
         pretrain_evaluator(tiny["train"], tiny["valid"], QUICK, anchor="negative")
+
+
+def test_load_or_pretrain_reuses_only_an_evaluator_of_the_same_data(tiny, tmp_path):
+    config = replace(QUICK, epochs=1)
+    path = tmp_path / "mce.pt"
+    first, loaded = load_or_pretrain(path, tiny["train"], tiny["valid"], config, progress=False)
+    assert not loaded and path.is_file()
+    again, loaded = load_or_pretrain(path, tiny["train"], tiny["valid"], config, progress=False)
+    assert loaded
+    for key, value in first.model.state_dict().items():
+        assert torch.equal(value, again.model.state_dict()[key]), key
+    # Other training samples, another strategy or other modalities: pre-train afresh.
+    fewer = tiny["train"].select(np.arange(len(tiny["train"]) - 1))
+    assert not load_or_pretrain(path, fewer, tiny["valid"], config, progress=False)[1]
+    assert not load_or_pretrain(path, fewer, tiny["valid"], config, strategy="B", progress=False)[1]
+    result, loaded = load_or_pretrain(
+        path, fewer, tiny["valid"], config, strategy="B", modalities="TV", progress=False
+    )
+    assert not loaded and result.settings["modalities"] == "TV"
+    assert load_evaluator(path).settings["modalities"] == "TV", "the stale file is replaced"
+    # With save_path, a misfit at path is left alone and the new evaluator goes to save_path.
+    other = tmp_path / "mine.pt"
+    _, loaded = load_or_pretrain(
+        path, tiny["train"], tiny["valid"], config, save_path=other, progress=False
+    )
+    assert not loaded and load_evaluator(path).settings["modalities"] == "TV"
+    assert load_or_pretrain(
+        path, tiny["train"], tiny["valid"], config, save_path=other, progress=False
+    )[1], "found at save_path"

@@ -459,3 +459,24 @@ def make_synthetic_splits(
 ) -> dict[str, MultimodalSplit]:
     """Shortcut: the feature-form train/valid/test splits of ``SyntheticCorpus(config, seed)``."""
     return SyntheticCorpus(config, seed).feature_splits(progress=progress)
+
+
+def correlation_subsets(split: MultimodalSplit) -> dict[str, np.ndarray]:
+    """Bool masks ``(n,)`` over ``split`` for evaluating on groups of the synthetic corpus:
+    ``"strong"``, ``"weak"`` and ``"weak:<discrepancy>"`` for each of :data:`DISCREPANCIES`.
+
+    Raises:
+        ValueError: ``split.meta`` lacks the ``correlation`` / ``discrepancy`` columns (only the
+            synthetic corpus records them).
+    """
+    meta = split.meta
+    if meta is None or not {"correlation", "discrepancy"} <= set(meta.columns):
+        raise ValueError(
+            f"{split.name}: correlation_subsets needs split.meta with 'correlation' and "
+            "'discrepancy' columns (the synthetic corpus has them)"
+        )
+    weak = (meta["correlation"] == "weak").to_numpy()
+    subsets = {"strong": ~weak, "weak": weak}
+    for kind in DISCREPANCIES:
+        subsets[f"weak:{kind}"] = weak & (meta["discrepancy"] == kind).to_numpy()
+    return subsets

@@ -17,6 +17,13 @@ generator for dropout, the shuffling generator of the training loader (pass the 
 ``torch.Generator`` to :func:`~cormult_lib.data.dataset.make_loader` and to :func:`fit`), the
 loss generator, and Python's and NumPy's global generators. All of them are saved after every
 epoch together with the model, optimiser, scheduler and gradient-scaler states.
+
+The same loop trains data-parallel under ``torchrun`` once a process group exists (see
+:mod:`cormult_lib.training.distributed` for the set-up and the launch command): every rank
+trains a ``DistributedDataParallel`` replica on its shard of the data, the logged losses are
+averaged over all ranks' samples so every rank sees the same history and takes the same
+early-stopping, schedule and model-selection decisions, and only rank 0 shows progress bars and
+writes checkpoints (which also hold every rank's random streams).
 """
 
 from __future__ import annotations
@@ -34,8 +41,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
+
+from cormult_lib.training.distributed import (
+    all_gather_object,
+    all_reduce_means,
+    broadcast_object,
+    rank_and_world_size,
+)
 
 LossFn = Callable[[nn.Module, dict, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
 CHECKPOINT_FORMAT = 1
@@ -65,6 +81,23 @@ class FitResult:
     history: pd.DataFrame
     best_epoch: int
     stopped_early: bool
+
+
+class _ModelWithLoss(nn.Module):
+    """The model and its loss as one module, for ``DistributedDataParallel`` to wrap.
+
+    DDP synchronises gradients only for computations that run inside its ``forward``. Running
+    the whole ``loss_fn`` there lets the loss call any method of the plain model (an encoder,
+    a projection head), not only ``model(...)``, and still have every gradient averaged.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        return self.loss_fn(self.model, batch, generator)
 
 
 def move_to_device(batch: object, device: torch.device) -> object:
@@ -178,6 +211,51 @@ def _check_settings(saved: Mapping, current: Mapping, path: Path) -> None:
         )
 
 
+def _resolve_distributed(
+    distributed: bool | None, device: str | torch.device
+) -> tuple[bool, int, int, torch.device]:
+    """``fit``'s ``distributed`` and ``device`` arguments to ``(distributed, rank, world_size,
+    device)``; a bare ``"cuda"`` becomes this rank's current GPU in a data-parallel run."""
+    group_running = dist.is_available() and dist.is_initialized()
+    if distributed is None:
+        distributed = group_running
+    elif distributed and not group_running:
+        raise RuntimeError(
+            "distributed=True needs a process group: launch with torchrun and call "
+            "cormult_lib.training.distributed.init_distributed() before fit"
+        )
+    device = torch.device(device)
+    if not distributed:
+        return False, 0, 1, device
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if dist.get_backend() == "nccl" and device.type != "cuda":
+        raise ValueError(f"the NCCL backend trains on this rank's GPU, got device={device}")
+    return True, *rank_and_world_size(), device
+
+
+def _replicate(
+    model: nn.Module, loss_fn: LossFn, device: torch.device, train_loader: Iterable
+) -> DistributedDataParallel:
+    """``model`` and ``loss_fn`` wrapped for data-parallel training on ``device``.
+
+    DDP broadcasts rank 0's weights and buffers, so every replica starts alike. A training
+    loader with a length must have the same on every rank: a rank that runs out of batches
+    first would leave the others waiting forever in the gradient all-reduce.
+    """
+    if hasattr(train_loader, "__len__"):
+        lengths = all_gather_object(len(train_loader))
+        if len(set(lengths)) > 1:
+            raise ValueError(
+                f"the ranks' training loaders have {lengths} batches; DDP needs the same "
+                "number on every rank (use make_distributed_loader(..., even=True))"
+            )
+    return DistributedDataParallel(
+        _ModelWithLoss(model, loss_fn),
+        device_ids=[device.index] if device.type == "cuda" else None,
+    )
+
+
 def fit(
     model: nn.Module,
     train_loader: Iterable,
@@ -199,11 +277,13 @@ def fit(
     progress: bool = True,
     log_extra: Callable[[nn.Module, int], Mapping[str, float]] | None = None,
     on_epoch_start: Callable[[nn.Module, int], None] | None = None,
+    distributed: bool | None = None,
 ) -> FitResult:
     """Train ``model`` with Adam, keep the weights of the best validation epoch.
 
     Args:
-        model: any ``nn.Module``; it is moved to ``device``.
+        model: any ``nn.Module`` (not wrapped in ``DistributedDataParallel``: ``fit`` wraps it
+            itself when training data-parallel); it is moved to ``device``.
         train_loader: yields training batches (any nesting of dicts/lists of tensors).
         valid_loader: yields validation batches; its mean loss drives model selection, early
             stopping and the learning-rate schedule. The test split never enters here.
@@ -235,9 +315,27 @@ def fit(
             also the first epoch of a resumed run, e.g. to refit a statistic the loss needs
             from the current weights. For an exact resume it must depend only on the model
             (and draw no random numbers).
+        distributed: train data-parallel over the ranks of the running process group
+            (:func:`~cormult_lib.training.distributed.init_distributed`); ``None``: when one is
+            initialised. Then ``model`` and ``loss_fn`` run inside ``DistributedDataParallel``
+            (on ``device``, which must be this rank's GPU with NCCL), so every parameter that
+            requires grad must get a gradient at every step; ``train_loader`` must give every
+            rank its shard with the same number of batches (e.g.
+            :func:`~cormult_lib.training.distributed.make_distributed_loader`) and
+            ``valid_loader`` its validation shard (or the whole split); losses and extras are
+            sample-weighted means over all ranks; ``log_extra``, ``on_epoch_start`` and
+            ``loss_fn`` run on every rank with the plain model, and the history row of rank 0
+            (its ``log_extra`` values and ``seconds``) is the one every rank keeps; only rank 0
+            shows progress bars and writes ``checkpoint_path``, which every rank must be able
+            to read to resume, with the same number of ranks. ``False`` with a group running:
+            every process trains on its own (e.g. one configuration of a sweep per rank).
+
+    In every process, a training loader whose sampler has ``set_epoch`` (``DistributedSampler``)
+    is told the epoch before it is iterated, so it reshuffles every epoch and on resume.
 
     Returns:
-        A :class:`FitResult`; ``model`` holds the best validation epoch's weights.
+        A :class:`FitResult`; ``model`` holds the best validation epoch's weights (on every
+        rank, the plain model).
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
@@ -249,10 +347,16 @@ def fit(
         raise ValueError(f"patience must be a positive int or None, got {patience!r}")
     if scheduler not in ("plateau", None):
         raise ValueError(f"scheduler must be 'plateau' or None, got {scheduler!r}")
-    device = torch.device(device)
+    if isinstance(model, DistributedDataParallel):
+        raise TypeError(
+            "pass the plain model: fit wraps it in DistributedDataParallel itself when a "
+            "process group is running (distributed=None or True)"
+        )
+    distributed, rank, world_size, device = _resolve_distributed(distributed, device)
     amp = device.type == "cuda" if amp is None else bool(amp)
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     model.to(device)
+    replicas = _replicate(model, loss_fn, device, train_loader) if distributed else None
 
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     plateau = (
@@ -273,17 +377,27 @@ def fit(
         "scheduler": scheduler,
         "amp": amp,
         "seed": seed,
+        "world_size": world_size,
     }
 
     history: list[dict] = []
     best_state = _state_copy(model)
     best_loss, best_epoch, bad_epochs, stopped_early, start = math.inf, 0, 0, False, 1
     path = None if checkpoint_path is None else Path(checkpoint_path)
-    if path is not None and resume and path.exists():
+    resuming = path is not None and resume and path.exists()
+    if distributed:
+        seen = all_gather_object(resuming)
+        if any(seen) and not all(seen):
+            raise RuntimeError(
+                f"only the ranks {[r for r, f in enumerate(seen) if f]} see the checkpoint "
+                f"{path}; put it on a file system every rank shares"
+            )
+    if resuming:
         state = torch.load(path, map_location=device, weights_only=True)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a checkpoint written by cormult_lib's fit()")
-        _check_settings(state["settings"], settings, path)
+        # Checkpoints from before data-parallel training came from single processes.
+        _check_settings({"world_size": 1, **state["settings"]}, settings, path)
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as err:
@@ -295,7 +409,8 @@ def fit(
         if plateau is not None:
             plateau.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        restore_rng_states(state["rng"], device, streams)
+        # A data-parallel checkpoint holds every rank's streams; a single process's only "rng".
+        restore_rng_states(state.get("rng_per_rank", [state["rng"]])[rank], device, streams)
         history = list(state["history"])
         best_state, best_loss = state["best_state"], state["best_loss"]
         best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]
@@ -313,13 +428,16 @@ def fit(
             loader,
             desc=f"epoch {epoch} {'train' if train else 'valid'}",
             leave=False,
-            disable=not progress,
+            disable=not show_progress,
         )
         for batch in bar:
             batch = move_to_device(batch, device)
             n = batch_size_of(batch) or 1
             with torch.set_grad_enabled(train), autocast():
-                loss, extras = loss_fn(model, batch, stream)
+                if train and replicas is not None:
+                    loss, extras = replicas(batch, stream)  # gradients averaged over ranks
+                else:
+                    loss, extras = loss_fn(model, batch, stream)
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise FloatingPointError(
@@ -338,22 +456,31 @@ def fit(
                 totals[key] = totals.get(key, 0.0) + float(item) * n
             count += n
             bar.set_postfix(loss=f"{value:.4f}")
+        if distributed:
+            means, count = all_reduce_means(totals, count, device)  # over every rank's samples
+        else:
+            means = {key: total / count for key, total in totals.items()} if count else {}
         if count == 0:
             raise ValueError(f"the {'training' if train else 'validation'} loader is empty")
-        return {key: total / count for key, total in totals.items()}
+        return means
 
-    epoch_bar = tqdm(range(start, epochs + 1), desc="epochs", disable=not progress or stopped_early)
+    show_progress = progress and rank == 0
+    sampler = getattr(train_loader, "sampler", None)
+    epoch_bar = tqdm(
+        range(start, epochs + 1), desc="epochs", disable=not show_progress or stopped_early
+    )
     for epoch in epoch_bar:
         if stopped_early:
             break
         began = time.perf_counter()
         current_lr = optimizer.param_groups[0]["lr"]
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
         if on_epoch_start is not None:
             on_epoch_start(model, epoch)
         train_means = run_epoch(train_loader, True, epoch, loss_generator)
         valid_stream = torch.Generator().manual_seed(seed + VALID_SEED_OFFSET)
         valid_means = run_epoch(valid_loader, False, epoch, valid_stream)
-        valid_loss = valid_means["loss"]
         row = {
             "epoch": epoch,
             "train_loss": train_means.pop("loss"),
@@ -364,6 +491,11 @@ def fit(
         row.update({f"valid_{k}": v for k, v in valid_means.items()})
         if log_extra is not None:
             row.update({k: float(v) for k, v in log_extra(model, epoch).items()})
+        row["seconds"] = time.perf_counter() - began
+        if distributed:
+            # Rank 0's row, bit for bit: every rank then takes the same decisions below.
+            row = broadcast_object(row)
+        valid_loss = row["valid_loss"]
         if valid_loss < best_loss:
             best_loss, best_epoch, bad_epochs = valid_loss, epoch, 0
             best_state = _state_copy(model)
@@ -372,29 +504,33 @@ def fit(
         if plateau is not None:
             plateau.step(valid_loss)
         stopped_early = patience is not None and bad_epochs >= patience and epoch < epochs
-        row["seconds"] = time.perf_counter() - began
         history.append(row)
         epoch_bar.set_postfix(train=f"{row['train_loss']:.4f}", valid=f"{valid_loss:.4f}")
         if path is not None:
-            save_atomic(
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "epoch": epoch,
-                    "settings": settings,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": None if plateau is None else plateau.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "rng": rng_states(device, streams),
-                    "history": history,
-                    "best_state": best_state,
-                    "best_loss": best_loss,
-                    "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs,
-                    "stopped_early": stopped_early,
-                },
-                path,
-            )
+            rng = rng_states(device, streams)
+            # Every rank's streams (they differ when, e.g., dropout is seeded per rank).
+            per_rank = {"rng_per_rank": all_gather_object(rng)} if distributed else {}
+            if rank == 0:
+                save_atomic(
+                    {
+                        "format": CHECKPOINT_FORMAT,
+                        "epoch": epoch,
+                        "settings": settings,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": None if plateau is None else plateau.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "rng": rng,
+                        "history": history,
+                        "best_state": best_state,
+                        "best_loss": best_loss,
+                        "best_epoch": best_epoch,
+                        "bad_epochs": bad_epochs,
+                        "stopped_early": stopped_early,
+                        **per_rank,
+                    },
+                    path,
+                )
     model.load_state_dict(best_state)
     columns = ["epoch", "train_loss", "valid_loss", "lr", "seconds"]
     frame = pd.DataFrame(history)

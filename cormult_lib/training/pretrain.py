@@ -22,6 +22,7 @@ rebuild the evaluator and its fitted distance in one file.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -63,14 +64,21 @@ class PretrainResult:
         settings: how the evaluator was built and trained: ``config`` (the
             :class:`~cormult_lib.config.CorrelationConfig` as a dict), ``modalities``,
             ``input_dims``, ``vocab_size``, ``max_len``, ``cross_attention``, ``strategy``,
-            ``steps_per_second``, ``negative_options``, ``anchor``, ``seed``, ``best_epoch``,
-            ``stopped_early``.
+            ``steps_per_second``, ``negative_options``, ``anchor``, ``seed``,
+            ``train_fingerprint``, ``best_epoch``, ``stopped_early``.
     """
 
     model: ModalityCorrelationEvaluator
     history: pd.DataFrame
     distance: Distance
     settings: dict
+
+
+def split_fingerprint(split: MultimodalSplit) -> str:
+    """A short hash of a split's sample ids and feature sizes, to recognise the same data."""
+    digest = hashlib.sha1("\n".join(map(str, split.ids)).encode())
+    digest.update(repr(sorted(split.dims().items())).encode())
+    return digest.hexdigest()[:16]
 
 
 def text_vocab_size(*splits: MultimodalSplit) -> int | None:
@@ -267,6 +275,7 @@ def pretrain_evaluator(
         "negative_options": options,
         "anchor": anchor,
         "seed": seed,
+        "train_fingerprint": split_fingerprint(train),
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
     }
@@ -338,3 +347,55 @@ def load_evaluator(path: str | Path, device: str | torch.device = "cpu") -> Pret
         distance=Distance.from_state_dict(distance_state),
         settings=state["settings"],
     )
+
+
+def load_or_pretrain(
+    path: str | Path,
+    train_split: MultimodalSplit,
+    valid_split: MultimodalSplit,
+    config: CorrelationConfig,
+    *,
+    strategy: str = "D",
+    modalities: str = "TAV",
+    save_path: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[PretrainResult, bool]:
+    """The evaluator saved at ``path`` (or ``save_path``) when it fits the data, else a new one.
+
+    An evaluator fits when it was pre-trained on exactly ``modalities`` with ``strategy`` on
+    the same training samples (:func:`split_fingerprint` of ``train_split``). When neither file
+    fits, :func:`pretrain_evaluator` runs with the given settings and the result is saved at
+    ``save_path`` (default ``path``), so the next call loads it; pass a ``save_path`` to keep
+    another chapter's checkpoint at ``path`` untouched.
+
+    Returns:
+        ``(result, loaded)``: ``loaded`` is ``True`` when a saved evaluator was used.
+    """
+    mods = parse_modalities(modalities, min_count=2)
+    fingerprint = split_fingerprint(train_split.with_modalities(mods))
+    save_path = Path(path if save_path is None else save_path)
+    for candidate in dict.fromkeys([Path(path), save_path]):
+        if not candidate.is_file():
+            continue
+        saved = load_evaluator(candidate, device)
+        settings = saved.settings
+        if (
+            settings["modalities"] == "".join(mods)
+            and settings["strategy"] == strategy
+            and settings.get("train_fingerprint") == fingerprint
+        ):
+            return saved, True
+    result = pretrain_evaluator(
+        train_split,
+        valid_split,
+        config,
+        strategy=strategy,
+        modalities=modalities,
+        device=device,
+        seed=seed,
+        progress=progress,
+    )
+    save_evaluator(save_path, result)
+    return result, False

@@ -1,0 +1,180 @@
+"""CorMulT: MulT whose crossmodal outputs are weighted by modality correlations (section 3.3.2).
+
+The pre-trained Modality Correlation Evaluator
+(:class:`~cormult_lib.correlation.evaluator.ModalityCorrelationEvaluator`) gives, per sample,
+the coefficients ``Cor_{T,A}``, ``Cor_{T,V}``, ``Cor_{A,V}``
+(:meth:`~cormult_lib.correlation.evaluator.ModalityCorrelationEvaluator.coefficients` with a
+:class:`~cormult_lib.correlation.distances.Distance`). Each coefficient weights the crossmodal
+outputs of both directions of its pair before the memory transformers of :class:`MulT`
+(direction keys ``"S->T"`` as in :mod:`cormult_lib.models.mult`):
+
+* ``fusion="product"``, the paper's equations: ``h'_{S->T} = h_{S->T} * Cor_{S,T}``;
+* ``fusion="residual"``, the authors' code: ``h'_{S->T} = h_{S->T} + h_{S->T} * Cor_{S,T}
+  = (1 + Cor_{S,T}) * h_{S->T}``.
+
+With cosine, ``Cor`` lies in [-1, 1]: a product can flip the sign of a crossmodal output and
+``Cor = 0`` removes it; the residual form keeps at least ``h`` at ``Cor = 0`` and drops it only
+for perfectly anti-correlated pairs.
+
+By default the evaluator is frozen, as in the paper: its parameters get no gradient, the
+coefficients are computed without autograd, and it stays in eval mode (no dropout) even when
+the CorMulT module is put in training mode. ``freeze_evaluator=False`` fine-tunes it with the
+sentiment loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cormult_lib.correlation.distances import Distance, get_distance, present_pairs
+from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator
+from cormult_lib.models.mult import MulT, direction
+
+FUSIONS = ("product", "residual")
+
+
+class CorMulT(nn.Module):
+    """A :class:`~cormult_lib.models.mult.MulT` fused with correlation coefficients.
+
+    Args:
+        mult: the MulT that does the fusion (its head and pooling are used as they are).
+        evaluator: a (pre-trained) evaluator sharing at least one pair of modalities with the
+            MulT. Pairs it does not know (Table 6: a TAV MulT with an evaluator pre-trained on
+            TA only) keep their crossmodal outputs unweighted (factor 1).
+        distance: the distance turning the evaluator's embeddings into ``Cor``, a name from
+            :data:`~cormult_lib.correlation.distances.DISTANCES` or a fitted
+            :class:`~cormult_lib.correlation.distances.Distance`.
+        fusion: ``"product"`` (``h * Cor``, the paper) or ``"residual"`` (``(1 + Cor) * h``,
+            the authors' code).
+        freeze_evaluator: keep the evaluator fixed (no gradients, eval mode).
+
+    Attributes:
+        modalities: the modalities the inputs must hold: the MulT's and the evaluator's (it
+            reads all of its own, also those the MulT does not fuse), canonical order.
+        fused_modalities: the MulT's modalities.
+        pairs: the pairs ``(X, Y)`` whose ``Cor`` weights the fusion (the MulT's pairs that the
+            evaluator knows).
+        head: the MulT's head.
+    """
+
+    def __init__(
+        self,
+        mult: MulT,
+        evaluator: ModalityCorrelationEvaluator,
+        distance: str | Distance = "cosine",
+        fusion: str = "product",
+        freeze_evaluator: bool = True,
+    ):
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        shared = [p for p in present_pairs(mult.modalities) if set(p) <= set(evaluator.modalities)]
+        if not shared:
+            raise ValueError(
+                f"the MulT fuses {''.join(mult.modalities)} and the evaluator knows "
+                f"{''.join(evaluator.modalities)}: they share no pair of modalities, so there is "
+                "no coefficient to weight the fusion with"
+            )
+        self.mult = mult
+        self.evaluator = evaluator
+        self.distance = get_distance(distance)
+        self.fusion = fusion
+        self.freeze_evaluator = freeze_evaluator
+        self.modalities = tuple(
+            m for m in "TAV" if m in mult.modalities or m in evaluator.modalities
+        )
+        self.fused_modalities = mult.modalities
+        self.pairs = shared
+        self.head = mult.head
+        if freeze_evaluator:
+            evaluator.requires_grad_(False)
+            evaluator.eval()
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        mult: MulT,
+        fusion: str = "product",
+        freeze_evaluator: bool = True,
+        device: str | torch.device = "cpu",
+    ) -> CorMulT:
+        """CorMulT with the evaluator and fitted distance that
+        :func:`~cormult_lib.training.pretrain.save_evaluator` wrote to ``path``; ``mult`` is
+        moved to ``device``."""
+        # Imported here: training builds on models, not the other way round.
+        from cormult_lib.training.pretrain import load_evaluator
+
+        result = load_evaluator(path, device=device)
+        return cls(mult.to(device), result.model, result.distance, fusion, freeze_evaluator)
+
+    def train(self, mode: bool = True) -> CorMulT:
+        """Set training mode; a frozen evaluator stays in eval mode."""
+        super().train(mode)
+        if self.freeze_evaluator:
+            self.evaluator.eval()
+        return self
+
+    def coefficients(
+        self,
+        features: Mapping[str, torch.Tensor],
+        masks: Mapping[str, torch.Tensor] | None = None,
+    ) -> dict[tuple[str, str], torch.Tensor]:
+        """``Cor`` per pair of :attr:`pairs`: ``("T", "A")`` -> ``(batch,)``.
+
+        ``features`` / ``masks`` as in :meth:`forward`. Without gradient when frozen.
+        """
+        needed = self.evaluator.modalities
+        missing = [m for m in needed if m not in features]
+        if missing:
+            raise ValueError(
+                f"features lack modalities {missing}: the evaluator reads "
+                f"{''.join(needed)}, got {''.join(sorted(features))}"
+            )
+        inputs = {m: features[m] for m in needed}
+        input_masks = None if masks is None else {m: masks[m] for m in needed if m in masks}
+        with torch.no_grad() if self.freeze_evaluator else nullcontext():
+            cor = self.evaluator.coefficients(inputs, input_masks, self.distance)
+        return {pair: cor[pair] for pair in self.pairs}
+
+    def direction_weights(
+        self, coefficients: Mapping[tuple[str, str], torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The factors on the crossmodal outputs: key ``"S->T"`` -> ``(batch,)``.
+
+        ``Cor_{X,Y}`` weights both ``"X->Y"`` and ``"Y->X"``: ``Cor`` (product) or ``1 + Cor``
+        (residual).
+        """
+        weights = {}
+        for (a, b), cor in coefficients.items():
+            factor = cor if self.fusion == "product" else 1.0 + cor
+            weights[direction(a, b)] = factor
+            weights[direction(b, a)] = factor
+        return weights
+
+    def forward(
+        self,
+        features: Mapping[str, torch.Tensor],
+        masks: Mapping[str, torch.Tensor] | None = None,
+        return_coefficients: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[tuple[str, str], torch.Tensor]]:
+        """Predict sentiment with correlation-weighted fusion.
+
+        Args:
+            features: modality -> ``(batch, time, d_in)`` float32 or ``(batch, time)`` int64
+                text ids, for every modality of :attr:`modalities`.
+            masks: modality -> ``(batch, time)`` bool, ``True`` on real steps.
+            return_coefficients: also return :meth:`coefficients`' dict.
+
+        Returns:
+            As :class:`MulT`: ``(batch,)`` scores or ``(batch, num_classes)`` logits; with
+            ``return_coefficients`` the pair ``(output, coefficients)``.
+        """
+        cor = self.coefficients(features, masks)
+        output = self.mult(features, masks, weights=self.direction_weights(cor))
+        return (output, cor) if return_coefficients else output

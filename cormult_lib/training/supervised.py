@@ -1,0 +1,242 @@
+"""Supervised training and evaluation of the sentiment models (MulT, CorMulT, baselines).
+
+Every model here maps ``(features, masks)`` to either one sentiment score per sample
+(``head="regression"``, shape ``(batch,)``) or seven class logits (``head="classification"``,
+shape ``(batch, 7)``; classes 0..6 stand for sentiment -3..3). Training goes through the one
+loop of the repository, :func:`~cormult_lib.training.loop.fit`, which selects the best epoch on
+the validation split. The test split is not an argument of :func:`train_model`: it is touched
+once, at the end, by :func:`evaluate`.
+
+:func:`run_seeds` repeats build -> train -> evaluate over seeds and :func:`summarize_seeds`
+turns the per-seed metrics into mean and standard deviation, the way results in this field are
+reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from cormult_lib.config import TrainConfig
+from cormult_lib.data.dataset import MultimodalSplit, make_loader
+from cormult_lib.metrics import METRIC_KEYS, classification_metrics, regression_metrics
+from cormult_lib.seeding import seed_everything
+from cormult_lib.training.loop import LossFn, fit, move_to_device
+
+HEADS = ("regression", "classification")
+#: Regression losses: MulT uses L1, CLIP-MSA SmoothL1.
+REGRESSION_LOSSES = ("l1", "smooth_l1")
+
+
+@dataclass
+class TrainedModel:
+    """A model with the weights of its best validation epoch and its training history."""
+
+    model: nn.Module
+    history: pd.DataFrame
+    best_epoch: int
+
+
+def _head_of(model: nn.Module) -> str:
+    head = getattr(model, "head", None)
+    if head not in HEADS:
+        raise ValueError(f"model.head must be one of {HEADS}, got {head!r}")
+    return head
+
+
+def supervised_loss(head: str, loss: str = "l1") -> LossFn:
+    """The loss function :func:`fit` calls: L1 / SmoothL1 on ``labels`` or cross-entropy on
+    ``classes``. It reads ``batch["features"]``, ``batch["masks"]`` and the target only."""
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    if head == "regression" and loss not in REGRESSION_LOSSES:
+        raise ValueError(f"loss must be one of {REGRESSION_LOSSES} for regression, got {loss!r}")
+
+    def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator):
+        output = model(batch["features"], batch["masks"])
+        if head == "classification":
+            return F.cross_entropy(output.float(), batch["classes"]), {}
+        target = batch["labels"]
+        if loss == "l1":
+            return F.l1_loss(output.float(), target), {}
+        return F.smooth_l1_loss(output.float(), target), {}
+
+    return loss_fn
+
+
+def train_model(
+    model: nn.Module,
+    train_split: MultimodalSplit,
+    valid_split: MultimodalSplit,
+    config: TrainConfig,
+    *,
+    loss: str = "l1",
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    checkpoint_path: str | Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> TrainedModel:
+    """Train ``model`` on ``train_split``, choosing the best epoch on ``valid_split``.
+
+    Args:
+        model: a sentiment model with ``model.head`` and ``model.modalities``; its input
+            modalities are taken from the splits.
+        config: ``epochs``, ``batch_size``, ``lr``, ``grad_clip``, ``patience``,
+            ``num_workers``.
+        loss: ``"l1"`` or ``"smooth_l1"`` for a regression head (ignored for classification,
+            which uses cross-entropy).
+        seed: seeds shuffling and dropout (the model's initial weights are the caller's: seed
+            before building it, as :func:`run_seeds` does).
+        device: CUDA gets mixed precision and pinned memory through :func:`fit`.
+        checkpoint_path, resume: :func:`fit`'s checkpoint after every epoch.
+
+    Returns:
+        A :class:`TrainedModel`; the test split was not used.
+    """
+    head = _head_of(model)
+    modalities = "".join(model.modalities)
+    train = train_split.with_modalities(modalities)
+    valid = valid_split.with_modalities(modalities)
+    generator = torch.Generator().manual_seed(seed)
+    loaders = (
+        make_loader(train, config.batch_size, True, generator, device, config.num_workers),
+        make_loader(valid, config.batch_size, False, None, device, config.num_workers),
+    )
+    result = fit(
+        model,
+        *loaders,
+        supervised_loss(head, loss),
+        epochs=config.epochs,
+        lr=config.lr,
+        grad_clip=config.grad_clip,
+        patience=config.patience,
+        checkpoint_path=checkpoint_path,
+        resume=resume,
+        device=device,
+        generator=generator,
+        seed=seed,
+        progress=progress,
+    )
+    result.model.eval()
+    return TrainedModel(result.model, result.history, result.best_epoch)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: MultimodalSplit, batch_size: int = 64) -> np.ndarray:
+    """Model outputs for every sample of ``split`` in order: ``(n,)`` scores or ``(n, 7)``
+    logits. The model is put in eval mode."""
+    device = next(model.parameters()).device
+    model.eval()
+    loader = make_loader(split.with_modalities("".join(model.modalities)), batch_size, False)
+    outputs = []
+    for batch in loader:
+        batch = move_to_device(batch, device)
+        outputs.append(model(batch["features"], batch["masks"]).float().cpu())
+    return torch.cat(outputs).numpy()
+
+
+def evaluate(
+    model: nn.Module,
+    split: MultimodalSplit,
+    batch_size: int = 64,
+    subsets: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, dict[str, float]]:
+    """The eight MMSA metrics of ``model`` on ``split``, overall and on subsets of it.
+
+    Args:
+        subsets: optional name -> bool mask ``(n,)`` over ``split`` (e.g. the weakly
+            correlated samples of one discrepancy type); a subset with fewer than 2 samples
+            is reported as ``nan`` metrics with ``n = 0``/``1``.
+
+    Returns:
+        ``{"all": metrics, name: metrics, ...}``, each metrics dict with the keys of
+        :data:`~cormult_lib.metrics.METRIC_KEYS` plus ``n`` (samples scored).
+    """
+    outputs = predict(model, split, batch_size)
+    score = regression_metrics if _head_of(model) == "regression" else classification_metrics
+    groups = {"all": np.ones(len(split), dtype=bool), **dict(subsets or {})}
+    results = {}
+    for name, chosen in groups.items():
+        chosen = np.asarray(chosen, dtype=bool)
+        if chosen.shape != (len(split),):
+            raise ValueError(
+                f"subset {name!r} must be a bool mask of shape ({len(split)},), got {chosen.shape}"
+            )
+        n = int(chosen.sum())
+        if n < 2:
+            results[name] = {**dict.fromkeys(METRIC_KEYS, float("nan")), "n": n}
+            continue
+        results[name] = {**score(outputs[chosen], split.labels[chosen]), "n": n}
+    return results
+
+
+def run_seeds(
+    build: Callable[[int], nn.Module],
+    splits: Mapping[str, MultimodalSplit],
+    config: TrainConfig,
+    seeds: Sequence[int],
+    *,
+    loss: str = "l1",
+    subsets: Mapping[str, np.ndarray] | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Build, train and test one model per seed.
+
+    Args:
+        build: ``build(seed) -> model``; called after :func:`~cormult_lib.seeding.
+            seed_everything` (seed), so initial weights follow the seed.
+        splits: ``"train"``, ``"valid"``, ``"test"``; the test split is only evaluated.
+        seeds: e.g. ``range(3)``.
+        subsets: masks over the test split, see :func:`evaluate`.
+
+    Returns:
+        Long format, one row per seed and subset: ``seed``, ``subset``, the eight metrics,
+        ``n``, ``best_epoch``.
+    """
+    missing = [name for name in ("train", "valid", "test") if name not in splits]
+    if missing:
+        raise ValueError(f"splits lacks {missing}; expected train, valid and test")
+    if not seeds:
+        raise ValueError("seeds is empty")
+    rows = []
+    for seed in tqdm(list(seeds), desc="seeds", disable=not progress):
+        seed_everything(seed)
+        model = build(seed)
+        trained = train_model(
+            model,
+            splits["train"],
+            splits["valid"],
+            config,
+            loss=loss,
+            seed=seed,
+            device=device,
+            progress=False,
+        )
+        for subset, metrics in evaluate(trained.model, splits["test"], subsets=subsets).items():
+            rows.append(
+                {"seed": seed, "subset": subset, **metrics, "best_epoch": trained.best_epoch}
+            )
+    return pd.DataFrame(rows)
+
+
+def summarize_seeds(runs: pd.DataFrame, by: Sequence[str] = ("subset",)) -> pd.DataFrame:
+    """Mean and standard deviation (ddof 1, so NaN for a single seed) of every metric over seeds.
+
+    Returns:
+        Index ``by``, columns a ``(metric, "mean" | "std")`` MultiIndex and ``n_seeds``.
+    """
+    keys = [k for k in METRIC_KEYS if k in runs]
+    grouped = runs.groupby(list(by), sort=False)
+    table = grouped[keys].agg(["mean", "std"])
+    table[("n_seeds", "")] = grouped["seed"].nunique()
+    return table

@@ -1,0 +1,80 @@
+"""Helpers of chapter 07: evaluation subsets, MulT from a config, seed plots, timed training."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cormult_lib.config import DataConfig, get_config
+from cormult_lib.data.synthetic import DISCREPANCIES, correlation_subsets, make_synthetic_splits
+from cormult_lib.models.mult import build_mult
+from cormult_lib.plots import plot_seed_bars, plot_subset_comparison
+from cormult_lib.timing import median_seconds
+
+matplotlib.use("Agg")
+
+
+def test_correlation_subsets_partition_the_split():
+    test = make_synthetic_splits(DataConfig(n_samples=300), seed=0)["test"]
+    subsets = correlation_subsets(test)
+    assert list(subsets) == ["strong", "weak", *[f"weak:{k}" for k in DISCREPANCIES]]
+    assert (subsets["strong"] ^ subsets["weak"]).all(), "strong and weak cover every sample once"
+    kinds = np.stack([subsets[f"weak:{k}"] for k in DISCREPANCIES])
+    np.testing.assert_array_equal(kinds.sum(0), subsets["weak"])
+    expected = (test.meta["discrepancy"] == "voice") & (test.meta["correlation"] == "weak")
+    np.testing.assert_array_equal(subsets["weak:voice"], expected.to_numpy())
+    with pytest.raises(ValueError, match="correlation_subsets needs split.meta"):
+        correlation_subsets(replace(test, meta=None))
+
+
+def test_build_mult_follows_the_config():
+    dims = {"T": 300, "A": 74, "V": 35}
+    config = replace(get_config("quick").model, hidden_dim=8, num_heads=2, pooling="mean")
+    model = build_mult(dims, config, "TV", head="classification")
+    assert model.modalities == ("T", "V") and model.head == "classification"
+    features = {m: torch.randn(2, 6, d) for m, d in dims.items()}
+    masks = {m: torch.ones(2, 6, dtype=torch.bool) for m in dims}
+    assert model.eval()(features, masks).shape == (2, 7)
+    hidden = {p.shape[0] for name, p in model.named_parameters() if name.endswith("norm.weight")}
+    assert hidden <= {8, 16}, hidden  # d, or 2d in the memory transformers
+
+
+def _runs() -> pd.DataFrame:
+    rows = []
+    for model, offset in (("A", 0.0), ("B", 0.2)):
+        for seed in (0, 1, 2):
+            for subset in ("all", "weak"):
+                value = 0.5 + offset + 0.1 * seed
+                rows.append(
+                    {"model": model, "seed": seed, "subset": subset, "mae": value, "corr": value}
+                )
+    return pd.DataFrame(rows)
+
+
+def test_seed_bars_show_the_mean_with_sd_error_bars():
+    runs = _runs()
+    fig = plot_seed_bars(runs, metrics=("mae", "corr"))
+    ax = fig.axes[0]
+    heights = sorted(p.get_height() for p in ax.patches)
+    assert heights == pytest.approx([0.6, 0.8]), "bars are means over the three seeds"
+    spans = sorted(abs(line.get_ydata()[1] - line.get_ydata()[0]) for line in ax.lines)
+    assert spans == pytest.approx([0.2, 0.2]), "error bars span mean - sd .. mean + sd"
+    comparison = plot_subset_comparison(runs, "mae")
+    assert len(comparison.axes[0].patches) >= 4  # 2 subsets x 2 models
+
+
+def test_median_seconds_can_time_training_steps():
+    weight = torch.ones(3, requires_grad=True)
+
+    def step(x: torch.Tensor) -> None:
+        (weight * x).sum().backward()
+
+    median_seconds({"step": step}, torch.ones(3), repeats=2, autograd=True)
+    assert torch.equal(weight.grad, torch.full((3,), 3.0)), "warm-up and two timed steps"
+    with pytest.raises(RuntimeError):
+        median_seconds({"step": step}, torch.ones(3), repeats=1)

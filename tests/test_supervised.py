@@ -1,0 +1,132 @@
+"""Supervised training, evaluation on subsets, and the multi-seed runner."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cormult_lib.config import DataConfig, TrainConfig
+from cormult_lib.data.dataset import make_loader
+from cormult_lib.data.synthetic import make_synthetic_splits
+from cormult_lib.metrics import METRIC_KEYS, classification_metrics, regression_metrics
+from cormult_lib.training.supervised import (
+    evaluate,
+    predict,
+    run_seeds,
+    summarize_seeds,
+    supervised_loss,
+    train_model,
+)
+
+CONFIG = TrainConfig(epochs=4, batch_size=32, lr=3e-3, grad_clip=1.0, patience=None)
+
+
+class MeanPool(nn.Module):
+    """Masked time mean per modality, concatenated, one hidden layer: a tiny test model."""
+
+    def __init__(self, dims: dict[str, int], head: str = "regression"):
+        super().__init__()
+        self.modalities = tuple(dims)
+        self.head = head
+        out = 1 if head == "regression" else 7
+        self.net = nn.Sequential(nn.Linear(sum(dims.values()), 16), nn.ReLU(), nn.Linear(16, out))
+
+    def forward(self, features, masks):
+        pooled = []
+        for m in self.modalities:
+            weight = masks[m].unsqueeze(-1).float()
+            pooled.append((features[m] * weight).sum(1) / weight.sum(1).clamp(min=1))
+        out = self.net(torch.cat(pooled, dim=-1))
+        return out.squeeze(-1) if self.head == "regression" else out
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return make_synthetic_splits(DataConfig(n_samples=300), seed=0)
+
+
+def _build(splits, head="regression", modalities="TAV"):
+    dims = splits["train"].dims()
+    return MeanPool({m: dims[m] for m in modalities}, head)
+
+
+def test_training_lowers_the_validation_loss_and_predicts_in_order(splits):
+    torch.manual_seed(0)
+    trained = train_model(_build(splits), splits["train"], splits["valid"], CONFIG, progress=False)
+    history = trained.history
+    assert history["valid_loss"].min() < history["valid_loss"].iloc[0]
+    assert trained.best_epoch == int(history["valid_loss"].idxmin()) + 1
+    test = splits["test"]
+    outputs = predict(trained.model, test, batch_size=7)
+    assert outputs.shape == (len(test),)
+    # One batch of everything gives the same numbers: order and padding trims do not matter.
+    np.testing.assert_allclose(outputs, predict(trained.model, test, len(test)), atol=1e-5)
+
+
+def test_evaluate_scores_all_and_subsets(splits):
+    torch.manual_seed(1)
+    model = _build(splits)
+    test = splits["test"]
+    weak = (test.meta["correlation"] == "weak").to_numpy()
+    results = evaluate(model, test, subsets={"weak": weak, "none": np.zeros(len(test), bool)})
+    outputs = predict(model, test)
+    assert results["all"] == {**regression_metrics(outputs, test.labels), "n": len(test)}
+    assert results["weak"] == {
+        **regression_metrics(outputs[weak], test.labels[weak]),
+        "n": int(weak.sum()),
+    }
+    assert results["none"]["n"] == 0 and np.isnan(results["none"]["mae"])
+    with pytest.raises(ValueError, match="subset 'weak' must be a bool mask"):
+        evaluate(model, test, subsets={"weak": weak[:-1]})
+
+
+def test_classification_head_uses_cross_entropy_and_class_metrics(splits):
+    torch.manual_seed(2)
+    model = _build(splits, head="classification", modalities="TA")
+    trained = train_model(model, splits["train"], splits["valid"], CONFIG, progress=False)
+    test = splits["test"]
+    logits = predict(trained.model, test)
+    assert logits.shape == (len(test), 7)
+    metrics = evaluate(trained.model, test)["all"]
+    assert metrics == {**classification_metrics(logits, test.labels), "n": len(test)}
+
+
+def test_losses_match_torch_and_reject_bad_names(splits):
+    model = _build(splits)
+    batch = next(iter(make_loader(splits["train"], 8, shuffle=False)))
+    output = model(batch["features"], batch["masks"])
+    l1, _ = supervised_loss("regression", "l1")(model, batch, torch.Generator())
+    smooth, _ = supervised_loss("regression", "smooth_l1")(model, batch, torch.Generator())
+    torch.testing.assert_close(l1, (output - batch["labels"]).abs().mean())
+    torch.testing.assert_close(smooth, nn.SmoothL1Loss()(output, batch["labels"]))
+    with pytest.raises(ValueError, match="loss must be one of"):
+        supervised_loss("regression", "mse")
+    with pytest.raises(ValueError, match="head must be one of"):
+        supervised_loss("ordinal")
+
+
+def test_run_seeds_is_reproducible_and_summaries_are_mean_and_std(splits):
+    quick = replace(CONFIG, epochs=2)
+    weak = (splits["test"].meta["correlation"] == "weak").to_numpy()
+    runs = run_seeds(
+        lambda seed: _build(splits), splits, quick, [0, 1], subsets={"weak": weak}, progress=False
+    )
+    assert list(runs["seed"]) == [0, 0, 1, 1] and list(runs["subset"]) == ["all", "weak"] * 2
+    again = run_seeds(lambda seed: _build(splits), splits, quick, [1], progress=False)
+    row = runs[(runs["seed"] == 1) & (runs["subset"] == "all")].iloc[0]
+    assert again.iloc[0][list(METRIC_KEYS)].equals(row[list(METRIC_KEYS)]), "same seed, same run"
+    assert runs.loc[runs["subset"] == "all", "mae"].nunique() == 2, "seeds must differ"
+
+    table = summarize_seeds(runs)
+    maes = runs.loc[runs["subset"] == "all", "mae"].to_numpy()
+    assert table.loc["all", ("mae", "mean")] == pytest.approx(maes.mean())
+    assert table.loc["all", ("mae", "std")] == pytest.approx(maes.std(ddof=1))
+    assert table.loc["weak", ("n_seeds", "")] == 2
+    single = summarize_seeds(again)
+    assert np.isnan(single.loc["all", ("mae", "std")]), "one seed has no spread"
+    with pytest.raises(ValueError, match="lacks"):
+        run_seeds(lambda seed: _build(splits), {"train": splits["train"]}, quick, [0])
