@@ -234,3 +234,24 @@ def test_load_or_pretrain_reuses_only_an_evaluator_of_the_same_data(tiny, tmp_pa
     assert load_or_pretrain(
         path, tiny["train"], tiny["valid"], config, save_path=other, progress=False
     )[1], "found at save_path"
+
+
+def test_no_batch_of_one_sample_reaches_the_negatives(tiny):
+    """Sizes of 1 modulo the batch size: strategy D needs two samples in every batch."""
+    config = replace(QUICK, epochs=1, batch_size=8)
+    train = tiny["train"].select(np.arange(17))  # 2 x 8 + 1
+    valid = tiny["valid"].select(np.arange(9))  # 8 + 1
+    sizes = []
+    original = pretrain.make_negatives
+
+    def recording(features, *args, **kwargs):
+        sizes.append(next(iter(features.values())).shape[0])
+        return original(features, *args, **kwargs)
+
+    pretrain.make_negatives = recording
+    try:
+        result = pretrain_evaluator(train, valid, config, strategy="D", progress=False)
+    finally:
+        pretrain.make_negatives = original
+    assert sizes == [8, 8, 9], "two full training batches, one validation batch of all nine"
+    assert np.isfinite(result.history["valid_loss"]).all()

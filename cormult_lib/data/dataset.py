@@ -245,8 +245,12 @@ def make_loader(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     num_workers: int = 0,
+    drop_last: bool = False,
 ) -> torch.utils.data.DataLoader:
-    """A ``DataLoader`` with the padding-aware collate; pins memory when training on CUDA."""
+    """A ``DataLoader`` with the padding-aware collate; pins memory when training on CUDA.
+
+    ``drop_last`` drops an incomplete last batch (with ``shuffle``, a different random remainder
+    every epoch)."""
     return torch.utils.data.DataLoader(
         MultimodalDataset(split),
         batch_size=batch_size,
@@ -255,4 +259,5 @@ def make_loader(
         collate_fn=collate_multimodal,
         num_workers=num_workers,
         pin_memory=torch.device(device).type == "cuda",
+        drop_last=drop_last,
     )

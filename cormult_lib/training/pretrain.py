@@ -245,8 +245,23 @@ def pretrain_evaluator(
 
     result = fit(
         model,
-        make_loader(train, config.batch_size, shuffle=True, generator=generator, device=device),
-        make_loader(valid, config.batch_size, shuffle=False, device=device),
+        # Negatives of strategies A and D mix samples within a batch, so no batch may hold a
+        # single sample: training drops a lone last sample (a different one every epoch, as
+        # the loader shuffles); validation, which must see every sample, grows its batch by one.
+        make_loader(
+            train,
+            config.batch_size,
+            shuffle=True,
+            generator=generator,
+            device=device,
+            drop_last=len(train) % config.batch_size == 1,
+        ),
+        make_loader(
+            valid,
+            config.batch_size + (len(valid) % config.batch_size == 1),
+            shuffle=False,
+            device=device,
+        ),
         loss_fn,
         epochs=config.epochs,
         lr=config.lr,
