@@ -46,6 +46,7 @@ from cormult_lib.config import DataConfig
 from cormult_lib.data.dataset import MultimodalSplit, make_loader
 from cormult_lib.data.synthetic import make_synthetic_splits
 from cormult_lib.metrics import regression_metrics
+from cormult_lib.models.mult import masked_mean
 from cormult_lib.training.distributed import (
     DistInfo,
     cleanup,
@@ -53,13 +54,6 @@ from cormult_lib.training.distributed import (
     make_distributed_loader,
 )
 from cormult_lib.training.loop import fit
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` ``(batch, time, dim)`` over the steps where ``mask`` ``(batch, time)`` is
-    ``True``; ``(batch, dim)``, zeros for a sample without any real step."""
-    weights = mask.unsqueeze(-1).to(x.dtype)
-    return (x * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
 class MeanPoolRegressor(nn.Module):

@@ -200,20 +200,15 @@ def pretrain_evaluator(
     max_len = max(1024, *(train.features[m].shape[1] for m in mods))
     torch_device = torch.device(device)
 
+    architecture = {
+        "config": asdict(config),
+        "input_dims": {m: int(dims[m]) for m in mods},
+        "vocab_size": vocab_size,
+        "max_len": max_len,
+        "cross_attention": cross_attention,
+    }
     generator = seed_everything(seed)
-    model = ModalityCorrelationEvaluator(
-        {m: dims[m] for m in mods},
-        hidden_dim=config.hidden_dim,
-        num_layers=config.num_layers,
-        num_heads=config.num_heads,
-        ff_dim=config.ff_dim,
-        dropout=config.dropout,
-        shared_time=config.shared_time,
-        shared_dim=config.shared_dim,
-        vocab_size=vocab_size,
-        max_len=max_len,
-        cross_attention=cross_attention,
-    )
+    model = build_evaluator(architecture)
     measure = Distance(config.distance if distance is None else distance)
 
     def loss_fn(model: nn.Module, batch: dict, stream: torch.Generator):
@@ -279,12 +274,8 @@ def pretrain_evaluator(
     if final.name != "cosine":  # cosine needs nothing fitted
         final.fit(embed_split(result.model, train, config.batch_size, FIT_SAMPLES, seed))
     settings = {
-        "config": asdict(config),
+        **architecture,
         "modalities": "".join(mods),
-        "input_dims": {m: int(dims[m]) for m in mods},
-        "vocab_size": vocab_size,
-        "max_len": max_len,
-        "cross_attention": cross_attention,
         "strategy": strategy,
         "steps_per_second": None if steps_per_second is None else dict(steps_per_second),
         "negative_options": options,
