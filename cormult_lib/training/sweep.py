@@ -60,6 +60,8 @@ import pandas as pd
 from sklearn.model_selection import ParameterGrid
 from tqdm.auto import tqdm
 
+from cormult_lib.correlation.distances import DISTANCES
+
 __all__ = [
     "DISTANCE_GRIDS",
     "SEEDS",
@@ -84,8 +86,8 @@ settings), each with the five seeds of ``SEEDS["paper"]``; the paper pre-trained
 on the first 10% of CMU-MOSEI for this sweep. ``"quick"``: 9 settings for a tutorial run."""
 
 DISTANCE_GRIDS: dict[str, dict[str, tuple[str, ...]]] = {
-    "quick": {"distance": ("cosine", "euclidean", "manhattan", "chebyshev", "mahalanobis")},
-    "paper": {"distance": ("cosine", "euclidean", "manhattan", "chebyshev", "mahalanobis")},
+    "quick": {"distance": tuple(DISTANCES)},
+    "paper": {"distance": tuple(DISTANCES)},
 }
 """Axis of the distance-measure sweep (CorMulT section 4.3, Table 3): the five measures of
 :mod:`cormult_lib.correlation.distances`, the same in both profiles. As for the shared-space
