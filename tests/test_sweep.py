@@ -15,6 +15,7 @@ from cormult_lib.training.sweep import (
     SHARED_SPACE_GRIDS,
     grid_points,
     load_sweep,
+    results_file,
     run_sweep,
     shard_path,
     summarize_sweep,
@@ -214,3 +215,17 @@ def test_summarize_sweep_by_hand() -> None:
     assert math.isnan(single["auc_std"].iloc[0])
     with pytest.raises(ValueError, match=r"metrics: columns \['f1'\]"):
         summarize_sweep(table, by=["t"], metrics=["f1"])
+
+
+def test_results_file_changes_with_the_fixed_settings(tmp_path: Path) -> None:
+    base = {"epochs": 3, "strategy": "B", "train_fraction": 0.5, "modalities": "TAV"}
+    path = results_file(tmp_path, "06_sweep", base)
+    assert path.parent == tmp_path and path.name.startswith("06_sweep-") and path.suffix == ".csv"
+    # Same settings in another order: the same file, so a rerun finds its rows.
+    assert results_file(tmp_path, "06_sweep", dict(reversed(base.items()))) == path
+    # Any changed fixed setting: another file, so no stale row is skipped as "finished".
+    for key, value in [("epochs", 4), ("strategy", "D"), ("train_fraction", 1.0)]:
+        assert results_file(tmp_path, "06_sweep", {**base, key: value}) != path
+    assert results_file(tmp_path, "06_sweep", {**base, "data_path": None}) != path
+    with pytest.raises(TypeError, match="fixed settings"):
+        results_file(tmp_path, "06_sweep", {"device": object()})

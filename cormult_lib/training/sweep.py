@@ -44,6 +44,7 @@ Example::
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -68,6 +69,7 @@ __all__ = [
     "SHARED_SPACE_GRIDS",
     "grid_points",
     "load_sweep",
+    "results_file",
     "run_sweep",
     "shard_path",
     "summarize_sweep",
@@ -199,6 +201,33 @@ def grid_points(axes: Mapping[str, Sequence]) -> list[dict]:
     return [
         {name: checked[name][i] for name, i in zip(names, combo, strict=True)} for combo in combos
     ]
+
+
+def results_file(
+    folder: str | os.PathLike, stem: str, fixed: Mapping[str, object], suffix: str = ".csv"
+) -> Path:
+    """Where a sweep with these fixed settings keeps its results: ``<folder>/<stem>-<tag>.csv``.
+
+    A results file only knows the swept axes and the seed of each row, so a rerun with another
+    value of a setting held fixed over the grid (epochs, the negative strategy, the data) would
+    otherwise find the old rows and skip every point. ``tag`` is the first 10 hex digits of the
+    SHA-1 of ``fixed`` as sorted JSON, so each combination of fixed settings gets its own file
+    and the same settings always find theirs again.
+
+    Args:
+        folder: the output folder.
+        stem: a readable prefix, e.g. ``"06_shared_space_quick_synthetic"``.
+        fixed: every setting that is the same for all points and changes the results; scalar
+            values (str, int, float, bool, None) or lists/tuples of them.
+    """
+    try:
+        text = json.dumps(dict(fixed), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"results_file: fixed settings must be JSON scalars or lists of them ({error})"
+        ) from None
+    tag = hashlib.sha1(text.encode()).hexdigest()[:10]
+    return Path(folder) / f"{stem}-{tag}{suffix}"
 
 
 def shard_path(results_path: str | os.PathLike, shard: tuple[int, int] = (0, 1)) -> Path:
