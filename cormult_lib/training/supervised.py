@@ -107,8 +107,13 @@ def train_model(
     train = train_split.with_modalities(modalities)
     valid = valid_split.with_modalities(modalities)
     generator = torch.Generator().manual_seed(seed)
+    # A lone last training sample would make a batch of one, which BatchNorm (CLIP-MSA)
+    # cannot normalise in training mode: drop it (a different one each epoch, shuffled).
+    drop_last = len(train) % config.batch_size == 1
     loaders = (
-        make_loader(train, config.batch_size, True, generator, device, config.num_workers),
+        make_loader(
+            train, config.batch_size, True, generator, device, config.num_workers, drop_last
+        ),
         make_loader(valid, config.batch_size, False, None, device, config.num_workers),
     )
     result = fit(

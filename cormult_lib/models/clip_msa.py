@@ -1,0 +1,206 @@
+"""CLIP-MSA (Huang et al.): dual-branch unimodal representations and hierarchical co-attention.
+
+The frozen pre-trained encoders run once per clip (:mod:`cormult_lib.features.clip_msa`); their
+outputs arrive here as a :class:`~cormult_lib.data.dataset.MultimodalSplit` with, per modality,
+the specific branch and the CLIP branch concatenated on the last axis:
+
+* ``"T"`` ``(batch, 1, d_albert + d_clip_text)``: ALBERT's [CLS] vector and CLIP's text features;
+* ``"A"`` ``(batch, 1, d_wav2vec2 + d_clap)``: wav2vec 2.0 averaged over time and the audio
+  tower trained jointly with text (CLAP here; ESResNeXt in the paper);
+* ``"V"`` ``(batch, frames, d_vgg + d_clip_image)``: VGG-11 features of the face in each frame
+  and CLIP image features of each whole frame.
+
+What is trained (section 2.2-2.4), with ``d`` = ``dim``:
+
+* text and audio: ``F = BatchNorm(Linear([F^specific; F^clip]))`` ``(batch, d)``;
+* vision: the VGG frame features pass a Linear to ``d`` and a Transformer over frames (masked
+  mean over valid frames) -> ``F_v^trans``; the CLIP frame features an LSTM (state at the last
+  valid frame) -> ``F_v^clip``; ``F_v = BatchNorm(Linear([F_v^trans; F_v^clip]))``;
+* fusion: :class:`~cormult_lib.models.co_attention.HierarchicalFusion` in ``order``, or, for the
+  "w/o Co-Attn" ablation, ``Linear([F_t; F_a; F_v])`` (concatenation instead of co-attention);
+* the sentiment predictor: a fully connected network ``d -> d -> 1``; trained with SmoothL1.
+
+Ablations of the paper's Table 2 are constructor switches: ``use_clip`` (all modalities, or a
+subset such as ``"AV"`` for "w/o CLIP-T"), ``co_attention`` and ``order``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from cormult_lib.data.dataset import MODALITIES
+from cormult_lib.models.attention import TransformerEncoder
+from cormult_lib.models.co_attention import HierarchicalFusion
+from cormult_lib.models.mult import last_valid, masked_mean
+
+__all__ = ["FUSION_ORDERS", "ClipMSA", "ablation_settings"]
+
+#: Fusion orders of Table 2: first pair, then the third modality.
+FUSION_ORDERS = {"AVT": ("A", "V", "T"), "ATV": ("A", "T", "V"), "VTA": ("V", "T", "A")}
+
+
+def ablation_settings() -> dict[str, dict]:
+    """The rows of the paper's Table 2 as :class:`ClipMSA` keyword arguments."""
+    return {
+        "CLIP-MSA": {},
+        "w/o CLIP": {"use_clip": ""},
+        "w/o Co-Attn": {"co_attention": False},
+        "w/o CLIP, Co-Attn": {"use_clip": "", "co_attention": False},
+        "w/o CLIP-T": {"use_clip": "AV"},
+        "w/o CLIP-A": {"use_clip": "TV"},
+        "w/o CLIP-V": {"use_clip": "TA"},
+        "(A,T,V)": {"order": "ATV"},
+        "(V,T,A)": {"order": "VTA"},
+    }
+
+
+class _Projection(nn.Sequential):
+    """``Linear`` + ``BatchNorm1d``: ``(batch, d_in)`` -> ``(batch, d)``."""
+
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__(nn.Linear(in_dim, dim), nn.BatchNorm1d(dim))
+
+
+class ClipMSA(nn.Module):
+    """CLIP-MSA on cached encoder outputs; ``forward`` returns ``(batch,)`` sentiment scores.
+
+    Args:
+        branch_dims: modality -> ``(d_specific, d_clip)``, the split of each feature vector
+            (``split.info["branch_dims"]`` of the encoder cache).
+        dim: ``d``, the size of every unimodal representation and of the fusion.
+        num_heads: heads of the co-attention units (``d_h = d / m``) and the frame Transformer.
+        use_clip: the modalities whose CLIP branch is used: ``True`` (all), ``False`` / ``""``
+            (none: "w/o CLIP") or letters such as ``"AV"``.
+        co_attention: hierarchical co-attention (``True``) or concatenation + Linear.
+        order: ``"AVT"`` (paper: audio with vision, then text), ``"ATV"`` or ``"VTA"``.
+        frame_layers: layers of the Transformer over the VGG frame features.
+        dropout: in the co-attention units, the frame Transformer and the predictor.
+    """
+
+    head = "regression"
+    modalities = MODALITIES
+
+    def __init__(
+        self,
+        branch_dims: Mapping[str, Sequence[int]],
+        dim: int = 32,
+        num_heads: int = 4,
+        use_clip: bool | str = True,
+        co_attention: bool = True,
+        order: str = "AVT",
+        frame_layers: int = 1,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        missing = [m for m in MODALITIES if m not in branch_dims]
+        if missing:
+            raise ValueError(
+                f"branch_dims needs (d_specific, d_clip) for T, A and V; lacks {missing}"
+            )
+        self.branch_dims = {m: tuple(int(x) for x in branch_dims[m]) for m in MODALITIES}
+        for m, dims in self.branch_dims.items():
+            if len(dims) != 2 or min(dims) < 1:
+                raise ValueError(f"branch_dims[{m!r}] must be two positive sizes, got {dims}")
+        if order not in FUSION_ORDERS:
+            raise ValueError(f"order must be one of {tuple(FUSION_ORDERS)}, got {order!r}")
+        self.use_clip = _clip_modalities(use_clip)
+        self.co_attention, self.order, self.dim = co_attention, order, dim
+
+        def in_dim(m: str) -> int:
+            specific, clip = self.branch_dims[m]
+            return specific + (clip if m in self.use_clip else 0)
+
+        self.text = _Projection(in_dim("T"), dim)
+        self.audio = _Projection(in_dim("A"), dim)
+        vgg_dim, clip_image_dim = self.branch_dims["V"]
+        self.face_input = nn.Linear(vgg_dim, dim)
+        self.face_transformer = TransformerEncoder(
+            dim, num_heads, frame_layers, attn_dropout=dropout, res_dropout=dropout
+        )
+        self.clip_lstm = (
+            nn.LSTM(clip_image_dim, dim, batch_first=True) if "V" in self.use_clip else None
+        )
+        self.vision = _Projection(dim * (2 if "V" in self.use_clip else 1), dim)
+        if co_attention:
+            self.fusion = HierarchicalFusion(dim, FUSION_ORDERS[order], num_heads, dropout=dropout)
+        else:
+            self.fusion = nn.Linear(3 * dim, dim)
+        self.predictor = nn.Sequential(
+            nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, 1)
+        )
+
+    def _utterance(self, m: str, x: torch.Tensor) -> torch.Tensor:
+        """Text or audio ``(batch, 1, d_specific + d_clip)`` -> the kept branches ``(batch, .)``."""
+        specific, clip = self.branch_dims[m]
+        if x.ndim != 3 or x.shape[1] != 1 or x.shape[2] != specific + clip:
+            raise ValueError(
+                f"modality {m} must be (batch, 1, {specific + clip}) (specific + CLIP branch), "
+                f"got {tuple(x.shape)}"
+            )
+        return x[:, 0] if m in self.use_clip else x[:, 0, :specific]
+
+    def unimodal(
+        self, features: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """``F_t, F_a, F_v``, each ``(batch, d)`` (section 2.2)."""
+        vgg_dim, clip_dim = self.branch_dims["V"]
+        frames, frame_mask = features["V"], masks["V"]
+        if frames.ndim != 3 or frames.shape[2] != vgg_dim + clip_dim:
+            raise ValueError(
+                f"modality V must be (batch, frames, {vgg_dim + clip_dim}) (VGG + CLIP branch), "
+                f"got {tuple(frames.shape)}"
+            )
+        frames = torch.where(frame_mask[..., None], frames, 0.0)
+        faces = self.face_transformer(self.face_input(frames[..., :vgg_dim]), frame_mask)
+        parts = [masked_mean(faces, frame_mask)]  # F_v^trans
+        if self.clip_lstm is not None:
+            states, _ = self.clip_lstm(frames[..., vgg_dim:])
+            parts.append(last_valid(states, frame_mask))  # F_v^clip
+        return {
+            "T": self.text(self._utterance("T", features["T"])),
+            "A": self.audio(self._utterance("A", features["A"])),
+            "V": self.vision(torch.cat(parts, dim=-1)),
+        }
+
+    def fuse(
+        self, vectors: Mapping[str, torch.Tensor], return_weights: bool = False
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``F_m`` ``(batch, d)`` and the co-attention maps (empty without co-attention)."""
+        if self.co_attention:
+            return self.fusion(dict(vectors), return_weights)
+        return self.fusion(torch.cat([vectors[m] for m in MODALITIES], dim=-1)), {}
+
+    def forward(
+        self, features: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """``features``/``masks`` as in the module docstring -> sentiment ``(batch,)``."""
+        fused, _ = self.fuse(self.unimodal(features, masks))
+        return self.predictor(fused).squeeze(-1)
+
+    @torch.no_grad()
+    def attention_maps(
+        self, features: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The co-attention maps ``(batch, heads, d, d)`` keyed like ``"A<-V"`` (eval mode)."""
+        if not self.co_attention:
+            raise ValueError("this model fuses by concatenation: it has no co-attention maps")
+        was_training = self.training
+        self.eval()
+        try:
+            return self.fuse(self.unimodal(features, masks), return_weights=True)[1]
+        finally:
+            self.train(was_training)
+
+
+def _clip_modalities(use_clip: bool | str) -> frozenset[str]:
+    if use_clip is True:
+        return frozenset(MODALITIES)
+    if use_clip is False or use_clip == "":
+        return frozenset()
+    letters = set(str(use_clip).upper())
+    if not letters <= set(MODALITIES):
+        raise ValueError(f"use_clip must be True, False or letters out of 'TAV', got {use_clip!r}")
+    return frozenset(letters)

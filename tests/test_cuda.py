@@ -1,0 +1,100 @@
+"""The CUDA path of training: mixed precision, pinned memory, models and data on the GPU.
+
+Skipped without a CUDA device (CI has none); run on a GPU machine with
+``pytest tests/test_cuda.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from cormult_lib.config import get_config
+from cormult_lib.correlation.evaluation import separation_auc
+from cormult_lib.data import load_splits, make_loader
+from cormult_lib.models import CorMulT
+from cormult_lib.models.clip_msa import ClipMSA
+from cormult_lib.models.mult import build_mult
+from cormult_lib.training.pretrain import pretrain_evaluator
+from cormult_lib.training.supervised import evaluate, train_model
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(scope="module")
+def splits():
+    config = get_config("quick")
+    return config, load_splits("synthetic", None, "TAV", config.data, 0)
+
+
+def test_loader_pins_memory_on_cuda(splits) -> None:
+    _, data = splits
+    batch = next(iter(make_loader(data["train"], 8, False, device="cuda")))
+    assert batch["features"]["A"].is_pinned() and batch["labels"].is_pinned()
+
+
+def test_pretraining_and_cormult_train_with_amp_on_cuda(splits) -> None:
+    config, data = splits
+    train, valid, test = data["train"], data["valid"], data["test"]
+    pretrained = pretrain_evaluator(
+        train,
+        valid,
+        replace(config.correlation, epochs=4, batch_size=16),
+        strategy="B",
+        device="cuda",
+        progress=False,
+    )
+    assert next(pretrained.model.parameters()).is_cuda
+    history = pretrained.history["valid_loss"]
+    assert np.isfinite(history).all() and history.min() < history.iloc[0]
+    auc = separation_auc(pretrained.model, test, pretrained.distance, strategies=("B",))
+    assert auc["auc"].notna().all()
+    torch.manual_seed(0)
+    model = CorMulT(
+        build_mult(train.dims(), config.model, "TAV", "regression", None),
+        pretrained.model,
+        pretrained.distance,
+    )
+    trained = train_model(
+        model, train, valid, replace(config.train, epochs=3), device="cuda", progress=False
+    )
+    assert next(trained.model.parameters()).is_cuda
+    losses = trained.history["train_loss"]
+    assert np.isfinite(losses).all() and losses.iloc[-1] < losses.iloc[0]
+    metrics = evaluate(trained.model, test)["all"]
+    assert np.isfinite(metrics["mae"]) and metrics["mae"] < 1.5
+
+
+def test_clip_msa_trains_on_cuda() -> None:
+    rng = np.random.default_rng(0)
+    dims = {"T": (6, 5), "A": (4, 3), "V": (7, 5)}
+    from cormult_lib.data.dataset import MultimodalSplit
+
+    def split(n: int, name: str) -> MultimodalSplit:
+        features = {
+            "T": rng.normal(size=(n, 1, 11)).astype(np.float32),
+            "A": rng.normal(size=(n, 1, 7)).astype(np.float32),
+            "V": rng.normal(size=(n, 4, 12)).astype(np.float32),
+        }
+        labels = np.clip(features["T"][:, 0, 0] - features["A"][:, 0, 1], -3, 3)
+        masks = {m: np.ones(x.shape[:2], dtype=bool) for m, x in features.items()}
+        return MultimodalSplit(
+            features, masks, labels.astype(np.float32), [f"{name}{i}" for i in range(n)], name=name
+        )
+
+    torch.manual_seed(0)
+    trained = train_model(
+        ClipMSA(dims, dim=16, num_heads=2),
+        split(129, "train"),
+        split(64, "valid"),
+        replace(get_config("quick").train, epochs=8, lr=3e-3),
+        loss="smooth_l1",
+        device="cuda",
+        progress=False,
+    )
+    assert next(trained.model.parameters()).is_cuda
+    history = trained.history["valid_loss"]
+    assert history.min() < 0.8 * history.iloc[0], history.tolist()
