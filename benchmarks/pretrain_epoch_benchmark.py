@@ -27,12 +27,19 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--device", default="auto", help='"auto", "cpu", "cuda"')
     parser.add_argument("--strategy", default="D", choices=["A", "B", "C", "D"])
+    parser.add_argument("--shared-time", type=int, default=64, help="t of the shared space")
+    parser.add_argument("--shared-dim", type=int, default=200, help="o of the shared space")
     args = parser.parse_args()
 
     train_fraction = DataConfig().split_fractions[0]
     data = DataConfig(n_samples=round(args.samples / train_fraction), text_dim=768)
     splits = make_synthetic_splits(data, seed=0)
-    config = replace(get_config("paper").correlation, epochs=args.epochs)
+    config = replace(
+        get_config("paper").correlation,
+        epochs=args.epochs,
+        shared_time=args.shared_time,
+        shared_dim=args.shared_dim,
+    )
     device = resolve_device(args.device)
     print(
         f"{len(splits['train'])} training samples, dims {splits['train'].dims()}, "

@@ -43,6 +43,8 @@ DATA_PATH_HINTS: dict[str, str] = {
     "mmsa": "the path of an MMSA pickle such as .../MOSEI/Processed/aligned_50.pkl",
     "mult": "the path of a MulT pickle such as .../data/mosei_senti_data.pkl",
     "raw": "a feature cache folder written by `python -m cormult_lib.features.pipeline`",
+    "clips": "a folder of clips in CMU-MOSEI's Raw/<video_id>/<clip_id>.mp4 layout with a "
+    "label.csv (video_id, clip_id, text, label, mode) beside Raw/",
 }
 
 # Keys that write_results fills in itself; ``extra`` may not replace them.

