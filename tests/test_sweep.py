@@ -19,6 +19,7 @@ from cormult_lib.training.sweep import (
     run_sweep,
     shard_path,
     summarize_sweep,
+    sweep_seeds,
 )
 
 AXES = {"shared_time": (2, 8, 32), "distance": ("cosine", "euclidean")}
@@ -229,3 +230,14 @@ def test_results_file_changes_with_the_fixed_settings(tmp_path: Path) -> None:
     assert results_file(tmp_path, "06_sweep", {**base, "data_path": None}) != path
     with pytest.raises(TypeError, match="fixed settings"):
         results_file(tmp_path, "06_sweep", {"device": object()})
+
+
+def test_sweep_seeds_default_and_checked() -> None:
+    assert sweep_seeds(None, "quick") == list(SEEDS["quick"])
+    assert sweep_seeds(None, "paper") == [0, 1, 2, 3, 4]
+    assert sweep_seeds([3, 7], "quick") == [3, 7]
+    for bad in ([], [1, 1], [-1], [1.5], "01"):
+        with pytest.raises(ValueError, match="seeds"):
+            sweep_seeds(bad, "quick")
+    with pytest.raises(ValueError, match="grid"):
+        sweep_seeds(None, "huge")

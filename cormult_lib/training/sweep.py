@@ -73,6 +73,7 @@ __all__ = [
     "run_sweep",
     "shard_path",
     "summarize_sweep",
+    "sweep_seeds",
 ]
 
 SHARED_SPACE_GRIDS: dict[str, dict[str, tuple[int, ...]]] = {
@@ -228,6 +229,20 @@ def results_file(
         ) from None
     tag = hashlib.sha1(text.encode()).hexdigest()[:10]
     return Path(folder) / f"{stem}-{tag}{suffix}"
+
+
+def sweep_seeds(seeds: Sequence[int] | None, grid: str) -> list[int]:
+    """The seeds of a sweep: ``SEEDS[grid]`` for ``None``, else ``seeds`` checked (a non-empty
+    list of distinct non-negative ints), e.g. a notebook's ``seeds`` parameter."""
+    if seeds is None:
+        if grid not in SEEDS:
+            raise ValueError(f"grid={grid!r} has no default seeds; known grids: {tuple(SEEDS)}")
+        return list(SEEDS[grid])
+    if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence) or not seeds:
+        raise ValueError(f"seeds must be None or a non-empty list of ints, got {seeds!r}")
+    if any(type(s) is not int or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct non-negative ints, got {list(seeds)}")
+    return list(seeds)
 
 
 def shard_path(results_path: str | os.PathLike, shard: tuple[int, int] = (0, 1)) -> Path:
