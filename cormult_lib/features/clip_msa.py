@@ -37,8 +37,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import socket
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -67,7 +65,7 @@ from cormult_lib.features.pipeline import (
     find_clip,
     write_atomically,
 )
-from cormult_lib.features.text import HUB_PROBE_TIMEOUT_S
+from cormult_lib.features.text import _hub_may_download
 
 __all__ = [
     "CACHE_FORMAT",
@@ -419,25 +417,7 @@ def _looks_like_path(source: str) -> bool:
 def _local_files_only(name: str) -> bool:
     """Whether ``from_pretrained(name)`` must stay offline: ``HF_HUB_OFFLINE`` is set, the
     model is already cached, or the hub does not answer within ``HUB_PROBE_TIMEOUT_S``."""
-    import huggingface_hub
-
-    flag = os.environ.get("HF_HUB_OFFLINE")
-    if flag is not None:
-        return flag.strip().upper() in {"1", "ON", "YES", "TRUE"}
-    if huggingface_hub.constants.HF_HUB_OFFLINE:
-        return True
-    try:
-        if isinstance(huggingface_hub.try_to_load_from_cache(name, "config.json"), str):
-            return True
-    except ValueError:  # not a valid repository id: from_pretrained says so at once
-        return True
-    endpoint = urlparse(huggingface_hub.constants.ENDPOINT)
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        socket.create_connection((endpoint.hostname, port), timeout=HUB_PROBE_TIMEOUT_S).close()
-    except OSError:
-        return True
-    return False
+    return not _hub_may_download(name, "config.json")
 
 
 def _check_source(encoder: str, source: str) -> None:

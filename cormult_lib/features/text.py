@@ -172,16 +172,19 @@ def _looks_like_path(source: str) -> bool:
     )
 
 
-def _hub_may_download(name: str) -> bool:
+def _hub_may_download(name: str, filename: str = "vocab.txt") -> bool:
     """Whether ``from_pretrained(name)`` may go to the network: not under ``HF_HUB_OFFLINE``,
-    not when the vocabulary is already cached, and only when the hub host answers quickly."""
+    not when ``filename`` of ``name`` is already cached, and only when the hub host answers
+    within ``HUB_PROBE_TIMEOUT_S``. Shared by the CLIP-MSA encoders (``"config.json"``)."""
+    import huggingface_hub
+
     flag = os.environ.get("HF_HUB_OFFLINE")
     if flag is not None:
         return flag.strip().upper() not in {"1", "ON", "YES", "TRUE"}
-    import huggingface_hub
-
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        return False
     try:
-        if isinstance(huggingface_hub.try_to_load_from_cache(name, "vocab.txt"), str):
+        if isinstance(huggingface_hub.try_to_load_from_cache(name, filename), str):
             return False
     except ValueError:  # not a valid repository id; from_pretrained will say so
         return False
