@@ -21,8 +21,12 @@ tutorial: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+# One pytest worker per core (pytest-xdist), each file and each notebook kept on one worker,
+# and one torch thread per worker: two workers with a thread each beat one with two threads on
+# small models, while more threads than cores would slow everything down.
 test: lint
-	$(PY) -m pytest --nbval-lax --nbval-current-env tests notebooks
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile --nbval-lax --nbval-current-env \
+		tests notebooks
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -190,3 +190,19 @@ def test_data_tour_runs_on_a_raw_clip_cache(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "out" / "00_data_tour.json").read_text())
     assert result["metrics"]["n_samples"] == {"train": 3, "valid": 3, "test": 3}
     assert set(result["metrics"]["probes"]) == {"probe_A", "probe_V"}
+
+
+def test_clip_msa_fine_tunes_encoders_on_clips_in_a_folder(tmp_path: Path) -> None:
+    """Chapter 08 on a folder of clips (the CMU-MOSEI layout) with two encoders fine-tuned."""
+    corpus = SyntheticCorpus(DataConfig(n_samples=80), seed=0)
+    export_raw_corpus(corpus, tmp_path / "clips", indices=range(80))
+    options = ["-p", "dataset", "clips", "-p", "data_path", str(tmp_path / "clips")]
+    options += ["-p", "num_frames", "4", "-p", "epochs", "8", "-p", "n_seeds", "1"]
+    options += ["-p", "ablations", "False", "-p", "finetune", '["albert", "vgg"]']
+    assert _run(tmp_path, *options, notebook="08_clip_msa") == 0
+    metrics = json.loads((tmp_path / "out" / "08_clip_msa.json").read_text())["metrics"]
+    assert metrics["extraction"]["done"] == 80
+    frozen, tuned = metrics["finetune"]
+    assert frozen["model"] == "frozen (section 4)" and tuned["model"] == "fine-tuned albert+vgg"
+    assert tuned["n"] == frozen["n"] > 0 and np.isfinite(tuned["mae"])
+    assert (tmp_path / "fig" / "08_finetune.png").is_file()

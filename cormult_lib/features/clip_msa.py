@@ -1,4 +1,5 @@
-"""The frozen encoders of CLIP-MSA (section 2.2) and their per-clip feature cache.
+"""The encoders of CLIP-MSA (section 2.2), their per-clip feature cache and the raw-clip inputs
+for fine-tuning them.
 
 Each modality has two branches, a modality-specific encoder and a CLIP-family encoder:
 
@@ -30,6 +31,13 @@ The cache layout is that of :mod:`cormult_lib.features.pipeline`
 (``<cache>/clips/<video_id>/<clip_id>.npz``, ``manifest.json``, ``labels.csv``,
 ``report.csv``), with arrays ``T`` ``(1, dT)``, ``A`` ``(1, dA)``, ``V`` ``(num_frames, dV)``
 and ``face_detected`` ``(num_frames,)`` per clip.
+
+Fine-tuning (:class:`~cormult_lib.models.clip_msa.ClipMSAEndToEnd`) cannot use the cache: a
+trained encoder must see its inputs every step. :func:`prepare_raw_clips` preprocesses every
+clip once (:meth:`ClipMSAEncoders.prepare`: token ids, waveforms, face crops, frames) into a
+:class:`~cormult_lib.data.raw_clips.RawClipSplit`, and :meth:`ClipMSAEncoders.encode_inputs`
+runs the encoders on a batch of them with gradients where an encoder trains. The cached and the
+end-to-end paths share every encoder call, so frozen, they give the same features.
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ from tqdm.auto import tqdm
 
 from cormult_lib.data.cmu import DataFormatError, read_label_csv
 from cormult_lib.data.dataset import MultimodalSplit
+from cormult_lib.data.raw_clips import RawClipSplit
 from cormult_lib.device import resolve_device
 from cormult_lib.features.pipeline import (
     LABELS,
@@ -79,6 +88,7 @@ __all__ = [
     "default_model_configs",
     "extract_clip_msa_features",
     "load_clip_msa_cache",
+    "prepare_raw_clips",
     "tiny_model_configs",
 ]
 
@@ -545,8 +555,9 @@ def _check_frames(frames: np.ndarray) -> None:
 # ----------------------------------------------------------------------------- encoders
 
 
-class ClipMSAEncoders:
-    """The five frozen encoders of CLIP-MSA, built from an :class:`EncoderConfig`.
+class ClipMSAEncoders(nn.Module):
+    """The five encoders of CLIP-MSA, built from an :class:`EncoderConfig`; frozen unless a
+    caller (:class:`~cormult_lib.models.clip_msa.ClipMSAEndToEnd`) fine-tunes some of them.
 
     Args:
         config: sources and sampling; default the pretrained ones.
@@ -564,8 +575,10 @@ class ClipMSAEncoders:
     ``Wav2Vec2FeatureExtractor`` and ``ClapFeatureExtractor`` sized to the architecture.
     Pretrained sources bring their own tokenizers and processors.
 
-    Every model is in eval mode with gradients off; encoding runs under
-    ``torch.inference_mode`` in float32. Outputs are float32 NumPy arrays.
+    Every model is in eval mode with gradients off. Three layers of methods: preprocessing
+    (``*_input``, :meth:`prepare`: CPU tensors, no model), differentiable encoders on tensors
+    (``*_tensor``, :meth:`encode_inputs`: run under the caller's grad mode) and the frozen
+    NumPy features of the cache (``*_features``, ``encode_*``: inference mode, float32).
     """
 
     def __init__(
@@ -574,8 +587,9 @@ class ClipMSAEncoders:
         device: str | torch.device = "cpu",
         model_configs: Mapping[str, Any] | None = None,
     ) -> None:
+        super().__init__()
         self.config = config or EncoderConfig()
-        self.device = resolve_device(device, verbose=False)
+        device = resolve_device(device, verbose=False)
         model_configs = dict(model_configs or {})
         unknown = sorted(set(model_configs) - set(ENCODERS))
         if unknown:
@@ -674,8 +688,7 @@ class ClipMSAEncoders:
             self.face_cropper = FaceCropper()
         else:
             self.face_cropper = None
-        for model in (self.albert, self.clip, self.wav2vec2, self.clap, self.vgg):
-            model.eval().requires_grad_(False).to(self.device)
+        self.eval().requires_grad_(False).to(device)
 
     @classmethod
     def from_configs(
@@ -690,6 +703,11 @@ class ClipMSAEncoders:
         return cls(config or EncoderConfig.tiny(), device, model_configs=model_configs)
 
     # ------------------------------------------------------------------ dimensions
+
+    @property
+    def device(self) -> torch.device:
+        """Where the encoders' weights are (``.to(...)`` moves them)."""
+        return next(self.vgg.parameters()).device
 
     @property
     def dims(self) -> dict[str, int]:
@@ -715,14 +733,9 @@ class ClipMSAEncoders:
             "V": (d["vgg"], d["clip_image"]),
         }
 
-    # ------------------------------------------------------------------ text
-
-    def _tokens(self, tokenizer: Any, texts: list[str], max_length: int) -> dict:
-        encoded = tokenizer(
-            texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-        )
-        keep = ("input_ids", "attention_mask")
-        return {k: v.to(self.device) for k, v in encoded.items() if k in keep}
+    # ------------------------------------------------------------------ preprocessing
+    # What a clip needs before the encoders run, as CPU tensors; no model runs here. A clip's
+    # preprocessed inputs (:meth:`prepare`) are what end-to-end fine-tuning trains on.
 
     @staticmethod
     def _check_texts(texts: Sequence[str]) -> list[str]:
@@ -734,103 +747,67 @@ class ClipMSAEncoders:
                 raise TypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
         return texts
 
-    def albert_features(self, texts: Sequence[str]) -> np.ndarray:
-        """ALBERT's last-layer [CLS] vector per text: ``(n, d_albert)`` float32."""
-        texts = self._check_texts(texts)
-        if not texts:
-            return np.zeros((0, self.dims["albert"]), np.float32)
-        limit = min(self.config.max_text_tokens, self.albert.config.max_position_embeddings)
-        with torch.inference_mode():
-            tokens = self._tokens(self.albert_tokenizer, texts, limit)
-            hidden = self.albert(**tokens).last_hidden_state
-        return hidden[:, 0].float().cpu().numpy()
+    def token_ids(self, encoder: str, text: str) -> torch.Tensor:
+        """``text`` tokenised for ``encoder`` (``"albert"`` or ``"clip"``): ``(tokens,)`` int64,
+        truncated to ``config.max_text_tokens`` and the encoder's position limit."""
+        if encoder == "albert":
+            tokenizer, positions = self.albert_tokenizer, self.albert.config
+        elif encoder == "clip":
+            tokenizer, positions = self.clip_tokenizer, self.clip.config.text_config
+        else:
+            raise ValueError(f"encoder must be 'albert' or 'clip', got {encoder!r}")
+        limit = min(self.config.max_text_tokens, positions.max_position_embeddings)
+        encoded = tokenizer(text, truncation=True, max_length=limit, return_tensors="pt")
+        return encoded["input_ids"][0]
 
-    def clip_text_features(self, texts: Sequence[str]) -> np.ndarray:
-        """CLIP's projected text features per text: ``(n, d_clip)`` float32 (not normalised,
-        as ``get_text_features`` returns them)."""
-        texts = self._check_texts(texts)
-        if not texts:
-            return np.zeros((0, self.dims["clip_text"]), np.float32)
-        text_config = self.clip.config.text_config
-        limit = min(self.config.max_text_tokens, text_config.max_position_embeddings)
-        with torch.inference_mode():
-            tokens = self._tokens(self.clip_tokenizer, texts, limit)
-            out = _features(self.clip.get_text_features(**tokens))
-        return out.float().cpu().numpy()
+    def _padded_ids(
+        self, encoder: str, ids: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token id sequences -> ``input_ids`` ``(n, longest)`` padded with the tokenizer's pad
+        id and ``attention_mask`` ``(n, longest)``, on the encoders' device."""
+        tokenizer = self.albert_tokenizer if encoder == "albert" else self.clip_tokenizer
+        padded = nn.utils.rnn.pad_sequence(
+            list(ids), batch_first=True, padding_value=int(tokenizer.pad_token_id)
+        )
+        lengths = torch.tensor([len(x) for x in ids])
+        mask = (torch.arange(padded.shape[1])[None] < lengths[:, None]).long()
+        return padded.to(self.device), mask.to(self.device)
 
-    def encode_text(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """``{"albert": (n, d_albert), "clip": (n, d_clip_text)}`` float32 for ``n`` texts."""
-        return {"albert": self.albert_features(texts), "clip": self.clip_text_features(texts)}
-
-    # ------------------------------------------------------------------ audio
-
-    def wav2vec2_features(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
-        """wav2vec 2.0's last hidden state averaged over time: ``(n, d_wav2vec2)`` float32.
-
-        Waveforms (1-D, at ``config.sample_rate``) are resampled to the extractor's rate and
-        encoded one at a time, so every time step is valid (no padding enters the group
-        norm of wav2vec2-base). Waveforms shorter than the 25 ms receptive field are
-        zero-padded to it.
-        """
-        waveforms = _check_waveforms(waveforms)
-        out = np.zeros((len(waveforms), self.dims["wav2vec2"]), np.float32)
+    def wav2vec2_input(self, waveform: np.ndarray) -> torch.Tensor:
+        """wav2vec 2.0's ``input_values`` ``(samples,)``: resampled to the extractor's rate,
+        zero-padded to the 25 ms receptive field when shorter, normalised by the extractor."""
+        (wave,) = _check_waveforms([waveform])
         rate = int(self.wav2vec2_extractor.sampling_rate)
+        wave = _resample(wave, self.config.sample_rate, rate)
         receptive = 400 * rate // 16_000
-        with torch.inference_mode():
-            for i, wave in enumerate(waveforms):
-                wave = _resample(wave, self.config.sample_rate, rate)
-                if len(wave) < receptive:
-                    wave = np.pad(wave, (0, receptive - len(wave)))
-                inputs = self.wav2vec2_extractor(wave, sampling_rate=rate, return_tensors="pt")
-                values = inputs["input_values"].to(self.device)
-                hidden = self.wav2vec2(values).last_hidden_state  # (1, steps, d)
-                out[i] = hidden.mean(1)[0].float().cpu().numpy()
-        return out
+        if len(wave) < receptive:
+            wave = np.pad(wave, (0, receptive - len(wave)))
+        inputs = self.wav2vec2_extractor(wave, sampling_rate=rate, return_tensors="pt")
+        return inputs["input_values"][0]
 
-    def clap_features(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
-        """CLAP's audio features: ``(n, d_clap)`` float32, unit length.
+    def clap_input(self, waveform: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """CLAP's ``input_features`` ``(windows, 1, frames, mel)`` and the windows' lengths
+        ``(windows,)`` in samples.
 
-        Each waveform is resampled to the extractor's rate (48 kHz) and cut into consecutive
+        The waveform is resampled to the extractor's rate (48 kHz) and cut into consecutive
         windows of the extractor's ``max_length_s`` (10 s for laion's models); shorter windows
-        are repeat-padded by the extractor. The window features (L2-normalised by
-        ``get_audio_features``) are averaged, weighted by window length, and re-normalised.
-        Windows never exceed the maximum, so no random crop happens: features are
-        deterministic.
+        are repeat-padded by the extractor. Windows never exceed the maximum, so no random crop
+        happens: the inputs are deterministic.
         """
-        waveforms = _check_waveforms(waveforms)
-        out = np.zeros((len(waveforms), self.dims["clap"]), np.float32)
+        (wave,) = _check_waveforms([waveform])
         extractor = self.clap_extractor
-        rate = int(extractor.sampling_rate)
-        window = int(extractor.nb_max_samples)
+        rate, window = int(extractor.sampling_rate), int(extractor.nb_max_samples)
+        wave = _resample(wave, self.config.sample_rate, rate)
+        chunks = [wave[s : s + window] for s in range(0, len(wave), window)]
         fused = bool(getattr(self.clap.config.audio_config, "enable_fusion", False))
-        with torch.inference_mode():
-            for i, wave in enumerate(waveforms):
-                wave = _resample(wave, self.config.sample_rate, rate)
-                chunks = [wave[s : s + window] for s in range(0, len(wave), window)]
-                inputs = extractor(
-                    chunks,
-                    sampling_rate=rate,
-                    return_tensors="pt",
-                    truncation="fusion" if fused else "rand_trunc",
-                    padding="repeatpad",
-                )
-                features = inputs["input_features"].to(self.device)
-                is_longer = torch.zeros(len(chunks), 1, dtype=torch.bool, device=self.device)
-                emb = _features(self.clap.get_audio_features(features, is_longer=is_longer))
-                weights = torch.tensor([len(c) for c in chunks], dtype=emb.dtype)
-                mean = (emb.float().cpu() * weights[:, None]).sum(0) / weights.sum()
-                out[i] = torch.nn.functional.normalize(mean, dim=-1).numpy()
-        return out
-
-    def encode_audio(self, waveforms: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        """``{"wav2vec2": (n, d_wav2vec2), "clap": (n, d_clap)}`` float32 for ``n`` 1-D
-        float waveforms at ``config.sample_rate``."""
-        return {
-            "wav2vec2": self.wav2vec2_features(waveforms),
-            "clap": self.clap_features(waveforms),
-        }
-
-    # ------------------------------------------------------------------ frames
+        inputs = extractor(
+            chunks,
+            sampling_rate=rate,
+            return_tensors="pt",
+            truncation="fusion" if fused else "rand_trunc",
+            padding="repeatpad",
+        )
+        return inputs["input_features"], torch.tensor([len(c) for c in chunks], dtype=torch.float32)
 
     def face_crops(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Face crops ``(f, face_size, face_size, 3)`` uint8 and ``detected`` ``(f,)`` bool.
@@ -855,32 +832,204 @@ class ClipMSAEncoders:
             crops.append(resize_image(np.ascontiguousarray(region), size))
         return np.stack(crops), detected
 
-    def vgg_face_features(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """VGG features of each frame's face crop (:meth:`face_crops`), detection included:
-        ``((f, d_vgg) float32, detected (f,) bool)``."""
+    def face_input(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """VGG's input: the face crops (:meth:`face_crops`) ImageNet-normalised,
+        ``(f, 3, face_size, face_size)`` float32, and ``detected`` ``(f,)`` bool."""
         from cormult_lib.features.vision import frames_to_tensor
 
         crops, detected = self.face_crops(frames)
-        pixels = frames_to_tensor(crops, size=self.config.face_size)
-        out = []
+        return frames_to_tensor(crops, size=self.config.face_size), torch.from_numpy(detected)
+
+    def clip_image_input(self, frames: np.ndarray) -> torch.Tensor:
+        """CLIP's ``pixel_values`` of each whole frame ``(f, 3, side, side)`` (the processor
+        resizes the short side and centre-crops)."""
+        _check_frames(frames)
+        return self.clip_image_processor(images=list(frames), return_tensors="pt")["pixel_values"]
+
+    def prepare(self, transcript: str, waveform: np.ndarray, frames: np.ndarray) -> dict:
+        """One clip's encoder inputs, CPU tensors: ``albert_ids`` / ``clip_ids`` ``(tokens,)``,
+        ``wav2vec2`` ``(samples,)``, ``clap`` ``(windows, 1, frames, mel)``, ``clap_lengths``
+        ``(windows,)``, ``faces`` ``(f, 3, face_size, face_size)``, ``frames``
+        ``(f, 3, side, side)`` and ``face_detected`` ``(f,)``. :meth:`encode_inputs` turns a
+        list of them into the cache's features, with gradients where an encoder trains."""
+        (transcript,) = self._check_texts([transcript])
+        clap, clap_lengths = self.clap_input(waveform)
+        faces, detected = self.face_input(frames)
+        return {
+            "albert_ids": self.token_ids("albert", transcript),
+            "clip_ids": self.token_ids("clip", transcript),
+            "wav2vec2": self.wav2vec2_input(waveform),
+            "clap": clap,
+            "clap_lengths": clap_lengths,
+            "faces": faces,
+            "frames": self.clip_image_input(frames),
+            "face_detected": detected,
+        }
+
+    # ------------------------------------------------------------------ encoders on tensors
+    # Differentiable: they run under the caller's grad mode, so a fine-tuned encoder learns.
+
+    def albert_tensor(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """ALBERT's last-layer [CLS] vector: ``(n, tokens)`` ids and mask -> ``(n, d_albert)``."""
+        hidden = self.albert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return hidden[:, 0]
+
+    def clip_text_tensor(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """CLIP's projected text features (not normalised, as ``get_text_features`` returns
+        them): ``(n, tokens)`` ids and mask -> ``(n, d_clip)``."""
+        output = self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+        return _features(output)
+
+    def wav2vec2_tensor(self, input_values: torch.Tensor) -> torch.Tensor:
+        """wav2vec 2.0's last hidden state averaged over time: ``(samples,)`` -> ``(d,)``.
+        One waveform at a time, so no padding enters the group norm of wav2vec2-base."""
+        return self.wav2vec2(input_values[None]).last_hidden_state.mean(1)[0]
+
+    def clap_tensor(self, input_features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """CLAP's audio features of one clip, unit length: the window features
+        (``(windows, 1, frames, mel)`` -> ``(windows, d)``, L2-normalised by
+        ``get_audio_features``) averaged weighted by window length ``(windows,)``, then
+        re-normalised: ``(d,)``."""
+        is_longer = torch.zeros(len(input_features), 1, dtype=torch.bool, device=lengths.device)
+        windows = _features(self.clap.get_audio_features(input_features, is_longer=is_longer))
+        mean = (windows.float() * lengths[:, None]).sum(0) / lengths.sum()
+        return nn.functional.normalize(mean, dim=-1)
+
+    def vgg_tensor(self, pixels: torch.Tensor) -> torch.Tensor:
+        """VGG features of face crops: ``(f, 3, S, S)`` -> ``(f, d_vgg)``, ``FRAME_BATCH`` at a
+        time."""
+        return torch.cat([self.vgg(chunk) for chunk in pixels.split(FRAME_BATCH)])
+
+    def clip_image_tensor(self, pixels: torch.Tensor) -> torch.Tensor:
+        """CLIP's projected image features: ``(f, 3, side, side)`` -> ``(f, d_clip_image)``."""
+        chunks = pixels.split(FRAME_BATCH)
+        return torch.cat([_features(self.clip.get_image_features(pixel_values=c)) for c in chunks])
+
+    def _grad(self, encoder: str) -> bool:
+        """Whether ``encoder`` needs gradients now (grad mode on and it has trainable weights)."""
+        module = getattr(self, encoder)
+        return torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters())
+
+    def encode_inputs(
+        self, items: Sequence[Mapping[str, torch.Tensor]]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """A batch of prepared clips (:meth:`prepare`, on the encoders' device) -> the cache's
+        features and masks as tensors: ``T`` ``(b, 1, dT)``, ``A`` ``(b, 1, dA)``, ``V``
+        ``(b, frames, dV)`` (clips with fewer frames zero-padded, mask False).
+
+        Frozen encoders run without autograd; an encoder with trainable weights keeps the
+        graph (when grad mode is on), which is what fine-tuning needs."""
+        if not items:
+            raise ValueError("encode_inputs needs at least one prepared clip")
+        device = self.device
+        with torch.set_grad_enabled(self._grad("albert")):
+            albert = self.albert_tensor(
+                *self._padded_ids("albert", [x["albert_ids"] for x in items])
+            )
+        with torch.set_grad_enabled(self._grad("clip")):
+            clip_text = self.clip_text_tensor(
+                *self._padded_ids("clip", [x["clip_ids"] for x in items])
+            )
+        with torch.set_grad_enabled(self._grad("wav2vec2")):
+            wav2vec2 = torch.stack([self.wav2vec2_tensor(x["wav2vec2"]) for x in items])
+        with torch.set_grad_enabled(self._grad("clap")):
+            clap = torch.stack([self.clap_tensor(x["clap"], x["clap_lengths"]) for x in items])
+        counts = [len(x["faces"]) for x in items]
+        with torch.set_grad_enabled(self._grad("vgg")):
+            vgg = self.vgg_tensor(torch.cat([x["faces"] for x in items]))
+        with torch.set_grad_enabled(self._grad("clip")):
+            clip_image = self.clip_image_tensor(torch.cat([x["frames"] for x in items]))
+        frames = nn.utils.rnn.pad_sequence(
+            list(torch.cat([vgg, clip_image.to(vgg.dtype)], dim=-1).split(counts)),
+            batch_first=True,
+        )
+        features = {
+            "T": torch.cat([albert, clip_text.to(albert.dtype)], dim=-1)[:, None],
+            "A": torch.cat([wav2vec2, clap.to(wav2vec2.dtype)], dim=-1)[:, None],
+            "V": frames,
+        }
+        n = len(items)
+        masks = {
+            "T": torch.ones(n, 1, dtype=torch.bool, device=device),
+            "A": torch.ones(n, 1, dtype=torch.bool, device=device),
+            "V": torch.arange(frames.shape[1], device=device)[None]
+            < torch.tensor(counts, device=device)[:, None],
+        }
+        return features, masks
+
+    # ------------------------------------------------------------------ NumPy features
+    # The frozen path of the cache: preprocessing + the tensor encoders in inference mode.
+
+    def albert_features(self, texts: Sequence[str]) -> np.ndarray:
+        """ALBERT's last-layer [CLS] vector per text: ``(n, d_albert)`` float32."""
+        texts = self._check_texts(texts)
+        if not texts:
+            return np.zeros((0, self.dims["albert"]), np.float32)
         with torch.inference_mode():
-            for start in range(0, len(pixels), FRAME_BATCH):
-                chunk = pixels[start : start + FRAME_BATCH].to(self.device)
-                out.append(self.vgg(chunk).float().cpu())
-        return torch.cat(out).numpy(), detected
+            ids = self._padded_ids("albert", [self.token_ids("albert", t) for t in texts])
+            return self.albert_tensor(*ids).float().cpu().numpy()
+
+    def clip_text_features(self, texts: Sequence[str]) -> np.ndarray:
+        """CLIP's projected text features per text: ``(n, d_clip)`` float32 (not normalised,
+        as ``get_text_features`` returns them)."""
+        texts = self._check_texts(texts)
+        if not texts:
+            return np.zeros((0, self.dims["clip_text"]), np.float32)
+        with torch.inference_mode():
+            ids = self._padded_ids("clip", [self.token_ids("clip", t) for t in texts])
+            return self.clip_text_tensor(*ids).float().cpu().numpy()
+
+    def encode_text(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """``{"albert": (n, d_albert), "clip": (n, d_clip_text)}`` float32 for ``n`` texts."""
+        return {"albert": self.albert_features(texts), "clip": self.clip_text_features(texts)}
+
+    def wav2vec2_features(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
+        """wav2vec 2.0's last hidden state averaged over time: ``(n, d_wav2vec2)`` float32 for
+        1-D waveforms at ``config.sample_rate`` (:meth:`wav2vec2_input`, one at a time)."""
+        waveforms = _check_waveforms(waveforms)
+        out = np.zeros((len(waveforms), self.dims["wav2vec2"]), np.float32)
+        with torch.inference_mode():
+            for i, wave in enumerate(waveforms):
+                values = self.wav2vec2_input(wave).to(self.device)
+                out[i] = self.wav2vec2_tensor(values).float().cpu().numpy()
+        return out
+
+    def clap_features(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
+        """CLAP's audio features: ``(n, d_clap)`` float32, unit length (:meth:`clap_input`,
+        :meth:`clap_tensor`); deterministic."""
+        waveforms = _check_waveforms(waveforms)
+        out = np.zeros((len(waveforms), self.dims["clap"]), np.float32)
+        with torch.inference_mode():
+            for i, wave in enumerate(waveforms):
+                features, lengths = self.clap_input(wave)
+                embedding = self.clap_tensor(features.to(self.device), lengths.to(self.device))
+                out[i] = embedding.float().cpu().numpy()
+        return out
+
+    def encode_audio(self, waveforms: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """``{"wav2vec2": (n, d_wav2vec2), "clap": (n, d_clap)}`` float32 for ``n`` 1-D
+        float waveforms at ``config.sample_rate``."""
+        return {
+            "wav2vec2": self.wav2vec2_features(waveforms),
+            "clap": self.clap_features(waveforms),
+        }
+
+    def vgg_face_features(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """VGG features of each frame's face crop (:meth:`face_crops`), detection included:
+        ``((f, d_vgg) float32, detected (f,) bool)``."""
+        pixels, detected = self.face_input(frames)
+        with torch.inference_mode():
+            features = self.vgg_tensor(pixels.to(self.device)).float().cpu().numpy()
+        return features, detected.numpy()
 
     def clip_image_features(self, frames: np.ndarray) -> np.ndarray:
         """CLIP's projected image features of each whole frame: ``(f, d_clip_image)``
-        float32 (the processor resizes the short side and centre-crops)."""
-        _check_frames(frames)
-        out = []
+        float32 (:meth:`clip_image_input`)."""
+        pixels = self.clip_image_input(frames)
         with torch.inference_mode():
-            for start in range(0, len(frames), FRAME_BATCH):
-                images = list(frames[start : start + FRAME_BATCH])
-                pixels = self.clip_image_processor(images=images, return_tensors="pt")
-                values = pixels["pixel_values"].to(self.device)
-                out.append(_features(self.clip.get_image_features(pixel_values=values)).cpu())
-        return torch.cat(out).float().numpy()
+            return self.clip_image_tensor(pixels.to(self.device)).float().cpu().numpy()
 
     def encode_frames(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         """``{"vgg": (f, d_vgg), "clip": (f, d_clip_image), "face_detected": (f,) bool}``
@@ -889,6 +1038,20 @@ class ClipMSAEncoders:
         return {"vgg": vgg, "clip": self.clip_image_features(frames), "face_detected": detected}
 
     # ------------------------------------------------------------------ clips
+
+    def read_clip(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+        """Decode a clip: its waveform ``(samples,)`` at ``config.sample_rate`` and
+        ``config.num_frames`` frames ``(f, H, W, 3)`` uint8 sampled uniformly over it.
+
+        Raises:
+            AudioLoadError, VideoReadError: the clip cannot be decoded.
+        """
+        from cormult_lib.features.audio import load_audio
+        from cormult_lib.features.vision import read_frames
+
+        waveform, _ = load_audio(path, self.config.sample_rate)
+        frames, _ = read_frames(path, self.config.num_frames)
+        return waveform, frames
 
     def encode_clip(self, path: str | Path, transcript: str) -> dict[str, np.ndarray]:
         """One clip (video with an audio track) and its transcript to the cache arrays.
@@ -901,11 +1064,7 @@ class ClipMSAEncoders:
         Raises:
             AudioLoadError, VideoReadError: the clip cannot be decoded.
         """
-        from cormult_lib.features.audio import load_audio
-        from cormult_lib.features.vision import read_frames
-
-        waveform, _ = load_audio(path, self.config.sample_rate)
-        frames, _ = read_frames(path, self.config.num_frames)
+        waveform, frames = self.read_clip(path)
         text = self.encode_text([transcript])
         audio = self.encode_audio([waveform])
         vision = self.encode_frames(frames)
@@ -1142,3 +1301,82 @@ def load_clip_msa_cache(
     if not splits:
         raise ValueError(f"{cache_dir} holds no cached clip of its label table")
     return splits
+
+
+# ----------------------------------------------------------------------------- raw clips
+
+
+def prepare_raw_clips(
+    clips_dir: str | Path,
+    label_csv: str | Path,
+    encoders: ClipMSAEncoders,
+    limit: int | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, RawClipSplit], ExtractionReport]:
+    """Decode and preprocess every clip of ``label_csv`` for end-to-end training.
+
+    Each clip becomes :meth:`ClipMSAEncoders.prepare`'s dict of CPU tensors, held in memory so
+    that an epoch decodes nothing. That costs memory: with the default pretrained settings
+    (8 frames, 224-pixel faces and CLIP frames, ~6 s of audio) about 10 MB per clip, so
+    fine-tune on a subset (``limit``) or on a large machine. Clips that are missing or fail to
+    decode are counted in the report with their reason, never dropped silently.
+
+    Args:
+        encoders: the encoders that will be fine-tuned (their tokenizers and processors
+            preprocess).
+        limit: only the first ``limit`` rows of the label table.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        ``{"train", "valid", "test"} -> RawClipSplit`` (splits from the table's ``mode``
+        column; a split without any prepared clip is left out, warned) and the
+        :class:`ExtractionReport` (statuses ``done``, ``failed``); its summary is printed.
+    """
+    clips_dir = Path(clips_dir)
+    if not clips_dir.is_dir():
+        raise FileNotFoundError(f"clips folder {clips_dir} does not exist")
+    labels = read_label_csv(label_csv)
+    if limit is not None:
+        labels = labels.head(limit)
+    report = ExtractionReport()
+    prepared: dict[str, list] = {"train": [], "valid": [], "test": []}
+    started = time.perf_counter()
+    rows = tqdm(
+        labels.itertuples(),
+        total=len(labels),
+        desc="prepare clips",
+        unit="clip",
+        disable=not progress,
+    )
+    for row in rows:
+        clip_started = time.perf_counter()
+        clip = find_clip(clips_dir, row.video_id, row.clip_id)
+        if clip is None:
+            reason = f"no clip file for {row.video_id}/{row.clip_id} under {clips_dir}"
+            status = "failed"
+        else:
+            try:
+                waveform, frames = encoders.read_clip(clip)
+                item = encoders.prepare(row.text, waveform, frames)
+                prepared[row.mode].append((item, row.label, row.id))
+                status, reason = "done", ""
+            except Exception as error:  # a bad clip is reported, not fatal
+                status, reason = "failed", f"{type(error).__name__}: {error}"
+        seconds = round(time.perf_counter() - clip_started, 3)
+        report.rows.append({"id": row.id, "status": status, "reason": reason, "seconds": seconds})
+    report.seconds = time.perf_counter() - started
+    splits = {}
+    for name, entries in prepared.items():
+        if not entries:
+            if (labels["mode"] == name).any():
+                warnings.warn(
+                    f"{label_csv} [{name}]: no clip could be prepared, the split is left out",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            continue
+        items, split_labels, ids = zip(*entries, strict=True)
+        splits[name] = RawClipSplit(list(items), np.array(split_labels), list(ids), f"raw[{name}]")
+    megabytes = sum(s.nbytes() for s in splits.values()) / 2**20
+    print(f"{report.summary()}\nprepared inputs held in memory: {megabytes:.1f} MB")
+    return splits, report

@@ -22,6 +22,10 @@ What is trained (section 2.2-2.4), with ``d`` = ``dim``:
 
 Ablations of the paper's Table 2 are constructor switches: ``use_clip`` (all modalities, or a
 subset such as ``"AV"`` for "w/o CLIP-T"), ``co_attention`` and ``order``.
+
+Fine-tuning on request: :class:`ClipMSAEndToEnd` puts the encoders in front of a
+:class:`ClipMSA`, reads prepared raw clips (:func:`~cormult_lib.features.clip_msa.
+prepare_raw_clips`) and trains the encoders named in ``finetune`` together with the model.
 """
 
 from __future__ import annotations
@@ -32,11 +36,12 @@ import torch
 from torch import nn
 
 from cormult_lib.data.dataset import MODALITIES
+from cormult_lib.features.clip_msa import ENCODERS, ClipMSAEncoders
 from cormult_lib.models.attention import TransformerEncoder
 from cormult_lib.models.co_attention import HierarchicalFusion
 from cormult_lib.models.mult import last_valid, masked_mean
 
-__all__ = ["FUSION_ORDERS", "ClipMSA", "ablation_settings"]
+__all__ = ["FUSION_ORDERS", "ClipMSA", "ClipMSAEndToEnd", "ablation_settings"]
 
 #: Fusion orders of Table 2: first pair, then the third modality.
 FUSION_ORDERS = {"AVT": ("A", "V", "T"), "ATV": ("A", "T", "V"), "VTA": ("V", "T", "A")}
@@ -193,6 +198,86 @@ class ClipMSA(nn.Module):
             return self.fuse(self.unimodal(features, masks), return_weights=True)[1]
         finally:
             self.train(was_training)
+
+
+class ClipMSAEndToEnd(nn.Module):
+    """CLIP-MSA from prepared clips through its encoders, some of them fine-tuned.
+
+    ``forward(inputs)`` takes a list of prepared clips
+    (:meth:`~cormult_lib.features.clip_msa.ClipMSAEncoders.prepare`, batches of
+    :func:`~cormult_lib.data.raw_clips.raw_clip_loader`), runs the encoders
+    (:meth:`~cormult_lib.features.clip_msa.ClipMSAEncoders.encode_inputs`: the same calls that
+    fill the cache) and then ``model``; it returns sentiment ``(batch,)``. With
+    ``finetune=()`` it computes exactly what ``model`` computes on the cached features.
+
+    Args:
+        encoders: a ``ClipMSAEncoders``; the encoders named in ``finetune`` are made trainable,
+            every other one frozen (no gradients, always in eval mode, so its dropout never
+            fires and it gives the cache's features).
+        model: the :class:`ClipMSA` on top, built with ``encoders.branch_dims``.
+        finetune: encoders to train, out of ``albert``, ``clip`` (its text and image towers),
+            ``wav2vec2``, ``clap``, ``vgg``.
+        encoder_lr: learning rate of the fine-tuned encoders (:meth:`param_groups`); ``None``
+            trains them at the head's rate. Pretrained encoders want a small one (1e-5 is the
+            usual start for BERT-like models); the head keeps the training config's rate.
+
+    Fine-tuning is expensive: the encoders run forward *and* backward on every step (on this
+    2-core CPU the pretrained ones take ~2.4 s per clip forward alone), checkpoints hold their
+    weights, and the prepared inputs stay in memory. Use a CUDA machine and a small learning
+    rate for pretrained encoders.
+    """
+
+    head = "regression"
+    modalities = MODALITIES
+
+    def __init__(
+        self,
+        encoders: ClipMSAEncoders,
+        model: ClipMSA,
+        finetune: Sequence[str] = (),
+        encoder_lr: float | None = None,
+    ):
+        super().__init__()
+        if encoder_lr is not None and not encoder_lr > 0:
+            raise ValueError(f"encoder_lr must be positive or None, got {encoder_lr!r}")
+        if isinstance(finetune, str):
+            raise TypeError(f"finetune must be a list of encoder names, got {finetune!r}")
+        unknown = sorted(set(finetune) - set(ENCODERS))
+        if unknown:
+            raise ValueError(f"finetune names unknown encoders {unknown}; known: {ENCODERS}")
+        if dict(model.branch_dims) != dict(encoders.branch_dims):
+            raise ValueError(
+                f"model.branch_dims {model.branch_dims} differ from the encoders' "
+                f"{encoders.branch_dims}: build ClipMSA(encoders.branch_dims, ...)"
+            )
+        self.encoders, self.model, self.encoder_lr = encoders, model, encoder_lr
+        self.finetune = tuple(name for name in ENCODERS if name in finetune)
+        self.frozen = tuple(name for name in ENCODERS if name not in finetune)
+        encoders.requires_grad_(False)
+        for name in self.finetune:
+            getattr(encoders, name).requires_grad_(True)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> ClipMSAEndToEnd:
+        """Train/eval mode as usual, except that frozen encoders always stay in eval mode."""
+        super().train(mode)
+        for name in self.frozen:
+            getattr(self.encoders, name).eval()
+        return self
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Adam's parameter groups: the CLIP-MSA head at ``lr``, the fine-tuned encoders at
+        ``encoder_lr`` (``lr`` when None); frozen encoders are left out."""
+        groups = [{"params": list(self.model.parameters()), "lr": lr}]
+        tuned = [p for name in self.finetune for p in getattr(self.encoders, name).parameters()]
+        if tuned:
+            groups.append({"params": tuned, "lr": self.encoder_lr or lr})
+        return groups
+
+    def forward(self, inputs: Sequence[Mapping[str, torch.Tensor]]) -> torch.Tensor:
+        """Prepared clips (on the model's device) -> sentiment ``(batch,)``."""
+        features, masks = self.encoders.encode_inputs(inputs)
+        return self.model(features, masks)
 
 
 def _clip_modalities(use_clip: bool | str) -> frozenset[str]:

@@ -278,6 +278,7 @@ def fit(
     log_extra: Callable[[nn.Module, int], Mapping[str, float]] | None = None,
     on_epoch_start: Callable[[nn.Module, int], None] | None = None,
     distributed: bool | None = None,
+    param_groups: list[dict] | None = None,
 ) -> FitResult:
     """Train ``model`` with Adam, keep the weights of the best validation epoch.
 
@@ -330,6 +331,10 @@ def fit(
             to read to resume, with the same number of ranks. ``False`` with a group running:
             every process trains on its own (e.g. one configuration of a sweep per rank).
 
+        param_groups: Adam's parameter groups when parts of the model need their own
+            learning rate (each dict holds ``params`` and may hold ``lr``); ``None``: every
+            parameter of ``model`` at ``lr``.
+
     In every process, a training loader whose sampler has ``set_epoch`` (``DistributedSampler``)
     is told the epoch before it is iterated, so it reshuffles every epoch and on resume.
 
@@ -358,7 +363,8 @@ def fit(
     model.to(device)
     replicas = _replicate(model, loss_fn, device, train_loader) if distributed else None
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    params = model.parameters() if param_groups is None else param_groups
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     plateau = (
         torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE

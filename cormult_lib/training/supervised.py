@@ -1,6 +1,7 @@
 """Supervised training and evaluation of the sentiment models (MulT, CorMulT, baselines).
 
-Every model here maps ``(features, masks)`` to either one sentiment score per sample
+Every model here maps ``(features, masks)`` (or, when it runs its own encoders, a batch of
+prepared raw clips) to either one sentiment score per sample
 (``head="regression"``, shape ``(batch,)``) or seven class logits (``head="classification"``,
 shape ``(batch, 7)``; classes 0..6 stand for sentiment -3..3). Training goes through the one
 loop of the repository, :func:`~cormult_lib.training.loop.fit`, which selects the best epoch on
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 
 from cormult_lib.config import TrainConfig
 from cormult_lib.data.dataset import MultimodalSplit, make_loader
+from cormult_lib.data.raw_clips import RawClipSplit, raw_clip_loader
 from cormult_lib.metrics import METRIC_KEYS, classification_metrics, regression_metrics
 from cormult_lib.seeding import seed_everything
 from cormult_lib.training.loop import LossFn, fit, move_to_device
@@ -52,16 +54,47 @@ def _head_of(model: nn.Module) -> str:
     return head
 
 
+Split = MultimodalSplit | RawClipSplit
+
+
+def _loader(
+    model: nn.Module,
+    split: Split,
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+    drop_last: bool = False,
+) -> torch.utils.data.DataLoader:
+    """Batches of features (``MultimodalSplit``, reduced to the model's modalities) or of
+    prepared raw clips (``RawClipSplit``, for models that run their encoders)."""
+    if isinstance(split, RawClipSplit):
+        return raw_clip_loader(
+            split, batch_size, shuffle, generator, device, num_workers, drop_last
+        )
+    split = split.with_modalities("".join(model.modalities))
+    return make_loader(split, batch_size, shuffle, generator, device, num_workers, drop_last)
+
+
+def _forward(model: nn.Module, batch: dict) -> torch.Tensor:
+    """The model's output on a batch: ``model(inputs)`` for prepared raw clips,
+    ``model(features, masks)`` otherwise."""
+    if "inputs" in batch:
+        return model(batch["inputs"])
+    return model(batch["features"], batch["masks"])
+
+
 def supervised_loss(head: str, loss: str = "l1") -> LossFn:
     """The loss function :func:`fit` calls: L1 / SmoothL1 on ``labels`` or cross-entropy on
-    ``classes``. It reads ``batch["features"]``, ``batch["masks"]`` and the target only."""
+    ``classes``. It reads the model's inputs (:func:`_forward`) and the target only."""
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     if head == "regression" and loss not in REGRESSION_LOSSES:
         raise ValueError(f"loss must be one of {REGRESSION_LOSSES} for regression, got {loss!r}")
 
     def loss_fn(model: nn.Module, batch: dict, generator: torch.Generator):
-        output = model(batch["features"], batch["masks"])
+        output = _forward(model, batch)
         if head == "classification":
             return F.cross_entropy(output.float(), batch["classes"]), {}
         target = batch["labels"]
@@ -74,8 +107,8 @@ def supervised_loss(head: str, loss: str = "l1") -> LossFn:
 
 def train_model(
     model: nn.Module,
-    train_split: MultimodalSplit,
-    valid_split: MultimodalSplit,
+    train_split: Split,
+    valid_split: Split,
     config: TrainConfig,
     *,
     loss: str = "l1",
@@ -89,7 +122,10 @@ def train_model(
 
     Args:
         model: a sentiment model with ``model.head`` and ``model.modalities``; its input
-            modalities are taken from the splits.
+            modalities are taken from the splits. On ``RawClipSplit`` s the model runs its
+            encoders (:class:`~cormult_lib.models.clip_msa.ClipMSAEndToEnd`). A model with a
+            ``param_groups(lr)`` method gives parts of itself their own learning rates
+            (fine-tuned encoders); otherwise every parameter trains at ``config.lr``.
         config: ``epochs``, ``batch_size``, ``lr``, ``grad_clip``, ``patience``,
             ``num_workers``.
         loss: ``"l1"`` or ``"smooth_l1"`` for a regression head (ignored for classification,
@@ -103,18 +139,14 @@ def train_model(
         A :class:`TrainedModel`; the test split was not used.
     """
     head = _head_of(model)
-    modalities = "".join(model.modalities)
-    train = train_split.with_modalities(modalities)
-    valid = valid_split.with_modalities(modalities)
     generator = torch.Generator().manual_seed(seed)
     # A lone last training sample would make a batch of one, which BatchNorm (CLIP-MSA)
     # cannot normalise in training mode: drop it (a different one each epoch, shuffled).
-    drop_last = len(train) % config.batch_size == 1
+    drop_last = len(train_split) % config.batch_size == 1
+    batch, workers = config.batch_size, config.num_workers
     loaders = (
-        make_loader(
-            train, config.batch_size, True, generator, device, config.num_workers, drop_last
-        ),
-        make_loader(valid, config.batch_size, False, None, device, config.num_workers),
+        _loader(model, train_split, batch, True, generator, device, workers, drop_last),
+        _loader(model, valid_split, batch, False, None, device, workers),
     )
     result = fit(
         model,
@@ -130,28 +162,28 @@ def train_model(
         generator=generator,
         seed=seed,
         progress=progress,
+        param_groups=model.param_groups(config.lr) if hasattr(model, "param_groups") else None,
     )
     result.model.eval()
     return TrainedModel(result.model, result.history, result.best_epoch)
 
 
 @torch.no_grad()
-def predict(model: nn.Module, split: MultimodalSplit, batch_size: int = 64) -> np.ndarray:
+def predict(model: nn.Module, split: Split, batch_size: int = 64) -> np.ndarray:
     """Model outputs for every sample of ``split`` in order: ``(n,)`` scores or ``(n, 7)``
     logits. The model is put in eval mode."""
     device = next(model.parameters()).device
     model.eval()
-    loader = make_loader(split.with_modalities("".join(model.modalities)), batch_size, False)
     outputs = []
-    for batch in loader:
+    for batch in _loader(model, split, batch_size, False):
         batch = move_to_device(batch, device)
-        outputs.append(model(batch["features"], batch["masks"]).float().cpu())
+        outputs.append(_forward(model, batch).float().cpu())
     return torch.cat(outputs).numpy()
 
 
 def evaluate(
     model: nn.Module,
-    split: MultimodalSplit,
+    split: Split,
     batch_size: int = 64,
     subsets: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, dict[str, float]]:
@@ -186,7 +218,7 @@ def evaluate(
 
 def run_seeds(
     build: Callable[[int], nn.Module],
-    splits: Mapping[str, MultimodalSplit],
+    splits: Mapping[str, Split],
     config: TrainConfig,
     seeds: Sequence[int],
     *,
