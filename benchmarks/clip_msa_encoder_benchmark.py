@@ -12,8 +12,14 @@ Sizes:
   CLAP HTSAT, torchvision VGG-11) randomly initialised, since the pretrained weights cannot
   be downloaded here; the compute cost is that of the pretrained models.
 
+With ``--train-step`` it also times one end-to-end training step of
+:class:`~cormult_lib.models.clip_msa.ClipMSAEndToEnd` (batches of two prepared clips, SmoothL1,
+Adam) with every encoder frozen and with every encoder fine-tuned: what a clip costs per epoch
+when the encoders train.
+
     .venv/bin/python benchmarks/clip_msa_encoder_benchmark.py --size tiny real-random
     .venv/bin/python benchmarks/clip_msa_encoder_benchmark.py --size real-random --device cuda
+    .venv/bin/python benchmarks/clip_msa_encoder_benchmark.py --size real-random --train-step
 """
 
 from __future__ import annotations
@@ -31,8 +37,14 @@ from cormult_lib.config import DataConfig
 from cormult_lib.data.synthetic import SyntheticCorpus
 from cormult_lib.data.synthetic_raw import render_raw
 from cormult_lib.device import describe_device, resolve_device
-from cormult_lib.features.clip_msa import ClipMSAEncoders, EncoderConfig, default_model_configs
+from cormult_lib.features.clip_msa import (
+    ENCODERS,
+    ClipMSAEncoders,
+    EncoderConfig,
+    default_model_configs,
+)
 from cormult_lib.features.vision import uniform_frame_indices
+from cormult_lib.models.clip_msa import ClipMSA, ClipMSAEndToEnd
 
 BRANCHES: dict[str, Callable[[ClipMSAEncoders, dict], object]] = {
     "ALBERT": lambda enc, clip: enc.albert_features([clip["text"]]),
@@ -84,6 +96,37 @@ def time_branches(encoders: ClipMSAEncoders, clips: list[dict], device: torch.de
     return medians
 
 
+def time_training_steps(
+    encoders: ClipMSAEncoders, clips: list[dict], device: torch.device
+) -> dict[str, float]:
+    """Median seconds per clip of one training step on batches of two prepared clips, with
+    every encoder frozen and with every encoder fine-tuned; the first step is a warm-up."""
+    prepared = [encoders.prepare(c["text"], c["waveform"], c["frames"]) for c in clips]
+    prepared = [{k: v.to(device) for k, v in item.items()} for item in prepared]
+    batches = [prepared[i : i + 2] for i in range(0, len(prepared) - 1, 2)]
+    medians = {}
+    for label, finetune in (("frozen", ()), ("all fine-tuned", ENCODERS)):
+        model = ClipMSAEndToEnd(encoders, ClipMSA(encoders.branch_dims), finetune).to(device)
+        optimizer = torch.optim.Adam(model.param_groups(1e-4))
+        model.train()
+        seconds = []
+        for i, batch in enumerate(batches):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            started = time.perf_counter()
+            target = torch.zeros(len(batch), device=device)
+            loss = torch.nn.functional.smooth_l1_loss(model(batch), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i > 0 or len(batches) == 1:
+                seconds.append((time.perf_counter() - started) / len(batch))
+        medians[f"step, {label}"] = statistics.median(seconds)
+    return medians
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", nargs="+", choices=["tiny", "real-random"], default=["tiny"])
@@ -97,6 +140,11 @@ def main() -> None:
         default="cascade",
         help="'none': VGG sees whole frames (no Haar cascade, e.g. with OpenCV 5)",
     )
+    parser.add_argument(
+        "--train-step",
+        action="store_true",
+        help="also time an end-to-end training step, encoders frozen and all fine-tuned",
+    )
     args = parser.parse_args()
     device = resolve_device(args.device, verbose=False)
     detector = None if args.face_detector == "none" else "cascade"
@@ -108,6 +156,8 @@ def main() -> None:
         encoders = build(size, args.num_frames, args.device, detector)
         print(f"{size}: encoders built in {time.perf_counter() - started:.1f} s")
         results[size] = time_branches(encoders, clips, device)
+        if args.train_step:
+            results[size].update(time_training_steps(encoders, clips, device))
         del encoders
     side = clips[0]["frames"].shape[1]
     print(
@@ -116,12 +166,16 @@ def main() -> None:
         f"median audio {seconds_audio:.1f} s, face detector {args.face_detector}, "
         f"torch {torch.__version__}"
     )
-    header = f"{'branch':<14}" + "".join(f"{size:>13}" for size in results)
+    header = f"{'branch':<22}" + "".join(f"{size:>13}" for size in results)
     print(header)
     print("-" * len(header))
     for name in BRANCHES:
-        print(f"{name:<14}" + "".join(f"{results[s][name]:>13.4f}" for s in results))
-    print(f"{'total':<14}" + "".join(f"{sum(results[s].values()):>13.4f}" for s in results))
+        print(f"{name:<22}" + "".join(f"{results[s][name]:>13.4f}" for s in results))
+    total = {s: sum(results[s][name] for name in BRANCHES) for s in results}
+    print(f"{'total (encoding)':<22}" + "".join(f"{total[s]:>13.4f}" for s in results))
+    for name in results[args.size[0]]:
+        if name not in BRANCHES:
+            print(f"{name:<22}" + "".join(f"{results[s][name]:>13.4f}" for s in results))
 
 
 if __name__ == "__main__":
