@@ -98,3 +98,34 @@ def test_clip_msa_trains_on_cuda() -> None:
     assert next(trained.model.parameters()).is_cuda
     history = trained.history["valid_loss"]
     assert history.min() < 0.8 * history.iloc[0], history.tolist()
+
+
+def test_clip_msa_fine_tunes_encoders_on_cuda(tmp_path) -> None:
+    """End to end on the GPU with AMP: prepared clips are moved there batch by batch and only
+    the fine-tuned encoder moves."""
+    from cormult_lib.config import DataConfig
+    from cormult_lib.data.synthetic import SyntheticCorpus
+    from cormult_lib.data.synthetic_raw import export_raw_corpus
+    from cormult_lib.features.clip_msa import ClipMSAEncoders, EncoderConfig, prepare_raw_clips
+    from cormult_lib.models.clip_msa import ClipMSAEndToEnd
+
+    corpus = SyntheticCorpus(DataConfig(n_samples=30), seed=0)
+    export_raw_corpus(corpus, tmp_path, indices=range(30))
+    encoders = ClipMSAEncoders(EncoderConfig.tiny(num_frames=3), device="cuda")
+    raw, _ = prepare_raw_clips(tmp_path, tmp_path / "label.csv", encoders, progress=False)
+    clip_before = [p.detach().clone() for p in encoders.clip.parameters()]
+    vgg_before = [p.detach().clone() for p in encoders.vgg.parameters()]
+    torch.manual_seed(0)
+    model = ClipMSAEndToEnd(encoders, ClipMSA(encoders.branch_dims, dim=16), ["vgg"], 1e-4)
+    config = replace(get_config("quick").train, epochs=2, batch_size=8)
+    trained = train_model(
+        model, raw["train"], raw["valid"], config, loss="smooth_l1", device="cuda", progress=False
+    )
+    assert encoders.device.type == "cuda" and np.isfinite(trained.history["valid_loss"]).all()
+    assert all(
+        torch.equal(a, b) for a, b in zip(clip_before, encoders.clip.parameters(), strict=True)
+    )
+    assert any(
+        not torch.equal(a, b) for a, b in zip(vgg_before, encoders.vgg.parameters(), strict=True)
+    )
+    assert np.isfinite(evaluate(trained.model, raw["test"])["all"]["mae"])
