@@ -11,7 +11,7 @@ Modalities are named by one letter: ``"T"`` text, ``"A"`` audio, ``"V"`` vision.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -238,6 +238,33 @@ def collate_multimodal(items: list[dict]) -> dict:
     }
 
 
+def batch_loader(
+    dataset: Dataset,
+    collate_fn: Callable[[list], dict],
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    num_workers: int = 0,
+    drop_last: bool = False,
+) -> torch.utils.data.DataLoader:
+    """The repository's ``DataLoader``: batches of ``dataset`` through ``collate_fn``, memory
+    pinned when training on CUDA.
+
+    ``drop_last`` drops an incomplete last batch (with ``shuffle``, a different random remainder
+    every epoch)."""
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        collate_fn=collate_fn,
+        num_workers=num_workers,
+        pin_memory=torch.device(device).type == "cuda",
+        drop_last=drop_last,
+    )
+
+
 def make_loader(
     split: MultimodalSplit,
     batch_size: int,
@@ -247,17 +274,14 @@ def make_loader(
     num_workers: int = 0,
     drop_last: bool = False,
 ) -> torch.utils.data.DataLoader:
-    """A ``DataLoader`` with the padding-aware collate; pins memory when training on CUDA.
-
-    ``drop_last`` drops an incomplete last batch (with ``shuffle``, a different random remainder
-    every epoch)."""
-    return torch.utils.data.DataLoader(
+    """A :func:`batch_loader` over ``split`` with the padding-aware collate."""
+    return batch_loader(
         MultimodalDataset(split),
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
-        collate_fn=collate_multimodal,
-        num_workers=num_workers,
-        pin_memory=torch.device(device).type == "cuda",
-        drop_last=drop_last,
+        collate_multimodal,
+        batch_size,
+        shuffle,
+        generator,
+        device,
+        num_workers,
+        drop_last,
     )

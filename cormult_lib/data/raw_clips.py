@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from cormult_lib.data.dataset import batch_loader
+
 __all__ = ["RawClipSplit", "collate_raw_clips", "raw_clip_loader"]
 
 
@@ -78,15 +80,7 @@ def raw_clip_loader(
     num_workers: int = 0,
     drop_last: bool = False,
 ) -> DataLoader:
-    """A ``DataLoader`` over prepared clips (pins memory when training on CUDA); the
-    arguments mean what they mean for :func:`~cormult_lib.data.dataset.make_loader`."""
-    return DataLoader(
-        split,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
-        collate_fn=collate_raw_clips,
-        num_workers=num_workers,
-        pin_memory=torch.device(device).type == "cuda",
-        drop_last=drop_last,
+    """A :func:`~cormult_lib.data.dataset.batch_loader` over prepared clips."""
+    return batch_loader(
+        split, collate_raw_clips, batch_size, shuffle, generator, device, num_workers, drop_last
     )
