@@ -104,7 +104,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The shared training loop."""
+    """The shared training loop. ``compile``: :func:`torch.compile` the model (with CUDA graphs
+    on CUDA; see :func:`~cormult_lib.training.loop.maybe_compile`), off by default."""
 
     epochs: int = 5
     batch_size: int = 32
@@ -112,6 +113,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     patience: int = 3
     num_workers: int = 0
+    compile: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Attention and the MulT transformer: reference math, masks, causality, fused kernel."""
+"""Attention and the MulT transformer: reference math, masks, causality, stacks of members."""
 
 import math
 
@@ -11,6 +11,7 @@ from cormult_lib.models.attention import (
     MultiHeadAttention,
     TransformerBlock,
     TransformerEncoder,
+    attention_bias,
     attention_mask,
     valid_ranks,
 )
@@ -34,6 +35,22 @@ def _attention() -> MultiHeadAttention:
     return MultiHeadAttention(DIM, HEADS).eval()
 
 
+def _attend(
+    attn: MultiHeadAttention, q: torch.Tensor, k: torch.Tensor, allowed: torch.Tensor
+) -> torch.Tensor:
+    """One attention of a single-member module, ``q`` ``(b, tq, d)``, with the zeroing of
+    queries that see no key (done by the block)."""
+    bias, has_key = attention_bias(allowed)
+    context = q[None] if k is q else k[None]
+    return attn(q[None], context, bias)[0] * has_key
+
+
+def _projections(attn: MultiHeadAttention) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(weight, bias)`` of the query, key and value projections of a single member."""
+    weight, bias = attn.in_proj.weight[0], attn.in_proj.bias[0]
+    return [(weight[i * DIM : (i + 1) * DIM], bias[i * DIM : (i + 1) * DIM]) for i in range(3)]
+
+
 def _reference(
     attn: MultiHeadAttention, q: torch.Tensor, k: torch.Tensor, allowed: torch.Tensor
 ) -> torch.Tensor:
@@ -44,11 +61,14 @@ def _reference(
     def heads(x):
         return x.reshape(b, x.shape[1], HEADS, dh).transpose(1, 2)
 
-    qh, kh, vh = heads(attn.q_proj(q)), heads(attn.k_proj(k)), heads(attn.v_proj(k))
+    (wq, bq), (wk, bk), (wv, bv) = _projections(attn)
+    qh, kh, vh = heads(F.linear(q, wq, bq)), heads(F.linear(k, wk, bk)), heads(F.linear(k, wv, bv))
     scores = qh @ kh.transpose(-1, -2) / math.sqrt(dh)
     scores = scores.masked_fill(~allowed[:, None], float("-inf"))
     out = torch.softmax(scores, dim=-1) @ vh
-    return attn.out_proj(out.transpose(1, 2).reshape(b, tq, DIM))
+    return F.linear(
+        out.transpose(1, 2).reshape(b, tq, DIM), attn.out_proj.weight[0], attn.out_proj.bias[0]
+    )
 
 
 def test_attention_equals_hand_written_softmax_and_nn_multihead_attention():
@@ -56,14 +76,13 @@ def test_attention_equals_hand_written_softmax_and_nn_multihead_attention():
     q, k = _randn(3, 4, DIM, seed=1), _randn(3, 6, DIM, seed=2)
     key_mask = _lengths_mask([6, 4, 1], 6)
     with torch.no_grad():
-        ours = attn(q, k, k, attention_mask(torch.ones(3, 4, dtype=torch.bool), key_mask))
+        ours = _attend(attn, q, k, attention_mask(torch.ones(3, 4, dtype=torch.bool), key_mask))
         reference = _reference(attn, q, k, key_mask[:, None, :].expand(3, 4, 6))
         mha = nn.MultiheadAttention(DIM, HEADS, batch_first=True).eval()
-        mha.in_proj_weight.copy_(
-            torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
-        )
-        mha.in_proj_bias.copy_(torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]))
-        mha.out_proj.load_state_dict(attn.out_proj.state_dict())
+        mha.in_proj_weight.copy_(attn.in_proj.weight[0])
+        mha.in_proj_bias.copy_(attn.in_proj.bias[0])
+        mha.out_proj.weight.copy_(attn.out_proj.weight[0])
+        mha.out_proj.bias.copy_(attn.out_proj.bias[0])
         torch_out = mha(q, k, k, key_padding_mask=~key_mask, need_weights=False)[0]
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ours, torch_out, atol=1e-5, rtol=1e-5)
@@ -74,49 +93,74 @@ def test_equal_length_causal_mask_is_the_usual_triangle():
     x = _randn(2, 5, DIM, seed=3)
     mask = torch.ones(2, 5, dtype=torch.bool)
     with torch.no_grad():
-        ours = attn(x, x, x, attention_mask(mask, mask, causal=True))
+        ours = _attend(attn, x, x, attention_mask(mask, mask, causal=True))
         triangle = torch.ones(5, 5, dtype=torch.bool).tril()
         reference = _reference(attn, x, x, triangle.expand(2, 5, 5))
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
 
 
-def test_attention_goes_through_scaled_dot_product_attention(monkeypatch):
-    calls = []
-    fused = F.scaled_dot_product_attention
+def _member(stack: TransformerEncoder, i: int, **kwargs) -> TransformerEncoder:
+    """A single transformer holding member ``i`` of ``stack``'s weights."""
+    single = TransformerEncoder(DIM, HEADS, len(stack.layers), **kwargs)
+    single.load_state_dict({k: v[i : i + 1] for k, v in stack.state_dict().items()})
+    return single.eval()
 
-    def spy(*args, **kwargs):
-        calls.append(kwargs.get("attn_mask"))
-        return fused(*args, **kwargs)
 
-    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
-    x = _randn(2, 5, DIM)
-    _attention()(x, x, x)
-    assert len(calls) == 1 and calls[0] is None
+@pytest.mark.parametrize("causal", [False, True])
+def test_each_member_of_a_stack_computes_what_a_single_transformer_would(causal):
+    torch.manual_seed(0)
+    stack = TransformerEncoder(DIM, HEADS, num_layers=2, count=3, causal=causal).eval()
+    x, src = _randn(3, 2, 4, DIM, seed=1), _randn(3, 2, 6, DIM, seed=2)
+    mask = torch.stack([_lengths_mask([4, 2], 4), _lengths_mask([3, 4], 4, start=True)] * 2)[:3]
+    source_mask = torch.stack([_lengths_mask([6, 1], 6)] * 3)
+    out = stack(x, mask, src, source_mask)
+    subset = stack(x[[2, 0]], mask[[2, 0]], src[[2, 0]], source_mask[[2, 0]], members=[2, 0])
+    for i in range(3):
+        single = _member(stack, i, causal=causal)
+        expected = single(x[i], mask[i], src[i], source_mask[i])
+        torch.testing.assert_close(out[i][mask[i]], expected[mask[i]], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(subset[0], out[2])
+    torch.testing.assert_close(subset[1], out[0])
 
 
 def test_query_without_keys_gets_zero_output_not_nan():
-    attn = _attention()
+    torch.manual_seed(0)
+    block = TransformerBlock(DIM, HEADS).eval()
     q, k = _randn(2, 3, DIM, seed=1), _randn(2, 4, DIM, seed=2)
     key_mask = torch.tensor([[True, True, False, False], [False] * 4])
-    allowed = attention_mask(torch.ones(2, 3, dtype=torch.bool), key_mask)
-    out = attn(q, k, k, allowed)
+    bias, has_key = attention_bias(attention_mask(torch.ones(2, 3, dtype=torch.bool), key_mask))
+    out = block(q[None], k[None], bias, has_key[None])[0]
     assert torch.isfinite(out).all()
-    assert (out[1] == 0).all() and (out[0] != 0).any()
+    # Sample 1 sees no key: attention adds nothing, only the feed-forward acts.
+    normed = F.layer_norm(q[1], (DIM,))
+    hidden = F.relu(F.linear(normed, block.fc1.weight[0], block.fc1.bias[0]))
+    torch.testing.assert_close(
+        out[1], q[1] + F.linear(hidden, block.fc2.weight[0], block.fc2.bias[0])
+    )
     out.sum().backward()
-    assert all(torch.isfinite(p.grad).all() for p in attn.parameters())
+    assert all(torch.isfinite(p.grad).all() for p in block.parameters())
 
 
 def test_block_is_pre_layernorm_attention_then_feed_forward():
     torch.manual_seed(0)
     block = TransformerBlock(DIM, HEADS).eval()
+    nn.init.normal_(block.norm_attention.weight)  # LayerNorm affine parameters in play
+    nn.init.normal_(block.norm_feed_forward.bias)
     x, src = _randn(2, 4, DIM, seed=1), _randn(2, 6, DIM, seed=2)
+
+    def norm(layer, y):
+        return F.layer_norm(y, (DIM,), layer.weight[0], layer.bias[0])
+
     with torch.no_grad():
-        q = block.norm_attention(x)
-        s = block.norm_attention(src)
-        h = x + block.attention(q, s, s)
-        expected = h + block.fc2(F.relu(block.fc1(block.norm_feed_forward(h))))
-        torch.testing.assert_close(block(x, src), expected)
-    assert block.fc1.out_features == 4 * DIM
+        q = norm(block.norm_attention, x)
+        s = norm(block.norm_attention, src)
+        h = x + _attend(block.attention, q, s, torch.ones(2, 1, 1, 6, dtype=torch.bool))
+        hidden = F.relu(
+            F.linear(norm(block.norm_feed_forward, h), block.fc1.weight[0], block.fc1.bias[0])
+        )
+        expected = h + F.linear(hidden, block.fc2.weight[0], block.fc2.bias[0])
+        torch.testing.assert_close(block(x[None], src[None])[0], expected)
+    assert block.fc1.weight.shape == (1, 4 * DIM, DIM)
 
 
 def _encoder(**kwargs) -> TransformerEncoder:

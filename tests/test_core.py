@@ -123,3 +123,14 @@ def test_split_select_and_validation() -> None:
     float_mask = {m: k.astype(np.float32) for m, k in split.masks.items()}
     with pytest.raises(ValueError, match="bool mask"):
         MultimodalSplit(split.features, float_mask, split.labels, split.ids)
+
+
+def test_keep_freed_memory_takes_effect_on_glibc():
+    import platform
+
+    from cormult_lib.device import keep_freed_memory
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is a glibc function")
+    assert keep_freed_memory() is True
+    assert keep_freed_memory() is True  # cached: a second call changes nothing

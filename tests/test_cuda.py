@@ -129,3 +129,55 @@ def test_clip_msa_fine_tunes_encoders_on_cuda(tmp_path) -> None:
         not torch.equal(a, b) for a, b in zip(vgg_before, encoders.vgg.parameters(), strict=True)
     )
     assert np.isfinite(evaluate(trained.model, raw["test"])["all"]["mae"])
+
+
+def test_stacked_mult_on_cuda_equals_the_cpu() -> None:
+    from cormult_lib.models.mult import MulT
+
+    torch.manual_seed(0)
+    dims = {"T": 6, "A": 5, "V": 7}
+    model = MulT(dims, hidden_dim=8, num_heads=2, num_layers=2, causal=True).eval()
+    g = torch.Generator().manual_seed(1)
+    features = {m: torch.randn(4, 9, d, generator=g) for m, d in dims.items()}
+    masks = {m: torch.arange(9)[None, :] < torch.tensor([9, 7, 5, 1])[:, None] for m in dims}
+    expected = model(features, masks)
+    on_gpu = model.cuda()(
+        {m: x.cuda() for m, x in features.items()}, {m: x.cuda() for m, x in masks.items()}
+    )
+    torch.testing.assert_close(on_gpu.cpu(), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_attention_on_cuda_uses_fused_kernels_with_per_member_rates() -> None:
+    from cormult_lib.layers.functional import attention
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (
+        torch.randn(4, 2, 6, 8, device="cuda", generator=g, requires_grad=True) for _ in range(3)
+    )
+    eval_out = attention(q, k, v)
+    torch.testing.assert_close(
+        eval_out, torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    )
+    # Two members (batch 4 = 2 members x 2 samples): the first without dropout.
+    train_out = attention(q, k, v, dropout_p=(0.0, 0.5), training=True)
+    torch.testing.assert_close(train_out[:2], eval_out[:2])
+    assert not torch.allclose(train_out[2:], eval_out[2:])
+    train_out.sum().backward()
+    assert all(torch.isfinite(x.grad).all() for x in (q, k, v))
+
+
+def test_compiled_mult_trains_on_cuda_with_cuda_graphs(splits) -> None:
+    config, data = splits
+    torch.manual_seed(0)
+    model = build_mult(data["train"].dims(), config.model, "TAV", "regression", None)
+    trained = train_model(
+        model,
+        data["train"],
+        data["valid"],
+        replace(config.train, epochs=3, compile=True),
+        device="cuda",
+        progress=False,
+    )
+    losses = trained.history["train_loss"]
+    assert np.isfinite(losses).all() and losses.iloc[-1] < losses.iloc[0]
+    assert "_orig_mod" not in "".join(trained.model.state_dict())

@@ -11,6 +11,7 @@ from cormult_lib.correlation.evaluator import (
     EncoderLayer,
     ModalityCorrelationEvaluator,
     SinusoidalPositionalEncoding,
+    key_bias,
     masked_time_pool,
 )
 
@@ -56,7 +57,8 @@ def _model(modalities: str, ids: bool, **kwargs) -> ModalityCorrelationEvaluator
 def _eq_4_to_7(
     layer: EncoderLayer, x: torch.Tensor, padding: torch.Tensor, residual_from_x1: bool = True
 ) -> torch.Tensor:
-    """Eq. 4-7 step by step from the layer's own weights (no nn.MultiheadAttention).
+    """Eq. 4-7 step by step from the weights of the layer's single member (no library
+    attention).
 
     ``residual_from_x1=False`` gives the usual pre-norm residual ``X + X2`` instead of Eq. 6.
     """
@@ -67,11 +69,11 @@ def _eq_4_to_7(
     def norm(z, ln):
         mu = z.mean(-1, keepdim=True)
         var = z.var(-1, unbiased=False, keepdim=True)
-        return (z - mu) / torch.sqrt(var + ln.eps) * ln.weight + ln.bias
+        return (z - mu) / torch.sqrt(var + ln.eps) * ln.weight[0] + ln.bias[0]
 
     x1 = norm(x, layer.norm_input)  # Eq. 4
-    wq, wk, wv = layer.attention.in_proj_weight.chunk(3)
-    bq, bk, bv = layer.attention.in_proj_bias.chunk(3)
+    wq, wk, wv = layer.attention.in_proj.weight[0].chunk(3)
+    bq, bk, bv = layer.attention.in_proj.bias[0].chunk(3)
 
     def split(z):  # (b, t, d) -> (b, heads, t, dh)
         return z.reshape(b, t, heads, dh).transpose(1, 2)
@@ -80,14 +82,15 @@ def _eq_4_to_7(
     scores = q @ k.transpose(-1, -2) / math.sqrt(dh)
     scores = scores.masked_fill(padding[:, None, None, :], float("-inf"))
     attended = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, d)
-    x2 = attended @ layer.attention.out_proj.weight.T + layer.attention.out_proj.bias  # Eq. 5
+    out = layer.attention.out_proj
+    x2 = attended @ out.weight[0].T + out.bias[0]  # Eq. 5
     x3 = norm((x1 if residual_from_x1 else x) + x2, layer.norm_attention)  # Eq. 6
-    first, second = layer.feed_forward[0], layer.feed_forward[3]
-    ff = torch.relu(x3 @ first.weight.T + first.bias) @ second.weight.T + second.bias
+    first, second = layer.feed_forward.linear1, layer.feed_forward.linear2
+    ff = torch.relu(x3 @ first.weight[0].T + first.bias[0]) @ second.weight[0].T + second.bias[0]
     return x3 + ff  # Eq. 7
 
 
-@pytest.mark.parametrize("no_grad", [False, True], ids=["grad", "fused-no-grad"])
+@pytest.mark.parametrize("no_grad", [False, True], ids=["grad", "no-grad"])
 def test_encoder_layer_is_eq_4_to_7(no_grad: bool) -> None:
     torch.manual_seed(1)
     layer = EncoderLayer(16, 4, 24, dropout=0.1).eval()
@@ -97,7 +100,7 @@ def test_encoder_layer_is_eq_4_to_7(no_grad: bool) -> None:
     padding[2, 1:] = True
     expected = _eq_4_to_7(layer, x, padding)
     with torch.set_grad_enabled(not no_grad):
-        got = layer(x, padding)
+        got = layer(x[None], key_bias(~padding))[0]
     valid = ~padding
     torch.testing.assert_close(got[valid], expected[valid], atol=1e-5, rtol=1e-5)
     # The residual of Eq. 6 is from X1; the usual one from X gives a different layer.
@@ -274,11 +277,11 @@ def test_defaults_follow_the_authors_and_describe_counts_parameters() -> None:
     model = ModalityCorrelationEvaluator({"T": 1, "A": 74, "V": 35}, vocab_size=500)
     assert (model.hidden_dim, model.num_layers, model.num_heads, model.ff_dim) == (128, 3, 4, 256)
     assert model.dropout == model.attention_dropout == 0.1
-    assert model.encoders["A"][0].attention.dropout == 0.1
+    assert model.encoders[0].attention.dropout == (0.1, 0.1, 0.1)  # one rate per modality
     fast = ModalityCorrelationEvaluator({"A": 5, "V": 7}, **SMALL, attention_dropout=0.0)
-    assert fast.encoders["V"][1].attention.dropout == 0.0
-    assert fast.cross["A"].attention.dropout == 0.0
-    assert fast.encoders["V"][1].feed_forward[2].p == 0.1
+    assert fast.encoders[1].attention.dropout == (0.0, 0.0)
+    assert fast.cross.attention.dropout == (0.0, 0.0)
+    assert fast.encoders[1].feed_forward.dropout == 0.1
     assert (model.shared_time, model.shared_dim) == (64, 200)
     table = model.parameter_table()
     total = sum(p.numel() for p in model.parameters())

@@ -40,7 +40,7 @@ def test_build_mult_follows_the_config():
     features = {m: torch.randn(2, 6, d) for m, d in dims.items()}
     masks = {m: torch.ones(2, 6, dtype=torch.bool) for m in dims}
     assert model.eval()(features, masks).shape == (2, 7)
-    hidden = {p.shape[0] for name, p in model.named_parameters() if name.endswith("norm.weight")}
+    hidden = {p.shape[-1] for name, p in model.named_parameters() if name.endswith("norm.weight")}
     assert hidden <= {8, 16}, hidden  # d, or 2d in the memory transformers
 
 

@@ -150,10 +150,12 @@ def test_projections_are_bias_free_convolutions_skipped_at_equal_width():
         "V": (3, TIMES["V"], 8),
     }
     torch.testing.assert_close(projected["T"], features["T"])
-    assert len(mult.crossmodal_encoders["A->T"].layers) == 1
-    assert len(mult.memory_encoders["T"].layers) == 3  # max(num_layers, 3)
+    # One stack of six crossmodal transformers, one of three memory transformers.
+    assert mult.crossmodal_encoders.count == 6 and len(mult.crossmodal_encoders.layers) == 1
+    assert mult.memory_encoders.count == 3
+    assert len(mult.memory_encoders.layers) == 3  # max(num_layers, 3)
     deep = MulT(DIMS, hidden_dim=8, num_heads=2, num_layers=5)
-    assert len(deep.memory_encoders["A"].layers) == 5 and deep.memory_encoders["A"].dim == 16
+    assert len(deep.memory_encoders.layers) == 5 and deep.memory_encoders.dim == 16
 
 
 # ---------------------------------------------------------------------------- padding

@@ -206,3 +206,30 @@ def test_mixed_precision_runs_on_the_cpu_with_bfloat16(tmp_path):
     assert result.history["valid_loss"].notna().all()
     assert torch.load(tmp_path / "amp.pt", weights_only=True)["settings"]["amp"] is True
     assert all(p.dtype == torch.float32 for p in result.model.parameters())
+
+
+def test_fit_hands_the_loss_a_compiled_model_and_returns_the_plain_one(tmp_path, monkeypatch):
+    real_compile, compiled, seen = torch.compile, [], set()
+
+    def eager_compile(model, backend="inductor", mode=None):
+        compiled.append((model, backend, mode))
+        return real_compile(model, backend="eager")  # dynamo traces; no code generation
+
+    def recording(model, batch, generator):
+        seen.add(type(model).__name__)
+        return noisy_mse(model, batch, generator)
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    model = make_model(0)
+    result = run(model, tmp_path / "c.pt", loss_fn=recording, epochs=3, compile=True)
+    assert [(m, b, mode) for m, b, mode in compiled] == [(model, "inductor", None)]
+    assert seen == {"OptimizedModule"}  # the loss ran the compiled module
+    assert result.model is model and "_orig_mod" not in "".join(model.state_dict())
+    losses = result.history["train_loss"]
+    assert losses.iloc[-1] < losses.iloc[0]  # the compiled module trains the shared weights
+
+
+def test_fit_uses_fused_adam():
+    model = make_model(0)
+    optimizer = loop.make_optimizer(model.parameters(), lr=1e-3)
+    assert optimizer.defaults["fused"] is True

@@ -42,31 +42,30 @@ from collections.abc import Mapping
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cormult_lib.correlation.distances import Distance, get_distance, present_pairs
 from cormult_lib.data.dataset import MODALITY_NAMES, parse_modalities
+from cormult_lib.layers.functional import dropout
+from cormult_lib.layers.positions import SinusoidalPositionalEncoding, valid_ranks
+from cormult_lib.layers.stacked import (
+    Members,
+    MultiHeadAttention,
+    StackedLayerNorm,
+    StackedLinear,
+)
 
-
-class SinusoidalPositionalEncoding(nn.Module):
-    """``pe[p, 2i] = sin(p / 10000^(2i/d))``, ``pe[p, 2i+1] = cos(p / 10000^(2i/d))``.
-
-    ``forward(positions)`` maps integer positions ``(batch, time)`` to ``(batch, time, d)``.
-    """
-
-    def __init__(self, dim: int, max_len: int = 1024):
-        super().__init__()
-        position = torch.arange(max_len, dtype=torch.float64)[:, None]
-        frequency = torch.exp(
-            -math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float64) / dim
-        )
-        pe = torch.zeros(max_len, dim, dtype=torch.float64)
-        pe[:, 0::2] = torch.sin(position * frequency)
-        pe[:, 1::2] = torch.cos(position * frequency[: dim // 2])
-        self.register_buffer("pe", pe.float(), persistent=False)
-
-    def forward(self, positions: torch.Tensor) -> torch.Tensor:
-        return self.pe[positions]
+__all__ = [
+    "CrossModalAttention",
+    "EncoderLayer",
+    "FeedForward",
+    "ModalityCorrelationEvaluator",
+    "ModalityTransformation",
+    "SinusoidalPositionalEncoding",
+    "key_bias",
+    "masked_time_pool",
+]
 
 
 class ModalityTransformation(nn.Module):
@@ -100,7 +99,7 @@ class ModalityTransformation(nn.Module):
         )
         self.scale = math.sqrt(dim)
         self.positions = SinusoidalPositionalEncoding(dim, max_len)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = dropout
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``x``: ``(batch, time, d_in)`` floats or ``(batch, time)`` ids; ``mask``: ``(batch,
@@ -115,21 +114,23 @@ class ModalityTransformation(nn.Module):
         else:
             h = self.embed(torch.where(mask, x, 0))
         # The p-th *valid* step gets position p, wherever the padding is.
-        positions = (mask.long().cumsum(dim=1) - 1).clamp(min=0)
-        return self.dropout(h * self.scale + self.positions(positions))
+        embedded = h * self.scale + self.positions(valid_ranks(mask))
+        return dropout(embedded, self.dropout, self.training)
 
 
-class FeedForward(nn.Sequential):
-    """``Linear(d -> ff) -> ReLU -> Dropout -> Linear(ff -> d) -> Dropout`` per time step."""
+class FeedForward(nn.Module):
+    """``Linear(d -> ff) -> ReLU -> Dropout -> Linear(ff -> d) -> Dropout`` per time step, for
+    ``count`` members: ``(count, ..., d)`` -> the same shape."""
 
-    def __init__(self, dim: int, ff_dim: int, dropout: float = 0.1):
-        super().__init__(
-            nn.Linear(dim, ff_dim),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(ff_dim, dim),
-            nn.Dropout(dropout),
-        )
+    def __init__(self, dim: int, ff_dim: int, dropout: float = 0.1, count: int = 1):
+        super().__init__()
+        self.linear1 = StackedLinear(count, dim, ff_dim)
+        self.linear2 = StackedLinear(count, ff_dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, members: Members = None) -> torch.Tensor:
+        hidden = dropout(F.relu(self.linear1(x, members)), self.dropout, self.training)
+        return dropout(self.linear2(hidden, members), self.dropout, self.training)
 
 
 def _or(value: float | None, default: float) -> float:
@@ -137,12 +138,14 @@ def _or(value: float | None, default: float) -> float:
 
 
 class EncoderLayer(nn.Module):
-    """One transformer encoding layer written as Eq. 4-7 (see the module docstring).
+    """One transformer encoding layer written as Eq. 4-7 (see the module docstring), for
+    ``count`` members (the evaluator's modalities, each with its own weights).
 
-    ``forward(x (batch, time, d), key_padding_mask (batch, time) True = padding)`` ->
-    ``(batch, time, d)``. Attention is ``nn.MultiheadAttention`` (batch first, no weights
-    returned), so it runs PyTorch's fused kernels. ``attention_dropout`` (dropout on the
-    attention weights) defaults to ``dropout``.
+    ``forward(x (count, batch, time, d), bias)`` -> the same shape; ``bias`` is the additive
+    attention mask of :func:`attention_bias` ``(count * batch, 1, 1, time)``. Attention is
+    :class:`~cormult_lib.layers.stacked.MultiHeadAttention`, the function of
+    ``nn.MultiheadAttention``. ``attention_dropout`` (dropout on the attention weights)
+    defaults to ``dropout``.
     """
 
     def __init__(
@@ -152,30 +155,28 @@ class EncoderLayer(nn.Module):
         ff_dim: int,
         dropout: float = 0.1,
         attention_dropout: float | None = None,
+        count: int = 1,
     ):
         super().__init__()
-        self.norm_input = nn.LayerNorm(dim)
-        self.attention = nn.MultiheadAttention(
-            dim, num_heads, dropout=_or(attention_dropout, dropout), batch_first=True
-        )
-        self.dropout = nn.Dropout(dropout)
-        self.norm_attention = nn.LayerNorm(dim)
-        self.feed_forward = FeedForward(dim, ff_dim, dropout)
+        self.norm_input = StackedLayerNorm(count, dim)
+        self.attention = MultiHeadAttention(dim, num_heads, _or(attention_dropout, dropout), count)
+        self.dropout = dropout
+        self.norm_attention = StackedLayerNorm(count, dim)
+        self.feed_forward = FeedForward(dim, ff_dim, dropout, count)
 
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor) -> torch.Tensor:
-        x1 = self.norm_input(x)  # Eq. 4
-        x2 = self.attention(x1, x1, x1, key_padding_mask=key_padding_mask, need_weights=False)[
-            0
-        ]  # Eq. 5
-        x3 = self.norm_attention(x1 + self.dropout(x2))  # Eq. 6: the residual is X1, not X
-        return x3 + self.feed_forward(x3)  # Eq. 7
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, members: Members = None) -> torch.Tensor:
+        x1 = self.norm_input(x, members)  # Eq. 4
+        x2 = self.attention(x1, x1, bias, members)  # Eq. 5
+        x2 = dropout(x2, self.dropout, self.training)
+        x3 = self.norm_attention(x1 + x2, members)  # Eq. 6: the residual is X1, not X
+        return x3 + self.feed_forward(x3, members)  # Eq. 7
 
 
 class CrossModalAttention(nn.Module):
     """Query one modality, keys/values the other modalities; residual + LayerNorm, then FFN.
 
-    ``forward(query (batch, time_q, d), context (batch, time_c, d), context_padding_mask
-    (batch, time_c) True = padding)`` -> ``(batch, time_q, d)``.
+    ``forward(query (count, batch, time_q, d), context (count, batch, time_c, d), bias
+    (count * batch, 1, 1, time_c))`` -> ``(count, batch, time_q, d)``; one member per modality.
     """
 
     def __init__(
@@ -185,24 +186,25 @@ class CrossModalAttention(nn.Module):
         ff_dim: int,
         dropout: float = 0.1,
         attention_dropout: float | None = None,
+        count: int = 1,
     ):
         super().__init__()
-        self.attention = nn.MultiheadAttention(
-            dim, num_heads, dropout=_or(attention_dropout, dropout), batch_first=True
-        )
-        self.dropout = nn.Dropout(dropout)
-        self.norm_attention = nn.LayerNorm(dim)
-        self.feed_forward = FeedForward(dim, ff_dim, dropout)
-        self.norm_output = nn.LayerNorm(dim)
+        self.attention = MultiHeadAttention(dim, num_heads, _or(attention_dropout, dropout), count)
+        self.dropout = dropout
+        self.norm_attention = StackedLayerNorm(count, dim)
+        self.feed_forward = FeedForward(dim, ff_dim, dropout, count)
+        self.norm_output = StackedLayerNorm(count, dim)
 
     def forward(
-        self, query: torch.Tensor, context: torch.Tensor, context_padding_mask: torch.Tensor
+        self,
+        query: torch.Tensor,
+        context: torch.Tensor,
+        bias: torch.Tensor,
+        members: Members = None,
     ) -> torch.Tensor:
-        attended = self.attention(
-            query, context, context, key_padding_mask=context_padding_mask, need_weights=False
-        )[0]
-        y = self.norm_attention(query + self.dropout(attended))
-        return self.norm_output(y + self.feed_forward(y))
+        attended = self.attention(query, context, bias, members)
+        y = self.norm_attention(query + dropout(attended, self.dropout, self.training), members)
+        return self.norm_output(y + self.feed_forward(y, members), members)
 
 
 def masked_time_pool(x: torch.Tensor, mask: torch.Tensor, bins: int) -> torch.Tensor:
@@ -227,8 +229,9 @@ def masked_time_pool(x: torch.Tensor, mask: torch.Tensor, bins: int) -> torch.Te
     return weights @ x
 
 
-def _padding_mask(mask: torch.Tensor) -> torch.Tensor:
-    """``key_padding_mask`` (True = ignore) from a validity mask ``(batch, time)``.
+def key_bias(mask: torch.Tensor) -> torch.Tensor:
+    """The additive attention mask over keys with validity mask ``mask`` ``(n, time)``:
+    ``(n, 1, 1, time)``, ``0`` on real steps and ``-inf`` on padding.
 
     A row with no valid step keeps its first step as the one key, so softmax never sees a row
     of ``-inf`` (no NaN). Padded inputs are zeroed, so that key is a fixed "empty" vector and
@@ -237,7 +240,16 @@ def _padding_mask(mask: torch.Tensor) -> torch.Tensor:
     empty = ~mask.any(dim=1, keepdim=True)
     first = torch.zeros_like(mask)
     first[:, :1] = empty
-    return ~(mask | first)
+    bias = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+    return bias.masked_fill_(~(mask | first), float("-inf"))[:, None, None, :]
+
+
+def _by_length(lengths: Mapping[str, int]) -> list[list[str]]:
+    """Modalities grouped by sequence length: each group can run as one stack."""
+    groups: dict[int, list[str]] = {}
+    for m, length in lengths.items():
+        groups.setdefault(length, []).append(m)
+    return list(groups.values())
 
 
 class ModalityCorrelationEvaluator(nn.Module):
@@ -312,28 +324,21 @@ class ModalityCorrelationEvaluator(nn.Module):
                 for m in self.modalities
             }
         )
-        self.encoders = nn.ModuleDict(
-            {
-                m: nn.ModuleList(
-                    EncoderLayer(hidden_dim, num_heads, ff_dim, dropout, self.attention_dropout)
-                    for _ in range(num_layers)
-                )
-                for m in self.modalities
-            }
+        # One stack member per modality (member i: self.modalities[i]), see
+        # cormult_lib.layers.stacked: the modalities' encoders run as one batched computation.
+        count = len(self.modalities)
+        self.encoders = nn.ModuleList(
+            EncoderLayer(hidden_dim, num_heads, ff_dim, dropout, self.attention_dropout, count)
+            for _ in range(num_layers)
         )
-        self.cross = nn.ModuleDict(
-            {
-                m: CrossModalAttention(
-                    hidden_dim, num_heads, ff_dim, dropout, self.attention_dropout
-                )
-                for m in self.modalities
-            }
+        self.cross = (
+            CrossModalAttention(
+                hidden_dim, num_heads, ff_dim, dropout, self.attention_dropout, count
+            )
             if cross_attention
-            else {}
+            else None
         )
-        self.projections = nn.ModuleDict(
-            {m: nn.Linear(hidden_dim, shared_dim) for m in self.modalities}
-        )
+        self.projections = StackedLinear(count, hidden_dim, shared_dim)
 
     def _is_ids(self, m: str) -> bool:
         return m == "T" and self.vocab_size is not None
@@ -404,28 +409,49 @@ class ModalityCorrelationEvaluator(nn.Module):
         """
         masks = self._check_inputs(features, masks)
         hidden = {}
-        for m in self.modalities:
-            h = self.transformations[m](features[m], masks[m])
-            padding = _padding_mask(masks[m])
-            for layer in self.encoders[m]:
-                h = layer(h, padding)
-            hidden[m] = h
-        if self.cross_attention:
-            hidden = {m: self._attend_others(m, hidden, masks) for m in self.modalities}
+        for group in _by_length({m: masks[m].shape[1] for m in self.modalities}):
+            h = torch.stack([self.transformations[m](features[m], masks[m]) for m in group])
+            bias = key_bias(torch.cat([masks[m] for m in group]))  # (len(group) * batch, ...)
+            members = self._members(group)
+            for layer in self.encoders:
+                h = layer(h, bias, members)  # (len(group), batch, time, d)
+            hidden.update(zip(group, h, strict=True))
+        if self.cross is not None:
+            hidden = self._attend_others(hidden, masks)
         out = {}
-        for m in self.modalities:
-            pooled = masked_time_pool(hidden[m], masks[m], self.shared_time)
-            present = masks[m].any(dim=1)[:, None, None]
-            out[m] = self.projections[m](pooled) * present
+        for group in _by_length({m: masks[m].shape[1] for m in self.modalities}):
+            pooled = torch.stack(
+                [masked_time_pool(hidden[m], masks[m], self.shared_time) for m in group]
+            )  # (len(group), batch, t, d)
+            projected = self.projections(pooled, self._members(group))
+            for m, e in zip(group, projected, strict=True):
+                out[m] = e * masks[m].any(dim=1)[:, None, None]
         return out
 
+    def _members(self, group: list[str]) -> list[int] | None:
+        """Stack indices of the modalities in ``group`` (``None``: all, in order)."""
+        if len(group) == len(self.modalities):
+            return None
+        return [self.modalities.index(m) for m in group]
+
     def _attend_others(
-        self, m: str, hidden: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
-        others = [o for o in self.modalities if o != m]
-        context = torch.cat([hidden[o] for o in others], dim=1)
-        context_mask = torch.cat([masks[o] for o in others], dim=1)
-        return self.cross[m](hidden[m], context, _padding_mask(context_mask))
+        self, hidden: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The cross-attention step: each modality queries the concatenation of the others."""
+        others = {m: [o for o in self.modalities if o != m] for m in self.modalities}
+        contexts = {m: torch.cat([hidden[o] for o in others[m]], dim=1) for m in self.modalities}
+        context_masks = {m: torch.cat([masks[o] for o in others[m]], dim=1) for m in others}
+        lengths = {m: (masks[m].shape[1], context_masks[m].shape[1]) for m in self.modalities}
+        out = {}
+        for group in _by_length(lengths):
+            attended = self.cross(
+                torch.stack([hidden[m] for m in group]),
+                torch.stack([contexts[m] for m in group]),
+                key_bias(torch.cat([context_masks[m] for m in group])),
+                self._members(group),
+            )
+            out.update(zip(group, attended, strict=True))
+        return out
 
     def coefficients(
         self,
@@ -449,16 +475,18 @@ class ModalityCorrelationEvaluator(nn.Module):
 
     def parameter_table(self) -> pd.DataFrame:
         """Parameter counts: one row per modality, one column per block, plus totals."""
-        blocks = {
-            "transformation": self.transformations,
-            "encoder": self.encoders,
-            "cross_attention": self.cross,
-            "projection": self.projections,
-        }
+        count = len(self.modalities)
+
+        def per_member(module: nn.Module | None) -> int:
+            """A stacked block's parameters per modality (every member has the same size)."""
+            return 0 if module is None else sum(p.numel() for p in module.parameters()) // count
+
         rows = {
             m: {
-                name: sum(p.numel() for p in block[m].parameters()) if m in block else 0
-                for name, block in blocks.items()
+                "transformation": sum(p.numel() for p in self.transformations[m].parameters()),
+                "encoder": per_member(self.encoders),
+                "cross_attention": per_member(self.cross),
+                "projection": per_member(self.projections),
             }
             for m in self.modalities
         }

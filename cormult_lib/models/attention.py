@@ -34,25 +34,41 @@ query's *relative* position ``(i + 1) / n_q`` in its own sequence. For self-atte
 query sees at least the first key. MulT's code instead shifts the diagonal by the length
 difference (query ``i`` sees keys ``j <= i + |time_s - time_x|``), which coincides for equal
 lengths (aligned data) but lets the first of 50 queries see 451 of 500 unaligned audio steps.
+
+**Stacks of transformers.** MulT runs six crossmodal transformers (one per direction) and three
+memory transformers of the same shape. Run one after another, each of their small products and
+kernels pays PyTorch's per-call overhead, which dominates at these sizes. Every module here
+therefore holds ``count`` independent members (``count = 1`` is a plain transformer): a weight
+``W`` of ``nn.Linear(d_in, d_out)`` becomes a parameter ``(count, d_out, d_in)``, the inputs
+of all members arrive stacked ``(count, batch, time, d)``, and one batched product
+``torch.baddbmm`` computes ``x_i W_i^T + b_i`` for every member ``i`` at once
+(:class:`StackedLinear`); the attention heads of all members and samples form the batch of one
+attention call. Member ``i`` computes exactly what a single transformer with its weights would
+(``tests/test_attention.py`` compares them). Members whose inputs differ in length cannot
+share a stack; the caller passes ``members`` to run a subset of them.
+
+Attention and dropout go through :mod:`cormult_lib.models.functional` (cheaper dropout masks and
+a written-out attention on the CPU; PyTorch's fused kernels on CUDA).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cormult_lib.correlation.evaluator import SinusoidalPositionalEncoding
-
-
-def valid_ranks(mask: torch.Tensor) -> torch.Tensor:
-    """Index of each step among the valid steps of its row: ``(batch, time)`` bool -> int64.
-
-    Padding before the first valid step gets 0, padding after a valid step repeats its rank.
-    """
-    return (mask.long().cumsum(dim=1) - 1).clamp(min=0)
+from cormult_lib.layers.functional import dropout
+from cormult_lib.layers.positions import SinusoidalPositionalEncoding, valid_ranks
+from cormult_lib.layers.stacked import (
+    Members,
+    MultiHeadAttention,
+    StackedLayerNorm,
+    StackedLinear,
+    attention_bias,
+)
 
 
 def attention_mask(
@@ -80,139 +96,73 @@ def attention_mask(
     return allowed & visible[:, None]
 
 
-class MultiHeadAttention(nn.Module):
-    """Multi-head attention through :func:`torch.nn.functional.scaled_dot_product_attention`.
-
-    The same function as ``nn.MultiheadAttention(dim, num_heads, dropout, batch_first=True)``
-    (biased ``Linear(dim, dim)`` projections for queries, keys, values and output), with
-    separate projection matrices and a guard for queries that see no key.
-
-    Args:
-        dim: model width ``d``; ``num_heads`` must divide it.
-        num_heads: heads; each works on ``d / num_heads`` features.
-        dropout: dropout on the attention weights (training only).
-    """
-
-    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0):
-        super().__init__()
-        if num_heads < 1 or dim % num_heads:
-            raise ValueError(f"num_heads={num_heads} must be >= 1 and divide dim={dim}")
-        self.dim, self.num_heads, self.dropout = dim, num_heads, dropout
-        self.q_proj = nn.Linear(dim, dim)
-        self.k_proj = nn.Linear(dim, dim)
-        self.v_proj = nn.Linear(dim, dim)
-        self.out_proj = nn.Linear(dim, dim)
-
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """``(batch, time, d)`` -> ``(batch, heads, time, d / heads)``."""
-        batch, time, _ = x.shape
-        return x.view(batch, time, self.num_heads, -1).transpose(1, 2)
-
-    def forward(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Attend from ``query`` ``(batch, time_q, d)`` to ``key`` / ``value``
-        ``(batch, time_k, d)``.
-
-        ``mask``: bool ``(batch, 1, time_q or 1, time_k)``, ``True`` where a query may attend
-        (see :func:`attention_mask`); ``None`` attends everywhere. A query with no allowed key
-        gets a zero output. Returns ``(batch, time_q, d)``.
-        """
-        batch, time_q, _ = query.shape
-        q = self._split_heads(self.q_proj(query))
-        k = self._split_heads(self.k_proj(key))
-        v = self._split_heads(self.v_proj(value))
-        has_key = None
-        if mask is not None:
-            if mask.ndim != 4 or mask.dtype != torch.bool:
-                raise ValueError(
-                    "mask must be bool (batch, 1, time_q or 1, time_k), got "
-                    f"{mask.dtype} {tuple(mask.shape)}"
-                )
-            # A row of only False would be softmax over -inf everywhere (NaN): let it see every
-            # key and zero its output below instead.
-            has_key = mask.any(dim=-1, keepdim=True)  # (batch, 1, time_q or 1, 1)
-            mask = mask | ~has_key
-        attended = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )
-        out = self.out_proj(attended.transpose(1, 2).reshape(batch, time_q, self.dim))
-        if has_key is not None:
-            out = torch.where(has_key[:, 0], out, 0.0)
-        return out
-
-
 class TransformerBlock(nn.Module):
-    """One pre-LayerNorm layer: attention, then a ``d -> 4d -> d`` ReLU feed-forward.
+    """One pre-LayerNorm layer of ``count`` members: attention, then a ``d -> 4d -> d`` ReLU
+    feed-forward.
 
     Args:
         dim: width ``d``.
         num_heads: attention heads (divide ``dim``).
-        attn_dropout: dropout on the attention weights.
+        attn_dropout: dropout on the attention weights (one rate or one per member).
         relu_dropout: dropout after the ReLU of the feed-forward.
         res_dropout: dropout on both sublayer outputs before they join the residual.
+        count: members.
     """
 
     def __init__(
         self,
         dim: int,
         num_heads: int,
-        attn_dropout: float = 0.0,
+        attn_dropout: float | Sequence[float] = 0.0,
         relu_dropout: float = 0.0,
         res_dropout: float = 0.0,
+        count: int = 1,
     ):
         super().__init__()
-        self.attention = MultiHeadAttention(dim, num_heads, attn_dropout)
-        self.norm_attention = nn.LayerNorm(dim)
-        self.norm_feed_forward = nn.LayerNorm(dim)
-        self.fc1 = nn.Linear(dim, 4 * dim)
-        self.fc2 = nn.Linear(4 * dim, dim)
-        self.relu_dropout = nn.Dropout(relu_dropout)
-        self.res_dropout = nn.Dropout(res_dropout)
+        self.attention = MultiHeadAttention(dim, num_heads, attn_dropout, count)
+        self.norm_attention = StackedLayerNorm(count, dim)
+        self.norm_feed_forward = StackedLayerNorm(count, dim)
+        self.fc1 = StackedLinear(count, dim, 4 * dim)
+        self.fc2 = StackedLinear(count, 4 * dim, dim)
+        self.relu_dropout, self.res_dropout = relu_dropout, res_dropout
 
     def forward(
         self,
         x: torch.Tensor,
         source: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+        has_key: torch.Tensor | None = None,
+        members: Members = None,
     ) -> torch.Tensor:
-        """``x`` ``(batch, time_x, d)``; ``source`` ``(batch, time_s, d)`` for crossmodal
-        attention (``None``: self-attention); ``mask`` as :class:`MultiHeadAttention`.
-        Returns ``(batch, time_x, d)``."""
-        query = self.norm_attention(x)
-        context = query if source is None else self.norm_attention(source)
-        x = x + self.res_dropout(self.attention(query, context, context, mask))
-        hidden = self.relu_dropout(F.relu(self.fc1(self.norm_feed_forward(x))))
-        return x + self.res_dropout(self.fc2(hidden))
-
-
-def _check_mask(mask: torch.Tensor | None, x: torch.Tensor, name: str) -> torch.Tensor:
-    """The validity mask of ``x`` ``(batch, time, d)``: all ``True`` when ``mask`` is None."""
-    if mask is None:
-        return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-    if mask.dtype != torch.bool or mask.shape != x.shape[:2]:
-        raise ValueError(
-            f"{name} must be bool {tuple(x.shape[:2])} (True = real step), got {mask.dtype} "
-            f"{tuple(mask.shape)}"
-        )
-    return mask
+        """``x`` ``(count, batch, time_x, d)``; ``source`` ``(count, batch, time_s, d)`` for
+        crossmodal attention (``None``: self-attention); ``bias`` and ``has_key`` from
+        :func:`attention_bias` (``has_key`` ``(count, batch, time_x or 1, 1)``). Returns
+        ``(count, batch, time_x, d)``."""
+        query = self.norm_attention(x, members)
+        context = query if source is None else self.norm_attention(source, members)
+        attended = self.attention(query, context, bias, members)
+        if has_key is not None:
+            attended = attended * has_key
+        x = x + dropout(attended, self.res_dropout, self.training)
+        hidden = F.relu(self.fc1(self.norm_feed_forward(x, members), members))
+        hidden = dropout(hidden, self.relu_dropout, self.training)
+        return x + dropout(self.fc2(hidden, members), self.res_dropout, self.training)
 
 
 class TransformerEncoder(nn.Module):
-    """MulT's transformer: ``num_layers`` :class:`TransformerBlock` and a final LayerNorm.
+    """MulT's transformer: ``num_layers`` :class:`TransformerBlock` and a final LayerNorm, for
+    ``count`` members at once.
 
     Args:
         dim: width ``d`` of the inputs and outputs.
         num_heads: attention heads (divide ``dim``).
         num_layers: blocks.
-        attn_dropout, relu_dropout, res_dropout: see :class:`TransformerBlock`.
+        attn_dropout: see :class:`TransformerBlock`; one rate or one per member.
+        relu_dropout, res_dropout: see :class:`TransformerBlock`.
         embed_dropout: dropout on the inputs after scaling and positions.
         causal: hide future keys (module docstring); off by default.
         max_len: longest sequence the positional encoding covers.
+        count: members (independent transformers with their own weights).
     """
 
     def __init__(
@@ -220,37 +170,61 @@ class TransformerEncoder(nn.Module):
         dim: int,
         num_heads: int,
         num_layers: int,
-        attn_dropout: float = 0.0,
+        attn_dropout: float | Sequence[float] = 0.0,
         relu_dropout: float = 0.0,
         res_dropout: float = 0.0,
         embed_dropout: float = 0.0,
         causal: bool = False,
         max_len: int = 1024,
+        count: int = 1,
     ):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        self.dim, self.causal, self.max_len = dim, causal, max_len
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        self.dim, self.causal, self.max_len, self.count = dim, causal, max_len, count
         self.scale = math.sqrt(dim)
         self.positions = SinusoidalPositionalEncoding(dim, max_len)
-        self.embed_dropout = nn.Dropout(embed_dropout)
+        self.embed_dropout = embed_dropout
         self.layers = nn.ModuleList(
-            TransformerBlock(dim, num_heads, attn_dropout, relu_dropout, res_dropout)
+            TransformerBlock(dim, num_heads, attn_dropout, relu_dropout, res_dropout, count)
             for _ in range(num_layers)
         )
-        self.norm = nn.LayerNorm(dim)
+        self.norm = StackedLayerNorm(count, dim)
 
-    def _embed(self, x: torch.Tensor, mask: torch.Tensor, name: str) -> torch.Tensor:
-        """``sqrt(d) * x + PE(valid rank)`` with padded steps zeroed, then embedding dropout."""
-        if x.ndim != 3 or x.shape[2] != self.dim:
-            raise ValueError(f"{name} must be (batch, time, {self.dim}), got {tuple(x.shape)}")
-        if x.shape[1] > self.max_len:
+    def _stacked(
+        self, x: torch.Tensor, mask: torch.Tensor | None, name: str, count: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` as ``(count, batch, time, d)`` and its mask ``(count, batch, time)``."""
+        if x.ndim == 3 and count == 1:
+            x = x[None]
+            mask = None if mask is None else mask[None]
+        if x.ndim != 4 or x.shape[0] != count or x.shape[3] != self.dim:
+            expected = f"({count}, batch, time, {self.dim})"
+            if count == 1:
+                expected = f"(batch, time, {self.dim}) or {expected}"
+            raise ValueError(f"{name} must be {expected}, got {tuple(x.shape)}")
+        if x.shape[2] > self.max_len:
             raise ValueError(
-                f"{name} has {x.shape[1]} steps, more than max_len={self.max_len} of the "
+                f"{name} has {x.shape[2]} steps, more than max_len={self.max_len} of the "
                 "positional encoding; build the model with a larger max_len"
             )
+        if mask is None:
+            return x, torch.ones(x.shape[:3], dtype=torch.bool, device=x.device)
+        if mask.dtype != torch.bool or mask.shape != x.shape[:3]:
+            label = "mask" if name == "x" else "source_mask"
+            raise ValueError(
+                f"{label} must be bool {tuple(x.shape[:3])} (True = real step), got "
+                f"{mask.dtype} {tuple(mask.shape)}"
+            )
+        return x, mask
+
+    def _embed(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``sqrt(d) * x + PE(valid rank)`` with padded steps zeroed, then embedding dropout."""
         x = torch.where(mask[..., None], x, 0.0)
-        return self.embed_dropout(x * self.scale + self.positions(valid_ranks(mask)))
+        embedded = x * self.scale + self.positions(valid_ranks(mask))
+        return dropout(embedded, self.embed_dropout, self.training)
 
     def forward(
         self,
@@ -258,34 +232,54 @@ class TransformerEncoder(nn.Module):
         mask: torch.Tensor | None = None,
         source: torch.Tensor | None = None,
         source_mask: torch.Tensor | None = None,
+        members: Members = None,
     ) -> torch.Tensor:
         """Encode ``x``, attending to itself or, when given, to ``source``.
 
         Args:
-            x: queries ``(batch, time_x, d)`` (the target modality for crossmodal attention).
-            mask: ``(batch, time_x)`` bool, ``True`` on real steps; ``None``: all real.
-            source: keys and values ``(batch, time_s, d)``; ``None``: self-attention.
-            source_mask: ``(batch, time_s)`` bool for ``source``; ``None``: all real.
+            x: queries ``(count, batch, time_x, d)`` (the target modality for crossmodal
+                attention), or ``(batch, time_x, d)`` for a single transformer.
+            mask: ``(count, batch, time_x)`` (or ``(batch, time_x)``) bool, ``True`` on real
+                steps; ``None``: all real.
+            source: keys and values ``(count, batch, time_s, d)``; ``None``: self-attention.
+            source_mask: bool mask of ``source``; ``None``: all real.
+            members: run only these members (``x`` then stacks ``len(members)``); ``None``:
+                all ``count``.
 
         Returns:
-            ``(batch, time_x, d)``. Outputs on padded steps of ``x`` are finite but meaningless.
+            The shape of ``x``. Outputs on padded steps of ``x`` are finite but meaningless.
         """
+        count = self.count if members is None else len(members)
+        single = x.ndim == 3
         unmasked = mask is None and source_mask is None
-        mask = _check_mask(mask, x, "mask")
-        h = self._embed(x, mask, "x")
+        x, mask = self._stacked(x, mask, "x", count)
+        batch = x.shape[1]
+        h = self._embed(x, mask)
         context, context_mask = None, mask
         if source is not None:
-            if source.shape[0] != x.shape[0]:
+            source, context_mask = self._stacked(source, source_mask, "source", count)
+            if source.shape[1] != batch:
                 raise ValueError(
-                    f"source has batch size {source.shape[0]}, x has {x.shape[0]}; they must match"
+                    f"source has batch size {source.shape[1]}, x has {batch}; they must match"
                 )
-            context_mask = _check_mask(source_mask, source, "source_mask")
-            context = self._embed(source, context_mask, "source")
-        allowed = (
-            None
-            if unmasked and not self.causal
-            else attention_mask(mask, context_mask, self.causal)
-        )
+            context = self._embed(source, context_mask)
+        if not unmasked and x.device.type == "cpu":
+            # No step is padding: the same function without a mask, one pass less over the
+            # scores (checked on the CPU only, where reading the masks costs no sync).
+            unmasked = bool(mask.all()) and bool(context_mask.all())
+        bias = has_key = None
+        if unmasked and self.causal:
+            # Every sample has the same causal pattern: one (1, 1, time_x, time_s) bias.
+            whole_x = torch.ones(1, x.shape[2], dtype=torch.bool, device=x.device)
+            whole_s = torch.ones(1, context_mask.shape[2], dtype=torch.bool, device=x.device)
+            bias, _ = attention_bias(attention_mask(whole_x, whole_s, causal=True))
+        elif not unmasked:
+            allowed = attention_mask(
+                mask.flatten(0, 1), context_mask.flatten(0, 1), self.causal
+            )  # (count * batch, 1, time_x or 1, time_s)
+            bias, has_key = attention_bias(allowed)
+            has_key = has_key.view(count, batch, *has_key.shape[1:])
         for layer in self.layers:
-            h = layer(h, context, allowed)
-        return self.norm(h)
+            h = layer(h, context, bias, has_key, members)
+        out = self.norm(h, members)
+        return out[0] if single else out

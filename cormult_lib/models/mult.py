@@ -50,6 +50,7 @@ from torch import nn
 
 from cormult_lib.config import ModelConfig
 from cormult_lib.data.dataset import MODALITY_NAMES, parse_modalities
+from cormult_lib.layers.functional import dropout
 from cormult_lib.models.attention import TransformerEncoder
 
 HEADS = ("regression", "classification")
@@ -86,6 +87,20 @@ def last_valid(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     last = torch.where(mask, steps, -1).amax(dim=1)  # (batch,), -1 when empty
     picked = x[torch.arange(x.shape[0], device=x.device), last.clamp(min=0)]
     return torch.where((last >= 0)[:, None], picked, 0.0)
+
+
+def _by_length(
+    targets: Sequence[str], sources: Sequence[str], tensors: Mapping[str, torch.Tensor]
+) -> list[list[int]]:
+    """Indices of the members (target/source pairs) grouped by the lengths of their inputs.
+
+    A stack of transformers takes inputs of one length: with aligned data (every modality
+    ``time`` steps) all members form one group; unaligned data run one group per length pair.
+    """
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (t, s) in enumerate(zip(targets, sources, strict=True)):
+        groups.setdefault((tensors[t].shape[1], tensors[s].shape[1]), []).append(i)
+    return list(groups.values())
 
 
 def check_inputs(
@@ -283,7 +298,7 @@ class MulT(nn.Module):
             if self.vocab_size is not None
             else None
         )
-        self.embed_dropout = nn.Dropout(embed_dropout)
+        self.embed_dropout = embed_dropout
         self.projections = nn.ModuleDict(
             {
                 m: nn.Identity()
@@ -309,35 +324,30 @@ class MulT(nn.Module):
             "causal": causal,
             "max_len": max_len,
         }
-        self.crossmodal_encoders = nn.ModuleDict(
-            {
-                key: TransformerEncoder(
-                    hidden_dim,
-                    num_heads,
-                    num_layers,
-                    attn_dropout=source_dropout[key.split("->")[0]],
-                    **shared,
-                )
-                for key in self.directions
-            }
+        # All crossmodal transformers in one stack (member i: direction self.directions[i]),
+        # all memory transformers in another (member i: target self.modalities[i]); see
+        # cormult_lib.models.attention for how a stack computes its members at once.
+        self.crossmodal_encoders = TransformerEncoder(
+            hidden_dim,
+            num_heads,
+            num_layers,
+            attn_dropout=[source_dropout[key.split("->")[0]] for key in self.directions],
+            count=len(self.directions),
+            **shared,
         )
         sources = len(self.modalities) - 1
-        self.memory_encoders = nn.ModuleDict(
-            {
-                m: TransformerEncoder(
-                    sources * hidden_dim,
-                    num_heads,
-                    max(num_layers, 3),
-                    attn_dropout=attn_dropout,
-                    **shared,
-                )
-                for m in self.modalities
-            }
+        self.memory_encoders = TransformerEncoder(
+            sources * hidden_dim,
+            num_heads,
+            max(num_layers, 3),
+            attn_dropout=attn_dropout,
+            count=len(self.modalities),
+            **shared,
         )
         self.combined_dim = len(self.modalities) * sources * hidden_dim
         self.proj1 = nn.Linear(self.combined_dim, self.combined_dim)
         self.proj2 = nn.Linear(self.combined_dim, self.combined_dim)
-        self.out_dropout = nn.Dropout(out_dropout)
+        self.out_dropout = out_dropout
         self.out_layer = nn.Linear(self.combined_dim, out_dim)
 
     def _check(
@@ -353,31 +363,44 @@ class MulT(nn.Module):
         for m in self.modalities:
             x, mask = features[m], masks[m]
             if m in self.id_modalities:
-                x = self.embed_dropout(self.text_embedding(torch.where(mask, x, 0)))
+                x = self.text_embedding(torch.where(mask, x, 0))
+                x = dropout(x, self.embed_dropout, self.training)
             else:
                 x = torch.where(mask[..., None], x, 0.0)
                 if m == "T":
-                    x = self.embed_dropout(x)
+                    x = dropout(x, self.embed_dropout, self.training)
                 if not isinstance(self.projections[m], nn.Identity):
                     padded = F.pad(x.transpose(1, 2), self.conv_padding[m])
                     x = self.projections[m](padded).transpose(1, 2)
             projected[m] = x
         return projected
 
-    def _attention_masks(self, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
-        return {m: masks[m] if self.use_padding_mask else None for m in self.modalities}
-
     def _crossmodal(
         self, projected: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        attention = self._attention_masks(masks)
+        """Every ``h_{S->T}`` = crossmodal transformer ``S->T`` (queries ``F'_T``, keys and
+        values ``F'_S``), the directions computed together (:func:`_by_length`)."""
+        targets = [key.split("->")[1] for key in self.directions]
+        sources = [key.split("->")[0] for key in self.directions]
         out = {}
-        for key in self.directions:
-            source, target = key.split("->")
-            out[key] = self.crossmodal_encoders[key](
-                projected[target], attention[target], projected[source], attention[source]
+        for members in _by_length(targets, sources, projected):
+            stack = self._stack(projected, masks, [targets[i] for i in members])
+            context = self._stack(projected, masks, [sources[i] for i in members])
+            encoded = self.crossmodal_encoders(
+                *stack, *context, members=None if len(members) == len(targets) else members
             )
+            out.update({self.directions[i]: h for i, h in zip(members, encoded, strict=True)})
         return out
+
+    def _stack(
+        self, tensors: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], keys: list[str]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``tensors[k]`` for ``keys`` stacked ``(len(keys), batch, time, .)`` and their
+        attention masks (``None`` without ``use_padding_mask``)."""
+        stacked = torch.stack([tensors[k] for k in keys])
+        if not self.use_padding_mask:
+            return stacked, None
+        return stacked, torch.stack([masks[k] for k in keys])
 
     def project(
         self,
@@ -417,18 +440,25 @@ class MulT(nn.Module):
                 that crossmodal output; keys left out keep weight 1.
         """
         factors = self._check_weights(weights, next(iter(crossmodal.values())))
-        attention = self._attention_masks(masks)
-        pooled = []
+        inputs = {}
         for target in self.modalities:
             keys = [k for k in self.directions if k.endswith(f"->{target}")]
             parts = [
                 crossmodal[k] if k not in factors else crossmodal[k] * factors[k][:, None, None]
                 for k in keys
             ]
-            memory = self.memory_encoders[target](torch.cat(parts, dim=-1), attention[target])
-            pool = last_valid if self.pooling == "last" else masked_mean
-            pooled.append(pool(memory, masks[target]))
-        return torch.cat(pooled, dim=-1)
+            inputs[target] = torch.cat(parts, dim=-1)
+        pool = last_valid if self.pooling == "last" else masked_mean
+        pooled = {}
+        targets = list(self.modalities)
+        for members in _by_length(targets, targets, inputs):
+            group = [targets[i] for i in members]
+            memory = self.memory_encoders(
+                *self._stack(inputs, masks, group),
+                members=None if len(members) == len(targets) else members,
+            )
+            pooled.update({m: pool(h, masks[m]) for m, h in zip(group, memory, strict=True)})
+        return torch.cat([pooled[m] for m in self.modalities], dim=-1)
 
     def _check_weights(
         self, weights: Mapping[str, torch.Tensor | float] | None, like: torch.Tensor
@@ -455,7 +485,8 @@ class MulT(nn.Module):
     def output(self, representation: torch.Tensor) -> torch.Tensor:
         """Residual MLP and head on :meth:`fuse`'s ``(batch, combined_dim)``: ``(batch,)``
         scores or ``(batch, num_classes)`` logits."""
-        hidden = self.proj2(self.out_dropout(F.relu(self.proj1(representation))))
+        hidden = F.relu(self.proj1(representation))
+        hidden = self.proj2(dropout(hidden, self.out_dropout, self.training))
         out = self.out_layer(hidden + representation)
         return out.squeeze(-1) if self.head == "regression" else out
 

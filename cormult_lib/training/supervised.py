@@ -127,7 +127,7 @@ def train_model(
             ``param_groups(lr)`` method gives parts of itself their own learning rates
             (fine-tuned encoders); otherwise every parameter trains at ``config.lr``.
         config: ``epochs``, ``batch_size``, ``lr``, ``grad_clip``, ``patience``,
-            ``num_workers``.
+            ``num_workers``, ``compile``.
         loss: ``"l1"`` or ``"smooth_l1"`` for a regression head (ignored for classification,
             which uses cross-entropy).
         seed: seeds shuffling and dropout (the model's initial weights are the caller's: seed
@@ -163,6 +163,7 @@ def train_model(
         seed=seed,
         progress=progress,
         param_groups=model.param_groups(config.lr) if hasattr(model, "param_groups") else None,
+        compile=config.compile,
     )
     result.model.eval()
     return TrainedModel(result.model, result.history, result.best_epoch)

@@ -1,0 +1,341 @@
+"""Training throughput of every trained model, its counted FLOPs and its efficiency.
+
+For each setting (``quick``: the tutorial's CPU defaults; ``paper``: the CorMulT paper's sizes;
+``official``: the official MulT code's CMU-MOSEI run) one training step (forward, loss,
+backward, clipping, Adam as :func:`~cormult_lib.training.loop.fit` runs it) is timed for
+
+* ``MulT`` and ``CorMulT`` (MulT weighted by a frozen evaluator) on CMU-MOSEI's aligned
+  shapes: 50 steps of text 300 (GloVe), audio 74 (COVAREP), vision 35 (Facet), L1 loss;
+* ``evaluator``: one pre-training step of the Modality Correlation Evaluator (negatives of
+  strategy D, the real and the negative batch embedded, the triplet loss of Eq. 8; BERT-sized
+  text 768);
+* ``CLIP-MSA``: the fusion model on cached encoder outputs (branch sizes of the real encoders),
+  SmoothL1 loss.
+
+Printed per model: samples per second, FLOPs per sample counted by
+``torch.utils.flop_counter.FlopCounterMode`` over one step, and the efficiency: achieved
+FLOP/s over the same process's ``1024 x 1024`` float32 matmul throughput, timed in the same
+rounds as the models (a busy machine slows both alike). ``--reference`` also times the
+implementation the faster models replaced (``tests/reference``, plain Adam) side by side and
+prints the speed-up; ``--data`` measures the share of a training epoch spent loading and
+collating batches.
+
+    .venv/bin/python benchmarks/training_benchmark.py --reference --data
+    .venv/bin/python benchmarks/training_benchmark.py --device cuda --compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from cormult_lib.config import CorrelationConfig, ModelConfig, get_config
+from cormult_lib.correlation.distances import Distance
+from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator
+from cormult_lib.correlation.losses import correlation_triplet_loss
+from cormult_lib.correlation.negatives import changed_pairs, make_negatives
+from cormult_lib.data.dataset import make_loader
+from cormult_lib.data.synthetic import make_synthetic_splits
+from cormult_lib.device import keep_freed_memory, resolve_device
+from cormult_lib.models.clip_msa import ClipMSA
+from cormult_lib.models.cormult import CorMulT
+from cormult_lib.models.mult import MulT, build_mult
+from cormult_lib.seeding import seed_everything
+from cormult_lib.timing import median_seconds
+from cormult_lib.training.loop import make_optimizer, maybe_compile
+from cormult_lib.training.pretrain import embed_together
+
+DIMS = {"T": 300, "A": 74, "V": 35}
+STEPS = 50
+MATMUL = 1024
+#: The official MulT code's CMU-MOSEI run (its main.py defaults): d 30 (hard-coded), 5 heads,
+#: 5 layers, kernel 1, batch 24, causal mask, no padding mask, attention dropout 0.1 (0 for
+#: audio and vision), ReLU / residual dropout 0.1, embedding dropout 0.2, output dropout 0.
+OFFICIAL = {
+    "hidden_dim": 30,
+    "num_heads": 5,
+    "num_layers": 5,
+    "kernel_sizes": (1, 1, 1),
+    "attn_dropout": 0.1,
+    "attn_dropout_audio": 0.0,
+    "attn_dropout_vision": 0.0,
+    "relu_dropout": 0.1,
+    "res_dropout": 0.1,
+    "embed_dropout": 0.2,
+    "out_dropout": 0.0,
+    "causal": True,
+    "use_padding_mask": False,
+}
+#: CLIP-MSA branch sizes (specific, CLIP) of the real encoders: ALBERT + CLIP text,
+#: wav2vec 2.0 + CLAP audio, VGG-11 fc7 + CLIP image over 8 frames.
+CLIP_MSA_BRANCHES = {"T": (768, 512), "A": (768, 512), "V": (4096, 512)}
+CLIP_MSA_FRAMES = 8
+
+
+def mult_kwargs(config: ModelConfig) -> dict:
+    """:func:`~cormult_lib.models.mult.build_mult`'s arguments of ``config`` for any MulT
+    class (the reference one too)."""
+    return {
+        "hidden_dim": config.hidden_dim,
+        "num_heads": config.num_heads,
+        "num_layers": config.num_layers,
+        "kernel_sizes": config.kernel_sizes,
+        "attn_dropout": config.attn_dropout,
+        "relu_dropout": config.relu_dropout,
+        "res_dropout": config.res_dropout,
+        "embed_dropout": config.embed_dropout,
+        "out_dropout": config.out_dropout,
+        "causal": config.causal,
+        "pooling": config.pooling,
+    }
+
+
+def evaluator_kwargs(config: CorrelationConfig) -> dict:
+    return {
+        "hidden_dim": config.hidden_dim,
+        "num_layers": config.num_layers,
+        "num_heads": config.num_heads,
+        "ff_dim": config.ff_dim,
+        "dropout": config.dropout,
+        "shared_time": config.shared_time,
+        "shared_dim": config.shared_dim,
+    }
+
+
+def random_batch(batch: int, dims: dict[str, int], device: torch.device, frames: int = STEPS):
+    """Features ``(batch, frames, d)`` with all steps real, and their masks."""
+    features = {m: torch.randn(batch, frames, d, device=device) for m, d in dims.items()}
+    masks = {m: torch.ones(batch, frames, dtype=torch.bool, device=device) for m in dims}
+    return features, masks
+
+
+def training_step(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+) -> Callable[[torch.Tensor], None]:
+    """One step as :func:`fit` takes it: zero the gradients, loss, backward, clip, Adam."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def step(_: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model).backward()
+        nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+
+    return step
+
+
+def build_models(setting: str, device: torch.device, reference: bool, compile_models: bool):
+    """``name -> (step, batch size)`` for one setting."""
+    config = get_config("paper" if setting == "paper" else "quick")
+    model_config = config.model
+    batch = {"quick": config.train.batch_size, "paper": config.train.batch_size}.get(setting, 24)
+    mult_args = OFFICIAL if setting == "official" else mult_kwargs(model_config)
+    evaluator_config = config.correlation
+    steps: dict[str, tuple[Callable, int]] = {}
+    implementations = {"": (MulT, ModalityCorrelationEvaluator)}
+    if reference:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from reference.evaluator_v1 import ModalityCorrelationEvaluator as EvaluatorV1
+        from reference.mult_v1 import MulT as MulTv1
+
+        implementations[" v1"] = (MulTv1, EvaluatorV1)
+    features, masks = random_batch(batch, DIMS, device)
+    labels = torch.empty(batch, device=device).uniform_(-3, 3)
+    for suffix, (mult_class, evaluator_class) in implementations.items():
+
+        def optimizer_for(model: nn.Module, suffix: str = suffix) -> torch.optim.Optimizer:
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            if suffix:  # the reference runs as it did: Adam's default (for-each) update
+                return torch.optim.Adam(trainable, lr=1e-3)
+            return make_optimizer(trainable, lr=1e-3)
+
+        def prepare(model: nn.Module, suffix: str = suffix) -> nn.Module:
+            model = model.to(device).train()
+            return maybe_compile(model, compile_models) if not suffix else model
+
+        def regression(model: nn.Module) -> torch.Tensor:
+            return F.l1_loss(model(features, masks).float(), labels)
+
+        seed_everything(0)
+        mult = prepare(mult_class(DIMS, **mult_args))
+        steps[f"MulT{suffix}"] = (training_step(mult, regression, optimizer_for(mult)), batch)
+        if setting == "official":
+            continue
+        seed_everything(0)
+        frozen = evaluator_class(DIMS, **evaluator_kwargs(evaluator_config))
+        cormult = CorMulT(mult_class(DIMS, **mult_args), frozen, Distance("cosine"))
+        cormult = prepare(cormult)
+        steps[f"CorMulT{suffix}"] = (
+            training_step(cormult, regression, optimizer_for(cormult)),
+            batch,
+        )
+        steps[f"evaluator{suffix}"] = evaluator_step(
+            evaluator_class, evaluator_config, device, optimizer_for, prepare
+        )
+    if setting != "official":
+        steps["CLIP-MSA"] = clip_msa_step(
+            config.train.batch_size, 32 if setting == "quick" else 128, device
+        )
+    return steps
+
+
+def evaluator_step(evaluator_class, config: CorrelationConfig, device, optimizer_for, prepare):
+    """One pre-training step of the evaluator (strategy D, BERT-sized text)."""
+    dims = {"T": 768, "A": 74, "V": 35}
+    seed_everything(0)
+    model = prepare(evaluator_class(dims, **evaluator_kwargs(config)))
+    features, masks = random_batch(config.batch_size, dims, device)
+    stream = torch.Generator(device=device).manual_seed(0)
+
+    def loss(model: nn.Module) -> torch.Tensor:
+        negatives = make_negatives(features, masks, "D", stream)
+        if evaluator_class is ModalityCorrelationEvaluator:  # as pretrain_evaluator does
+            positive, negative = embed_together(model, features, masks, negatives)
+        else:  # the v1 pre-training: two passes
+            positive = model(features, masks)
+            negative = model(negatives.features, negatives.masks)
+        value, _ = correlation_triplet_loss(
+            positive,
+            negative,
+            "cosine",
+            config.margin,
+            pair_mask=changed_pairs(negatives, "TAV"),
+        )
+        return value
+
+    return training_step(model, loss, optimizer_for(model)), config.batch_size
+
+
+def clip_msa_step(batch: int, dim: int, device: torch.device):
+    """One training step of CLIP-MSA's fusion model on cached encoder outputs."""
+    seed_everything(0)
+    model = ClipMSA(CLIP_MSA_BRANCHES, dim=dim, num_heads=4).to(device).train()
+    dims = {m: sum(sizes) for m, sizes in CLIP_MSA_BRANCHES.items()}
+    features, masks = random_batch(batch, {m: dims[m] for m in "TA"}, device, frames=1)
+    frames, frame_masks = random_batch(batch, {"V": dims["V"]}, device, CLIP_MSA_FRAMES)
+    features, masks = features | frames, masks | frame_masks
+    labels = torch.empty(batch, device=device).uniform_(-3, 3)
+
+    def loss(model: nn.Module) -> torch.Tensor:
+        return F.smooth_l1_loss(model(features, masks), labels)
+
+    return training_step(model, loss, make_optimizer(model.parameters(), lr=1e-3)), batch
+
+
+def flops_per_sample(step: Callable, batch: int, device: torch.device) -> float:
+    with FlopCounterMode(display=False) as counter:
+        step(torch.empty(0, device=device))
+    return counter.get_total_flops() / batch
+
+
+def matmul_step(device: torch.device) -> tuple[Callable, float]:
+    """Four ``1024 x 1024`` float32 products and their FLOP count."""
+    a = torch.randn(MATMUL, MATMUL, device=device)
+    b = torch.randn(MATMUL, MATMUL, device=device)
+
+    def step(_: torch.Tensor) -> None:
+        for _ in range(4):
+            torch.mm(a, b)
+
+    return step, 4 * 2 * MATMUL**3
+
+
+def data_share(device: torch.device, epochs: int = 3) -> None:
+    """Seconds per epoch of the quick MulT on the synthetic corpus, and the loader's share."""
+    config = get_config("quick")
+    splits = make_synthetic_splits(config.data, seed=0)
+    train = splits["train"]
+    seed_everything(0)
+    model = build_mult(train.dims(), config.model).to(device).train()
+    optimizer = make_optimizer(model.parameters(), lr=1e-3)
+    loader = make_loader(train, config.train.batch_size, shuffle=True, device=device)
+    loading = total = 0.0
+    for _ in range(epochs):
+        began = time.perf_counter()
+        batches = iter(loader)
+        while True:
+            fetched = time.perf_counter()
+            batch = next(batches, None)
+            loading += time.perf_counter() - fetched
+            if batch is None:
+                break
+            features = {m: x.to(device) for m, x in batch["features"].items()}
+            masks = {m: x.to(device) for m, x in batch["masks"].items()}
+            optimizer.zero_grad(set_to_none=True)
+            F.l1_loss(model(features, masks), batch["labels"].to(device)).backward()
+            optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        total += time.perf_counter() - began
+    print(
+        f"data path: {len(train)} training samples, batch {config.train.batch_size}: "
+        f"{total / epochs:.2f} s per epoch, of which loading and collating "
+        f"{loading / epochs:.3f} s ({100 * loading / total:.1f}%)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=["quick", "paper", "official"],
+        choices=["quick", "paper", "official"],
+    )
+    parser.add_argument("--repeats", type=int, default=10, help="timed steps per model")
+    parser.add_argument("--device", default="cpu", help='"cpu", "cuda" or "auto"')
+    parser.add_argument("--reference", action="store_true", help="also time tests/reference")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the models")
+    parser.add_argument("--data", action="store_true", help="measure the data path's share")
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="leave glibc's allocator as it is (as the v1 code ran), see keep_freed_memory",
+    )
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    if device.type == "cpu" and not args.default_allocator:
+        keep_freed_memory()  # as fit() does on the CPU
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}")
+    for setting in args.settings:
+        steps = build_models(setting, device, args.reference, args.compile)
+        flops = {
+            name: flops_per_sample(step, batch, device) for name, (step, batch) in steps.items()
+        }
+        matmul, matmul_flops = matmul_step(device)
+        timed = {name: step for name, (step, _) in steps.items()} | {"matmul": matmul}
+        seconds = median_seconds(timed, torch.empty(0, device=device), args.repeats, autograd=True)
+        peak = matmul_flops / seconds["matmul"]
+        print(f"\n[{setting}] matmul {peak / 1e9:.0f} GFLOP/s")
+        print(f"{'model':14s} {'samples/s':>10s} {'ms/step':>8s} {'MFLOP/sample':>13s} {'eff':>6s}")
+        for name, (_, batch) in steps.items():
+            rate = batch / seconds[name]
+            efficiency = flops[name] * rate / peak
+            print(
+                f"{name:14s} {rate:10.1f} {seconds[name] * 1e3:8.1f} {flops[name] / 1e6:13.1f} "
+                f"{100 * efficiency:5.1f}%"
+            )
+        for suffix in ["", " v1"]:
+            if f"CorMulT{suffix}" in seconds:
+                ratio = seconds[f"CorMulT{suffix}"] / seconds[f"MulT{suffix}"]
+                print(f"CorMulT{suffix} / MulT{suffix} time per step: {ratio:.2f}")
+        for name in [n for n in steps if f"{n} v1" in steps]:
+            speedup = seconds[f"{name} v1"] / seconds[name]
+            print(f"{name}: {speedup:.2f}x the speed of the v1 implementation")
+    if args.data:
+        data_share(device)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Layers that hold ``count`` independent members and compute them in one batched call.
+
+A transformer of the tutorial is small; run one after another, several of them (MulT's six
+crossmodal transformers, the evaluator's per-modality encoders) spend most of their time in
+PyTorch's per-call overhead. Each layer here therefore holds ``count`` members: a weight ``W``
+of ``nn.Linear(d_in, d_out)`` becomes a parameter ``(count, d_out, d_in)``, the inputs of all
+members arrive stacked ``(count, ...)``, and one ``torch.baddbmm`` computes ``x_i W_i^T + b_i``
+for every member ``i`` at once. Member ``i`` computes exactly what the single layer with its
+weights would (``tests/test_attention.py`` compares them). ``members`` (indices) runs a subset,
+for inputs whose lengths keep them out of one stack.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cormult_lib.layers.functional import attention
+
+__all__ = [
+    "Members",
+    "MultiHeadAttention",
+    "StackedLayerNorm",
+    "StackedLinear",
+    "attention_bias",
+    "dropout_rates",
+]
+
+Members = Sequence[int] | None
+
+
+def _pick(parameter: torch.Tensor, members: Members) -> torch.Tensor:
+    """The rows of a stacked parameter ``(count, ...)`` for ``members`` (all when ``None``)."""
+    return parameter if members is None else parameter[list(members)]
+
+
+class StackedLinear(nn.Module):
+    """``count`` independent ``nn.Linear(in_features, out_features)`` layers.
+
+    ``forward(x (count, ..., in_features))`` -> ``(count, ..., out_features)``: member ``i``
+    computes ``x[i] @ weight[i].T + bias[i]``, all members in one ``torch.baddbmm``. Each
+    member is initialised as ``nn.Linear`` initialises itself (uniform in
+    ``+-1 / sqrt(in_features)``).
+    """
+
+    def __init__(self, count: int, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.empty(count, out_features, in_features))
+        nn.init.uniform_(self.weight, -bound, bound)
+        self.bias = None
+        if bias:
+            self.bias = nn.Parameter(torch.empty(count, out_features))
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor, members: Members = None) -> torch.Tensor:
+        weight = _pick(self.weight, members).transpose(1, 2)
+        flat = x.reshape(x.shape[0], -1, x.shape[-1])
+        if self.bias is None:
+            out = torch.bmm(flat, weight)
+        else:
+            out = torch.baddbmm(_pick(self.bias, members)[:, None, :], flat, weight)
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+
+class StackedLayerNorm(nn.Module):
+    """``count`` independent ``nn.LayerNorm(dim)``: ``(count, ..., dim)`` -> the same shape."""
+
+    def __init__(self, count: int, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(count, dim))
+        self.bias = nn.Parameter(torch.zeros(count, dim))
+
+    def forward(self, x: torch.Tensor, members: Members = None) -> torch.Tensor:
+        normed = F.layer_norm(x, x.shape[-1:], eps=self.eps)
+        shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
+        weight, bias = _pick(self.weight, members), _pick(self.bias, members)
+        return torch.addcmul(bias.view(shape), normed, weight.view(shape))
+
+
+def dropout_rates(value: float | Sequence[float], count: int, name: str) -> tuple[float, ...]:
+    """One dropout rate per member from a number or a sequence of ``count`` numbers."""
+    rates = (float(value),) * count if isinstance(value, int | float) else tuple(map(float, value))
+    if len(rates) != count or not all(0.0 <= r < 1.0 for r in rates):
+        raise ValueError(f"{name} must be a rate in [0, 1) or {count} of them, got {value!r}")
+    return rates
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention of ``count`` members (see the module docstring).
+
+    Per member the function of ``nn.MultiheadAttention(dim, num_heads, dropout,
+    batch_first=True)``: biased projections for queries, keys and values (stored together as
+    ``in_proj``, rows ``[0, d)`` for queries, ``[d, 2d)`` keys, ``[2d, 3d)`` values, as in
+    ``nn.MultiheadAttention.in_proj_weight``) and for the output, with a guard for queries
+    that see no key.
+
+    Args:
+        dim: model width ``d``; ``num_heads`` must divide it.
+        num_heads: heads; each works on ``d / num_heads`` features.
+        dropout: dropout on the attention weights (training only); one rate or one per member.
+        count: members.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, dropout: float | Sequence[float] = 0.0, count: int = 1
+    ):
+        super().__init__()
+        if num_heads < 1 or dim % num_heads:
+            raise ValueError(f"num_heads={num_heads} must be >= 1 and divide dim={dim}")
+        self.dim, self.num_heads, self.count = dim, num_heads, count
+        self.dropout = dropout_rates(dropout, count, "attention dropout")
+        self.in_proj = StackedLinear(count, dim, 3 * dim)
+        self.out_proj = StackedLinear(count, dim, dim)
+
+    def _split_heads(self, x: torch.Tensor, batch: int) -> torch.Tensor:
+        """``(count, batch * time, d)`` -> ``(count * batch, heads, time, d / heads)``."""
+        count, steps, _ = x.shape
+        heads = x.view(count, batch, steps // batch, self.num_heads, -1).permute(0, 1, 3, 2, 4)
+        return heads.reshape(count * batch, self.num_heads, steps // batch, -1)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        context: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        members: Members = None,
+    ) -> torch.Tensor:
+        """Attend from ``query`` ``(count, batch, time_q, d)`` to ``context``
+        ``(count, batch, time_k, d)`` (keys and values; ``context is query`` for
+        self-attention, which then takes one product for all three projections).
+
+        ``bias``: ``(count * batch, 1, time_q or 1, time_k)``, ``0`` where a query may attend
+        and ``-inf`` where not, every row with at least one ``0`` (:func:`attention_bias`).
+        Returns ``(count, batch, time_q, d)``.
+        """
+        count, batch, time_q, d = query.shape
+        weight = _pick(self.in_proj.weight, members)
+        bias_in = _pick(self.in_proj.bias, members)
+        flat_query = query.reshape(count, -1, d)
+        if context is query:
+            q, k, v = torch.baddbmm(bias_in[:, None, :], flat_query, weight.transpose(1, 2)).split(
+                d, dim=-1
+            )
+        else:
+            q = torch.baddbmm(bias_in[:, None, :d], flat_query, weight[:, :d].transpose(1, 2))
+            k, v = torch.baddbmm(
+                bias_in[:, None, d:], context.reshape(count, -1, d), weight[:, d:].transpose(1, 2)
+            ).split(d, dim=-1)
+        rates = self.dropout if members is None else tuple(self.dropout[i] for i in members)
+        heads = attention(
+            self._split_heads(q, batch),
+            self._split_heads(k, batch),
+            self._split_heads(v, batch),
+            bias,
+            rates,
+            self.training,
+        )  # (count * batch, heads, time_q, d / heads)
+        merged = heads.view(count, batch, self.num_heads, time_q, -1).permute(0, 1, 3, 2, 4)
+        return self.out_proj(merged.reshape(count, batch, time_q, d), members)
+
+
+def attention_bias(allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The additive bias of :class:`MultiHeadAttention` and which queries see a key.
+
+    Args:
+        allowed: bool ``(n, 1, time_q or 1, time_k)`` from :func:`attention_mask`.
+
+    Returns:
+        ``bias`` (float, the same shape: ``0`` allowed, ``-inf`` not) and ``has_key``
+        ``(n, time_q or 1, 1)``. A query that may see no key would take a softmax over
+        ``-inf`` everywhere (NaN): its row lets it see every key instead, and the caller
+        zeroes its output with ``has_key``.
+    """
+    has_key = allowed.any(dim=-1, keepdim=True)
+    bias = torch.zeros(allowed.shape, dtype=torch.float32, device=allowed.device)
+    bias.masked_fill_(~(allowed | ~has_key), float("-inf"))
+    return bias, has_key[:, 0]

@@ -1,0 +1,226 @@
+"""The faster models compute the same function as the implementation they replaced.
+
+``tests/reference`` holds the models as they were before the stacked rewrite. From the same
+weights, the stacked ``MulT`` must give the same outputs (eval mode, within 1e-5) and the same
+gradients, for every option that changes the computation: modalities, token ids, padding,
+unaligned lengths, causal masks, no padding mask, weights, heads. In training, dropout must keep
+its rates.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from reference import evaluator_state_dict, mult_state_dict
+from reference.evaluator_v1 import ModalityCorrelationEvaluator as EvaluatorV1
+from reference.mult_v1 import MulT as MulTv1
+
+from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator
+from cormult_lib.layers.functional import attention, dropout, dropout_scale, kept_fraction
+from cormult_lib.models.mult import MulT
+
+DIMS = {"T": 6, "A": 5, "V": 7}
+VOCAB = 30
+SIZES = {"hidden_dim": 8, "num_heads": 2, "num_layers": 2}
+
+
+def _pair(modalities: str = "TAV", **kwargs) -> tuple[MulTv1, MulT]:
+    """A v1 MulT with random weights and the stacked MulT holding the same weights."""
+    torch.manual_seed(0)
+    old = MulTv1(DIMS, modalities, **SIZES, **kwargs)
+    new = MulT(DIMS, modalities, **SIZES, **kwargs)
+    new.load_state_dict(mult_state_dict(old.state_dict(), new))
+    return old.eval(), new.eval()
+
+
+def _batch(times: dict[str, int], ids: bool = False, seed: int = 1, batch: int = 4):
+    """Features with start- or end-padding (sample i loses i steps), NaN on padding."""
+    g = torch.Generator().manual_seed(seed)
+    features, masks = {}, {}
+    for m, t in times.items():
+        lengths = torch.tensor([max(t - i, 1) for i in range(batch)])[:, None]
+        steps = torch.arange(t)[None, :]
+        mask = steps < lengths if m != "A" else steps >= t - lengths  # audio start-padded
+        if m == "T" and ids:
+            features[m] = torch.where(mask, torch.randint(1, VOCAB, (batch, t), generator=g), 0)
+        else:
+            x = torch.randn(batch, t, DIMS[m], generator=g)
+            features[m] = torch.where(mask[..., None], x, float("nan"))
+        masks[m] = mask
+    return features, masks
+
+
+ALIGNED = {"T": 6, "A": 6, "V": 6}
+UNALIGNED = {"T": 6, "A": 9, "V": 4}
+
+
+@pytest.mark.parametrize(
+    ("modalities", "times", "kwargs"),
+    [
+        ("TAV", ALIGNED, {}),
+        ("TAV", UNALIGNED, {}),
+        ("TA", ALIGNED, {}),
+        ("AV", UNALIGNED, {}),
+        ("TAV", ALIGNED, {"causal": True}),
+        ("TAV", UNALIGNED, {"causal": True, "pooling": "mean"}),
+        ("TAV", ALIGNED, {"use_padding_mask": False, "kernel_sizes": (1, 1, 1)}),
+        ("TAV", UNALIGNED, {"use_padding_mask": False}),
+        ("TAV", ALIGNED, {"head": "classification"}),
+        ("TAV", ALIGNED, {"attn_dropout_audio": 0.0, "attn_dropout_vision": 0.2}),
+    ],
+)
+def test_stacked_mult_equals_the_v1_implementation(modalities, times, kwargs):
+    old, new = _pair(modalities, **kwargs)
+    features, masks = _batch({m: times[m] for m in modalities})
+    if not kwargs.get("use_padding_mask", True):
+        features = {m: torch.nan_to_num(x) for m, x in features.items()}
+    torch.testing.assert_close(new(features, masks), old(features, masks), atol=1e-5, rtol=1e-5)
+    old_cross, new_cross = old.crossmodal(features, masks), new.crossmodal(features, masks)
+    assert list(new_cross) == list(old_cross)
+    for key in old_cross:
+        valid = masks[key[-1]]
+        torch.testing.assert_close(new_cross[key][valid], old_cross[key][valid], atol=1e-5, rtol=0)
+
+
+def test_stacked_mult_equals_v1_with_token_ids_and_weights():
+    old, new = _pair(vocab_size=VOCAB)
+    features, masks = _batch(ALIGNED, ids=True)
+    weights = {"A->T": torch.tensor([0.5, -1.0, 0.0, 2.0]), "V->A": 0.3}
+    torch.testing.assert_close(
+        new(features, masks, weights), old(features, masks, weights), atol=1e-5, rtol=1e-5
+    )
+
+
+def test_stacked_mult_has_the_gradients_of_v1():
+    old, new = _pair()
+    features, masks = _batch(UNALIGNED)
+    target = torch.randn(4)
+    F.l1_loss(old(features, masks), target).backward()
+    F.l1_loss(new(features, masks), target).backward()
+    old_grads = mult_state_dict({k: p.grad for k, p in old.named_parameters()}, new)
+    for name, parameter in new.named_parameters():
+        torch.testing.assert_close(parameter.grad, old_grads[name], atol=1e-5, rtol=1e-4)
+
+
+def test_parameter_count_is_unchanged():
+    old, new = _pair()
+    assert sum(p.numel() for p in new.parameters()) == sum(p.numel() for p in old.parameters())
+
+
+def test_training_mode_draws_fresh_masks_at_the_configured_rates():
+    _, new = _pair(attn_dropout=0.3, relu_dropout=0.3, res_dropout=0.3, embed_dropout=0.3)
+    features, masks = _batch(ALIGNED)
+    new.train()
+    first, second = new(features, masks), new(features, masks)
+    assert not torch.allclose(first, second)
+    torch.manual_seed(5)
+    again = new(features, masks)
+    torch.manual_seed(5)
+    torch.testing.assert_close(new(features, masks), again)  # seeded: reproducible
+
+
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5])
+def test_dropout_masks_have_the_rate_and_scale_of_torch_dropout(p):
+    torch.manual_seed(0)
+    x = torch.ones(400, 1000)
+    ours, theirs = dropout(x, p, training=True), F.dropout(x, p, training=True)
+    assert torch.equal(ours.unique(), theirs.unique())  # {0, 1 / (1 - p)} in float32
+    kept = (ours > 0).float().mean().item()
+    assert abs(kept_fraction(p) - (1 - p)) <= 2**-17
+    # 400,000 draws: the standard error of the kept fraction is below 8e-4.
+    assert abs(kept - (1 - p)) < 4e-3
+    assert abs(ours.mean().item() - 1.0) < 6e-3  # inverted dropout keeps the expectation
+
+
+def test_dropout_masks_are_independent_between_elements():
+    torch.manual_seed(0)
+    kept = dropout_scale((200_000, 2), 0.5, torch.empty(0)) > 0
+    # P(both kept) = 1/4 for independent neighbours (e.g. the two halves of one random word).
+    both = (kept[:, 0] & kept[:, 1]).float().mean().item()
+    assert abs(both - 0.25) < 5e-3
+
+
+def test_per_member_dropout_rates():
+    torch.manual_seed(0)
+    scale = dropout_scale((3, 100_000), (0.0, 0.2, 0.6), torch.empty(0))
+    kept = (scale > 0).float().mean(dim=1)
+    torch.testing.assert_close(kept, torch.tensor([1.0, 0.8, 0.4]), atol=5e-3, rtol=0)
+    assert scale[2].max().item() == pytest.approx(1 / 0.4)
+
+
+def test_attention_equals_scaled_dot_product_attention_and_its_gradients():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 5, 4, generator=g, requires_grad=True) for _ in range(3))
+    bias = torch.zeros(3, 1, 1, 5)
+    bias[1, :, :, 3:] = float("-inf")
+    grad = torch.randn(3, 2, 5, 4, generator=g)
+    ours = attention(q, k, v, bias)
+    theirs = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5)
+    for a, b in zip(
+        torch.autograd.grad(ours, (q, k, v), grad),
+        torch.autograd.grad(theirs, (q, k, v), grad),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_attention_backward_passes_gradcheck_with_dropout():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (
+        torch.randn(2, 2, 4, 3, dtype=torch.float64, generator=g, requires_grad=True)
+        for _ in range(3)
+    )
+    bias = torch.zeros(2, 1, 4, 4, dtype=torch.float64)
+    bias[0, :, 0, 2:] = float("-inf")
+
+    def with_fixed_mask(q, k, v):
+        torch.manual_seed(3)  # the same dropout mask on every call
+        return attention(q, k, v, bias, dropout_p=0.4, training=True)
+
+    assert torch.autograd.gradcheck(with_fixed_mask, (q, k, v))
+
+
+# ------------------------------------------------------------------------- the evaluator
+EVALUATOR = {"hidden_dim": 8, "num_layers": 2, "num_heads": 2, "ff_dim": 12}
+
+
+def _evaluators(modalities: str = "TAV", **kwargs):
+    torch.manual_seed(0)
+    dims = {m: DIMS[m] for m in modalities}
+    sizes = EVALUATOR | {"shared_time": 3, "shared_dim": 5} | kwargs
+    old = EvaluatorV1(dims, **sizes)
+    new = ModalityCorrelationEvaluator(dims, **sizes)
+    new.load_state_dict(evaluator_state_dict(old.state_dict(), new))
+    return old.eval(), new.eval()
+
+
+@pytest.mark.parametrize(
+    ("modalities", "times", "kwargs"),
+    [
+        ("TAV", ALIGNED, {}),
+        ("TAV", UNALIGNED, {}),
+        ("TV", UNALIGNED, {}),
+        ("TAV", ALIGNED, {"cross_attention": False}),
+        ("TAV", ALIGNED, {"vocab_size": VOCAB}),
+    ],
+)
+def test_stacked_evaluator_equals_the_v1_implementation(modalities, times, kwargs):
+    old, new = _evaluators(modalities, **kwargs)
+    features, masks = _batch({m: times[m] for m in modalities}, ids="vocab_size" in kwargs)
+    # One sample without any real audio step: its embedding is zero, its keys the empty step.
+    if "A" in masks:
+        masks["A"][2] = False
+    expected, ours = old(features, masks), new(features, masks)
+    for m in modalities:
+        torch.testing.assert_close(ours[m], expected[m], atol=1e-5, rtol=1e-5)
+    assert new.parameter_table().equals(old.parameter_table())
+
+
+def test_stacked_evaluator_has_the_gradients_of_v1():
+    old, new = _evaluators()
+    features, masks = _batch(UNALIGNED)
+    sum(e.square().sum() for e in old(features, masks).values()).backward()
+    sum(e.square().sum() for e in new(features, masks).values()).backward()
+    old_grads = evaluator_state_dict({k: p.grad for k, p in old.named_parameters()}, new)
+    for name, parameter in new.named_parameters():
+        torch.testing.assert_close(parameter.grad, old_grads[name], atol=1e-5, rtol=1e-4)
