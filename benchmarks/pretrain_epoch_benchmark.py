@@ -6,14 +6,20 @@ batch 24, strategy D) on synthetic samples with CMU-MOSEI's MMSA shapes (50 step
 768, COVAREP audio 74, Facet vision 35) and prints the wall time of each epoch.
 
     .venv/bin/python benchmarks/pretrain_epoch_benchmark.py --samples 2300 --epochs 2
+
+``--count-flops`` also counts the FLOPs of one epoch (``FlopCounterMode``, training and
+validation) and prints the seconds an epoch would take at this process's ``1024 x 1024``
+float32 matmul throughput: the floor that no implementation of the same function beats here.
 """
 
 from __future__ import annotations
 
 import argparse
+import timeit
 from dataclasses import replace
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from cormult_lib.config import DataConfig, get_config
 from cormult_lib.data.synthetic import make_synthetic_splits
@@ -29,6 +35,7 @@ def main() -> None:
     parser.add_argument("--strategy", default="D", choices=["A", "B", "C", "D"])
     parser.add_argument("--shared-time", type=int, default=64, help="t of the shared space")
     parser.add_argument("--shared-dim", type=int, default=200, help="o of the shared space")
+    parser.add_argument("--count-flops", action="store_true", help="the compute floor of an epoch")
     args = parser.parse_args()
 
     train_fraction = DataConfig().split_fractions[0]
@@ -50,6 +57,24 @@ def main() -> None:
     )
     print(result.history[["epoch", "train_loss", "valid_loss", "seconds"]].to_string(index=False))
     print(f"median seconds per epoch: {result.history['seconds'].median():.1f}")
+    if args.count_flops:
+        with FlopCounterMode(display=False) as counter:
+            pretrain_evaluator(
+                splits["train"],
+                splits["valid"],
+                replace(config, epochs=1),
+                strategy=args.strategy,
+                device=device,
+                progress=False,
+            )
+        a, b = torch.randn(1024, 1024, device=device), torch.randn(1024, 1024, device=device)
+        seconds = min(timeit.repeat(lambda: torch.mm(a, b), number=10, repeat=5)) / 10
+        peak = 2 * 1024**3 / seconds
+        flops = counter.get_total_flops()
+        print(
+            f"one epoch: {flops / 1e12:.2f} TFLOP; at the matmul throughput of "
+            f"{peak / 1e9:.0f} GFLOP/s that is {flops / peak:.1f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cormult_lib.layers.stacked import StackedLinear
 from cormult_lib.models.attention import (
     MultiHeadAttention,
     TransformerBlock,
@@ -248,3 +249,17 @@ def test_encoder_rejects_bad_inputs():
         encoder(_randn(1, 3, DIM), torch.ones(1, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="num_heads=3"):
         MultiHeadAttention(DIM, 3)
+
+
+@pytest.mark.parametrize("rows", [10, 300], ids=["one-batched-product", "one-product-each"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_stacked_linear_is_one_linear_per_member(rows, bias):
+    """Small products run batched, large ones (rows x 256 x 256 >= 2^24) one per member."""
+    torch.manual_seed(0)
+    layer = StackedLinear(3, 256, 256, bias=bias)
+    x = _randn(3, rows, 256, seed=1)
+    out = layer(x)
+    for i in range(3):
+        expected = F.linear(x[i], layer.weight[i], None if layer.bias is None else layer.bias[i])
+        torch.testing.assert_close(out[i], expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(layer(x[[2, 0]], members=[2, 0]), out[[2, 0]])

@@ -41,9 +41,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["attention", "dropout", "dropout_scale", "kept_fraction"]
+__all__ = ["attention", "dropout", "dropout_scale", "kept_fraction", "residual_dropout"]
 
 _LEVELS = 1 << 16  # values of one int16 slice
+#: From this head size on, inference on the CPU goes through the fused kernel.
+FUSED_CPU_HEAD_DIM = 16
 
 
 def _threshold(p: float) -> int:
@@ -78,16 +80,22 @@ def dropout_scale(
         like: gives the dtype and device of the result.
     """
     out = torch.empty(shape, dtype=like.dtype, device=like.device)
-    bits = _uniform_int16(shape, like.device)
-    if isinstance(p, tuple):
-        if len(p) != shape[0]:
-            raise ValueError(f"{len(p)} dropout rates for a first axis of {shape[0]}")
-        rest = (1,) * (len(shape) - 1)
-        thresholds = torch.tensor([_threshold(r) for r in p], dtype=torch.int16).view(-1, *rest)
-        scale = torch.tensor([1.0 / (1.0 - r) for r in p], dtype=like.dtype).view(-1, *rest)
-        torch.ge(bits, thresholds.to(like.device), out=out)
-        return out.mul_(scale.to(like.device))
-    torch.ge(bits, _threshold(p), out=out)
+    if not isinstance(p, tuple):
+        return _fill_mask(out, p)
+    if len(p) != shape[0]:
+        raise ValueError(f"{len(p)} dropout rates for a first axis of {shape[0]}")
+    if len(set(p)) == 1:
+        return _fill_mask(out, p[0])
+    for rate, part in zip(p, out, strict=True):  # a member without dropout draws nothing
+        _fill_mask(part, rate)
+    return out
+
+
+def _fill_mask(out: torch.Tensor, p: float) -> torch.Tensor:
+    """Fill ``out`` (contiguous) with dropout multipliers of rate ``p``, in place."""
+    if p == 0.0:
+        return out.fill_(1.0)
+    torch.ge(_uniform_int16(tuple(out.shape), out.device), _threshold(p), out=out)
     return out.mul_(1.0 / (1.0 - p))
 
 
@@ -104,6 +112,34 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     if not _eager_cpu(x):
         return F.dropout(x, p, training=True)
     return x * dropout_scale(tuple(x.shape), p, x)
+
+
+def _attend(q, k, v, bias, multiplier, scale):
+    """The forward pass of :class:`_Attention`; also returns what its backward pass reads:
+    ``(out, q * scale, K^T, V^T, P, W)`` with ``n = batch * heads`` leading the last five."""
+    batch, heads, time_q, head_dim = q.shape
+    n = batch * heads
+    q = q.reshape(n, time_q, head_dim) * scale
+    k_t = k.reshape(n, -1, head_dim).transpose(1, 2).contiguous()  # (n, d_h, time_k)
+    v_t = v.reshape(n, -1, head_dim).transpose(1, 2).contiguous()
+    scores = torch.bmm(q, k_t)  # (n, time_q, time_k)
+    if bias is not None:
+        scores.view(batch, heads, time_q, -1).add_(bias)
+    probs = torch.softmax(scores, dim=-1)
+    weights = probs if multiplier is None else probs * multiplier
+    out_t = torch.bmm(v_t, weights.transpose(1, 2))  # O^T: (n, d_h, time_q)
+    out = out_t.transpose(1, 2).reshape(batch, heads, time_q, head_dim)
+    return out, q, k_t, v_t, probs, weights
+
+
+def residual_dropout(x: torch.Tensor, y: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``x + dropout(y)``, the residual join of a transformer; on the CPU one
+    ``torch.addcmul(x, y, mask)`` instead of a product and a sum."""
+    if not training or p == 0.0:
+        return x + y
+    if not _eager_cpu(y):
+        return x + F.dropout(y, p, training=True)
+    return torch.addcmul(x, y, dropout_scale(tuple(y.shape), p, y))
 
 
 class _Attention(torch.autograd.Function):
@@ -128,20 +164,10 @@ class _Attention(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
     def forward(ctx, q, k, v, bias, multiplier, scale):
-        batch, heads, time_q, head_dim = q.shape
-        n = batch * heads
-        q = q.reshape(n, time_q, head_dim) * scale
-        k_t = k.reshape(n, -1, head_dim).transpose(1, 2).contiguous()  # (n, d_h, time_k)
-        v_t = v.reshape(n, -1, head_dim).transpose(1, 2).contiguous()
-        scores = torch.bmm(q, k_t)  # (n, time_q, time_k)
-        if bias is not None:
-            scores.view(batch, heads, time_q, -1).add_(bias)
-        probs = torch.softmax(scores, dim=-1)
-        weights = probs if multiplier is None else probs * multiplier
-        out_t = torch.bmm(v_t, weights.transpose(1, 2))  # O^T: (n, d_h, time_q)
+        out, q, k_t, v_t, probs, weights = _attend(q, k, v, bias, multiplier, scale)
         ctx.save_for_backward(q.transpose(1, 2).contiguous(), k_t, v_t, probs, weights, multiplier)
         ctx.scale = scale
-        return out_t.transpose(1, 2).reshape(batch, heads, time_q, head_dim)
+        return out
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
@@ -197,7 +223,11 @@ def attention(
     batch, heads, time_q, head_dim = q.shape
     rates = dropout_p if isinstance(dropout_p, tuple) else (float(dropout_p),)
     drop = training and max(rates) > 0
-    if not _eager_cpu(q):
+    autograd = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    # Without autograd and dropout the fused CPU kernel is the faster one from heads of 16
+    # features on (measured: 25% faster at d_h = 32, 30% slower at d_h = 8).
+    inference_kernel = not autograd and not drop and head_dim >= FUSED_CPU_HEAD_DIM
+    if not _eager_cpu(q) or inference_kernel:
         return _fused_attention(q, k, v, bias, rates if drop else (0.0,))
     multiplier = None
     if drop:
@@ -205,7 +235,10 @@ def attention(
         shape = (count, batch // count * heads, time_q, k.shape[2])
         multiplier = dropout_scale(shape, rates if count > 1 else rates[0], q)
         multiplier = multiplier.view(batch * heads, time_q, k.shape[2])
-    return _Attention.apply(q, k, v, bias, multiplier, 1.0 / math.sqrt(head_dim))
+    scale = 1.0 / math.sqrt(head_dim)
+    if autograd:
+        return _Attention.apply(q, k, v, bias, multiplier, scale)
+    return _attend(q.float(), k.float(), v.float(), bias, multiplier, scale)[0]
 
 
 def _fused_attention(q, k, v, bias, rates: tuple[float, ...]) -> torch.Tensor:

@@ -2,9 +2,9 @@
 ``(batch, num_classes)`` logits and exposes ``head`` and ``modalities``.
 
 Modules:
-    attention: multi-head attention on PyTorch's fused ``scaled_dot_product_attention``, the
-        pre-LayerNorm transformer block and encoder (self- and crossmodal attention, padding
-        and optional causal masks).
+    attention: the pre-LayerNorm transformer block and encoder of MulT as stacks of
+        independent members (self- and crossmodal attention, padding and optional causal
+        masks).
     mult: MulT (crossmodal transformers, memory transformers, pooling, head), with optional
         per-sample weights on its crossmodal outputs keyed ``"source->target"``.
     cormult: CorMulT, MulT weighted by the correlation coefficients of a pre-trained

@@ -1,4 +1,4 @@
-"""Multi-head attention on PyTorch's fused kernel, and the pre-LayerNorm transformer of MulT.
+"""The pre-LayerNorm transformer of MulT, as stacks of independent members.
 
 One encoder serves both uses of MulT (Tsai et al., 2019) and CorMulT section 3.3:
 
@@ -15,9 +15,9 @@ Per layer (:class:`TransformerBlock`, pre-LayerNorm, as MulT)::
 ``LN_a`` normalises queries and keys/values with the same LayerNorm, as MulT's code does. The
 encoder (:class:`TransformerEncoder`) first scales its inputs by ``sqrt(d)``, adds sinusoidal
 positions and applies the embedding dropout (to the source too), runs the layers and ends with
-a LayerNorm. Attention (:class:`MultiHeadAttention`) has its own query / key / value / output
-projections and computes ``softmax(Q K^T / sqrt(d_head)) V`` per head with
-:func:`torch.nn.functional.scaled_dot_product_attention`, which picks a fused kernel.
+a LayerNorm. Attention (:class:`~cormult_lib.layers.stacked.MultiHeadAttention`) has its own
+query / key / value / output projections and computes ``softmax(Q K^T / sqrt(d_head)) V`` per
+head (:func:`~cormult_lib.layers.functional.attention`).
 
 Masks (``True`` on real steps) make padding irrelevant: padded input steps are zeroed (so
 garbage, even NaN, cannot leak), keys on padded steps are ignored, and the ``p``-th *valid*
@@ -38,17 +38,17 @@ lengths (aligned data) but lets the first of 50 queries see 451 of 500 unaligned
 **Stacks of transformers.** MulT runs six crossmodal transformers (one per direction) and three
 memory transformers of the same shape. Run one after another, each of their small products and
 kernels pays PyTorch's per-call overhead, which dominates at these sizes. Every module here
-therefore holds ``count`` independent members (``count = 1`` is a plain transformer): a weight
-``W`` of ``nn.Linear(d_in, d_out)`` becomes a parameter ``(count, d_out, d_in)``, the inputs
-of all members arrive stacked ``(count, batch, time, d)``, and one batched product
-``torch.baddbmm`` computes ``x_i W_i^T + b_i`` for every member ``i`` at once
-(:class:`StackedLinear`); the attention heads of all members and samples form the batch of one
-attention call. Member ``i`` computes exactly what a single transformer with its weights would
-(``tests/test_attention.py`` compares them). Members whose inputs differ in length cannot
-share a stack; the caller passes ``members`` to run a subset of them.
+therefore holds ``count`` independent members (``count = 1`` is a plain transformer) built from
+the layers of :mod:`cormult_lib.layers.stacked`: a weight ``W`` of ``nn.Linear(d_in, d_out)``
+becomes a parameter ``(count, d_out, d_in)``, the inputs of all members arrive stacked
+``(count, batch, time, d)``, and one batched product ``torch.baddbmm`` computes
+``x_i W_i^T + b_i`` for every member ``i`` at once; the attention heads of all members and
+samples form the batch of one attention call. Member ``i`` computes exactly what a single
+transformer with its weights would (``tests/test_attention.py`` compares them). Members whose
+inputs differ in length cannot share a stack; the caller passes ``members`` to run a subset.
 
-Attention and dropout go through :mod:`cormult_lib.models.functional` (cheaper dropout masks and
-a written-out attention on the CPU; PyTorch's fused kernels on CUDA).
+Attention and dropout go through :mod:`cormult_lib.layers.functional` (cheaper dropout masks
+and a written-out attention on the CPU; PyTorch's fused kernels on CUDA).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cormult_lib.layers.functional import dropout
+from cormult_lib.layers.functional import dropout, residual_dropout
 from cormult_lib.layers.positions import SinusoidalPositionalEncoding, valid_ranks
 from cormult_lib.layers.stacked import (
     Members,
@@ -143,10 +143,10 @@ class TransformerBlock(nn.Module):
         attended = self.attention(query, context, bias, members)
         if has_key is not None:
             attended = attended * has_key
-        x = x + dropout(attended, self.res_dropout, self.training)
+        x = residual_dropout(x, attended, self.res_dropout, self.training)
         hidden = F.relu(self.fc1(self.norm_feed_forward(x, members), members))
         hidden = dropout(hidden, self.relu_dropout, self.training)
-        return x + dropout(self.fc2(hidden, members), self.res_dropout, self.training)
+        return residual_dropout(x, self.fc2(hidden, members), self.res_dropout, self.training)
 
 
 class TransformerEncoder(nn.Module):
