@@ -19,6 +19,7 @@ from cormult_lib.data.dataset import make_loader
 from cormult_lib.data.synthetic import make_synthetic_splits
 from cormult_lib.training import pretrain
 from cormult_lib.training.pretrain import (
+    OutdatedEvaluatorError,
     load_evaluator,
     load_or_pretrain,
     pretrain_evaluator,
@@ -255,3 +256,18 @@ def test_no_batch_of_one_sample_reaches_the_negatives(tiny):
         pretrain.make_negatives = original
     assert sizes == [8, 8, 9], "two full training batches, one validation batch of all nine"
     assert np.isfinite(result.history["valid_loss"]).all()
+
+
+def test_an_evaluator_of_the_older_format_is_refused_by_name_and_pre_trained_anew(
+    tiny, tmp_path, capsys
+):
+    config = replace(QUICK, epochs=1)
+    path = tmp_path / "mce.pt"
+    load_or_pretrain(path, tiny["train"], tiny["valid"], config, progress=False)
+    state = torch.load(path, weights_only=True)
+    torch.save({**state, "format": 1}, path)  # as written before the stacked layers
+    with pytest.raises(OutdatedEvaluatorError, match="format 1 .*pre-train it again"):
+        load_evaluator(path)
+    _, loaded = load_or_pretrain(path, tiny["train"], tiny["valid"], config, progress=False)
+    assert not loaded and "not used:" in capsys.readouterr().out
+    assert load_evaluator(path).settings["modalities"] == "TAV"  # replaced by a current one

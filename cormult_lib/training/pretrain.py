@@ -49,7 +49,12 @@ from cormult_lib.training.loop import fit, move_to_device, save_atomic
 
 #: Training samples embedded to fit the distance (Mahalanobis covariance, coefficient scale).
 FIT_SAMPLES = 1024
-EVALUATOR_FORMAT = 1
+#: 2: stacked layers (one member per modality); 1: one module per modality, before.
+EVALUATOR_FORMAT = 2
+
+
+class OutdatedEvaluatorError(ValueError):
+    """An evaluator file written by an older version of :func:`save_evaluator`."""
 
 
 @dataclass
@@ -365,6 +370,13 @@ def load_evaluator(path: str | Path, device: str | torch.device = "cpu") -> Pret
             f"no pre-trained evaluator at {path}; run pretrain_evaluator and save_evaluator first"
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
+    version = state.get("format") if isinstance(state, dict) else None
+    if isinstance(version, int) and version < EVALUATOR_FORMAT:
+        raise OutdatedEvaluatorError(
+            f"{path} holds an evaluator in format {version} (per-modality layers), written "
+            f"before the stacked layers of format {EVALUATOR_FORMAT}: pre-train it again "
+            "(chapter 04, or pretrain_evaluator and save_evaluator) or delete the file"
+        )
     if not isinstance(state, dict) or state.get("format") != EVALUATOR_FORMAT:
         raise ValueError(f"{path} is not an evaluator written by save_evaluator")
     model = build_evaluator(state["settings"])
@@ -411,7 +423,11 @@ def load_or_pretrain(
     for candidate in dict.fromkeys([Path(path), save_path]):
         if not candidate.is_file():
             continue
-        saved = load_evaluator(candidate, device)
+        try:
+            saved = load_evaluator(candidate, device)
+        except OutdatedEvaluatorError as err:
+            print(f"not used: {err}")
+            continue
         settings = saved.settings
         if (
             settings["modalities"] == "".join(mods)
