@@ -202,6 +202,7 @@ def _evaluators(modalities: str = "TAV", **kwargs):
         ("TV", UNALIGNED, {}),
         ("TAV", ALIGNED, {"cross_attention": False}),
         ("TAV", ALIGNED, {"vocab_size": VOCAB}),
+        ("TAV", UNALIGNED, {"shared_time": 8}),  # t > time for T and V: projected first
     ],
 )
 def test_stacked_evaluator_equals_the_v1_implementation(modalities, times, kwargs):

@@ -425,11 +425,22 @@ class ModalityCorrelationEvaluator(nn.Module):
             hidden = self._attend_others(hidden, masks)
         out = {}
         for group in _by_length({m: masks[m].shape[1] for m in self.modalities}):
+            h = torch.stack([hidden[m] for m in group])  # (len(group), batch, time, d)
+            members = self._members(group)
+            # Pooling and the projection are linear and the weights of every bin sum to 1, so
+            # their order does not change the result: project whichever has fewer steps.
+            project_first = h.shape[2] < self.shared_time
+            if project_first:
+                h = self.projections(h, members)
             pooled = torch.stack(
-                [masked_time_pool(hidden[m], masks[m], self.shared_time) for m in group]
-            )  # (len(group), batch, t, d)
-            projected = self.projections(pooled, self._members(group))
-            for m, e in zip(group, projected, strict=True):
+                [
+                    masked_time_pool(x, masks[m], self.shared_time)
+                    for m, x in zip(group, h, strict=True)
+                ]
+            )  # (len(group), batch, t, d), or o when projected first
+            if not project_first:
+                pooled = self.projections(pooled, members)
+            for m, e in zip(group, pooled, strict=True):
                 out[m] = e * masks[m].any(dim=1)[:, None, None]
         return out
 
