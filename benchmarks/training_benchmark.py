@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from cormult_lib.config import CorrelationConfig, ModelConfig, get_config
+from cormult_lib.config import CorrelationConfig, get_config
 from cormult_lib.correlation.distances import Distance
 from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator
 from cormult_lib.correlation.losses import correlation_triplet_loss
@@ -47,11 +47,11 @@ from cormult_lib.data.synthetic import make_synthetic_splits
 from cormult_lib.device import keep_freed_memory, resolve_device
 from cormult_lib.models.clip_msa import ClipMSA
 from cormult_lib.models.cormult import CorMulT
-from cormult_lib.models.mult import MulT, build_mult
+from cormult_lib.models.mult import MulT, build_mult, mult_arguments
 from cormult_lib.seeding import seed_everything
 from cormult_lib.timing import median_seconds
 from cormult_lib.training.loop import make_optimizer, maybe_compile
-from cormult_lib.training.pretrain import embed_together
+from cormult_lib.training.pretrain import embed_together, evaluator_arguments
 
 DIMS = {"T": 300, "A": 74, "V": 35}
 STEPS = 50
@@ -78,36 +78,6 @@ OFFICIAL = {
 #: wav2vec 2.0 + CLAP audio, VGG-11 fc7 + CLIP image over 8 frames.
 CLIP_MSA_BRANCHES = {"T": (768, 512), "A": (768, 512), "V": (4096, 512)}
 CLIP_MSA_FRAMES = 8
-
-
-def mult_kwargs(config: ModelConfig) -> dict:
-    """:func:`~cormult_lib.models.mult.build_mult`'s arguments of ``config`` for any MulT
-    class (the reference one too)."""
-    return {
-        "hidden_dim": config.hidden_dim,
-        "num_heads": config.num_heads,
-        "num_layers": config.num_layers,
-        "kernel_sizes": config.kernel_sizes,
-        "attn_dropout": config.attn_dropout,
-        "relu_dropout": config.relu_dropout,
-        "res_dropout": config.res_dropout,
-        "embed_dropout": config.embed_dropout,
-        "out_dropout": config.out_dropout,
-        "causal": config.causal,
-        "pooling": config.pooling,
-    }
-
-
-def evaluator_kwargs(config: CorrelationConfig) -> dict:
-    return {
-        "hidden_dim": config.hidden_dim,
-        "num_layers": config.num_layers,
-        "num_heads": config.num_heads,
-        "ff_dim": config.ff_dim,
-        "dropout": config.dropout,
-        "shared_time": config.shared_time,
-        "shared_dim": config.shared_dim,
-    }
 
 
 def random_batch(batch: int, dims: dict[str, int], device: torch.device, frames: int = STEPS):
@@ -137,9 +107,8 @@ def training_step(
 def build_models(setting: str, device: torch.device, reference: bool, compile_models: bool):
     """``name -> (step, batch size)`` for one setting."""
     config = get_config("paper" if setting == "paper" else "quick")
-    model_config = config.model
-    batch = {"quick": config.train.batch_size, "paper": config.train.batch_size}.get(setting, 24)
-    mult_args = OFFICIAL if setting == "official" else mult_kwargs(model_config)
+    batch = 24 if setting == "official" else config.train.batch_size  # the official code's: 24
+    mult_args = OFFICIAL if setting == "official" else mult_arguments(config.model)
     evaluator_config = config.correlation
     steps: dict[str, tuple[Callable, int]] = {}
     implementations = {"": (MulT, ModalityCorrelationEvaluator)}
@@ -172,7 +141,7 @@ def build_models(setting: str, device: torch.device, reference: bool, compile_mo
         if setting == "official":
             continue
         seed_everything(0)
-        frozen = evaluator_class(DIMS, **evaluator_kwargs(evaluator_config))
+        frozen = evaluator_class(DIMS, **evaluator_arguments(evaluator_config))
         cormult = CorMulT(mult_class(DIMS, **mult_args), frozen, Distance("cosine"))
         cormult = prepare(cormult)
         steps[f"CorMulT{suffix}"] = (
@@ -193,7 +162,7 @@ def evaluator_step(evaluator_class, config: CorrelationConfig, device, optimizer
     """One pre-training step of the evaluator (strategy D, BERT-sized text)."""
     dims = {"T": 768, "A": 74, "V": 35}
     seed_everything(0)
-    model = prepare(evaluator_class(dims, **evaluator_kwargs(config)))
+    model = prepare(evaluator_class(dims, **evaluator_arguments(config)))
     features, masks = random_batch(config.batch_size, dims, device)
     stream = torch.Generator(device=device).manual_seed(0)
 

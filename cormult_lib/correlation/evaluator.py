@@ -59,6 +59,8 @@ from cormult_lib.layers.stacked import (
     MultiHeadAttention,
     StackedLayerNorm,
     StackedLinear,
+    attention_bias,
+    stack_groups,
 )
 
 __all__ = [
@@ -247,16 +249,8 @@ def key_bias(mask: torch.Tensor) -> torch.Tensor:
     empty = ~mask.any(dim=1, keepdim=True)
     first = torch.zeros_like(mask)
     first[:, :1] = empty
-    bias = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
-    return bias.masked_fill_(~(mask | first), float("-inf"))[:, None, None, :]
-
-
-def _by_length(lengths: Mapping[str, int]) -> list[list[str]]:
-    """Modalities grouped by sequence length: each group can run as one stack."""
-    groups: dict[int, list[str]] = {}
-    for m, length in lengths.items():
-        groups.setdefault(length, []).append(m)
-    return list(groups.values())
+    bias, _ = attention_bias((mask | first)[:, None, None, :])  # every row has a key
+    return bias
 
 
 class ModalityCorrelationEvaluator(nn.Module):
@@ -414,7 +408,7 @@ class ModalityCorrelationEvaluator(nn.Module):
         """
         masks = self._check_inputs(features, masks)
         hidden = {}
-        for group in _by_length({m: masks[m].shape[1] for m in self.modalities}):
+        for group in stack_groups({m: masks[m].shape[1] for m in self.modalities}):
             h = torch.stack([self.transformations[m](features[m], masks[m]) for m in group])
             bias = key_bias(torch.cat([masks[m] for m in group]))  # (len(group) * batch, ...)
             members = self._members(group)
@@ -424,7 +418,7 @@ class ModalityCorrelationEvaluator(nn.Module):
         if self.cross is not None:
             hidden = self._attend_others(hidden, masks)
         out = {}
-        for group in _by_length({m: masks[m].shape[1] for m in self.modalities}):
+        for group in stack_groups({m: masks[m].shape[1] for m in self.modalities}):
             h = torch.stack([hidden[m] for m in group])  # (len(group), batch, time, d)
             members = self._members(group)
             # Pooling and the projection are linear and the weights of every bin sum to 1, so
@@ -459,7 +453,7 @@ class ModalityCorrelationEvaluator(nn.Module):
         context_masks = {m: torch.cat([masks[o] for o in others[m]], dim=1) for m in others}
         lengths = {m: (masks[m].shape[1], context_masks[m].shape[1]) for m in self.modalities}
         out = {}
-        for group in _by_length(lengths):
+        for group in stack_groups(lengths):
             attended = self.cross(
                 torch.stack([hidden[m] for m in group]),
                 torch.stack([contexts[m] for m in group]),

@@ -13,7 +13,8 @@ for inputs whose lengths keep them out of one stack.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +29,12 @@ __all__ = [
     "StackedLinear",
     "attention_bias",
     "dropout_rates",
+    "stack_groups",
+    "stacked_linear",
 ]
 
 Members = Sequence[int] | None
+K = TypeVar("K")
 #: From this many multiply-adds per member (rows x in x out) on, :class:`StackedLinear` runs one
 #: product per member instead of one batched product.
 SEPARATE_PRODUCT_MACS = 1 << 24
@@ -45,7 +49,7 @@ class StackedLinear(nn.Module):
     """``count`` independent ``nn.Linear(in_features, out_features)`` layers.
 
     ``forward(x (count, ..., in_features))`` -> ``(count, ..., out_features)``: member ``i``
-    computes ``x[i] @ weight[i].T + bias[i]``, all members in one ``torch.baddbmm``. Each
+    computes ``x[i] @ weight[i].T + bias[i]``, all members at once (:func:`stacked_linear`). Each
     member is initialised as ``nn.Linear`` initialises itself (uniform in
     ``+-1 / sqrt(in_features)``).
     """
@@ -61,26 +65,48 @@ class StackedLinear(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor, members: Members = None) -> torch.Tensor:
-        weight = _pick(self.weight, members).transpose(1, 2)  # (count, in, out)
-        flat = x.reshape(x.shape[0], -1, x.shape[-1])  # (count, n, in)
-        bias = None if self.bias is None else _pick(self.bias, members)[:, None, :]
-        if flat.shape[1] * weight.shape[1] * weight.shape[2] >= SEPARATE_PRODUCT_MACS:
-            # Large products: one per member, each spread over every thread (a batched product
-            # shares its members out between the threads: 3 members on 2 threads leave one
-            # idle half the time; measured 1.4x faster for the evaluator's paper sizes).
-            out = torch.stack(
-                [
-                    torch.mm(flat[i], weight[i])
-                    if bias is None
-                    else torch.addmm(bias[i], flat[i], weight[i])
-                    for i in range(len(flat))
-                ]
-            )
-        elif bias is None:
-            out = torch.bmm(flat, weight)
-        else:
-            out = torch.baddbmm(bias, flat, weight)
-        return out.view(*x.shape[:-1], out.shape[-1])
+        bias = None if self.bias is None else _pick(self.bias, members)
+        return stacked_linear(x, _pick(self.weight, members), bias)
+
+
+def stacked_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``x[i] @ weight[i].T + bias[i]`` for every member ``i``: ``x`` ``(count, ..., in)``,
+    ``weight`` ``(count, out, in)``, ``bias`` ``(count, out)`` -> ``(count, ..., out)``."""
+    weight = weight.transpose(1, 2)  # (count, in, out)
+    flat = x.reshape(x.shape[0], -1, x.shape[-1])  # (count, n, in)
+    if bias is not None:
+        bias = bias[:, None, :]
+    if flat.shape[1] * weight.shape[1] * weight.shape[2] >= SEPARATE_PRODUCT_MACS:
+        # Large products: one per member, each spread over every thread (a batched product
+        # shares its members out between the threads: 3 members on 2 threads leave one idle
+        # half the time; measured 1.4x faster for the evaluator's paper sizes).
+        out = torch.stack(
+            [
+                torch.mm(flat[i], weight[i])
+                if bias is None
+                else torch.addmm(bias[i], flat[i], weight[i])
+                for i in range(len(flat))
+            ]
+        )
+    elif bias is None:
+        out = torch.bmm(flat, weight)
+    else:
+        out = torch.baddbmm(bias, flat, weight)
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def stack_groups(shapes: Mapping[K, Hashable]) -> list[list[K]]:
+    """The keys of ``shapes`` grouped by equal shape, in order of first appearance.
+
+    A stack takes inputs of one shape: with aligned data (every modality ``time`` steps) all
+    members form one group; unaligned data run one group per shape.
+    """
+    groups: dict[Hashable, list[K]] = {}
+    for key, shape in shapes.items():
+        groups.setdefault(shape, []).append(key)
+    return list(groups.values())
 
 
 class StackedLayerNorm(nn.Module):
@@ -134,11 +160,11 @@ class MultiHeadAttention(nn.Module):
         self.in_proj = StackedLinear(count, dim, 3 * dim)
         self.out_proj = StackedLinear(count, dim, dim)
 
-    def _split_heads(self, x: torch.Tensor, batch: int) -> torch.Tensor:
-        """``(count, batch * time, d)`` -> ``(count * batch, heads, time, d / heads)``."""
-        count, steps, _ = x.shape
-        heads = x.view(count, batch, steps // batch, self.num_heads, -1).permute(0, 1, 3, 2, 4)
-        return heads.reshape(count * batch, self.num_heads, steps // batch, -1)
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """``(count, batch, time, d)`` -> ``(count * batch, heads, time, d / heads)``."""
+        count, batch, time, _ = x.shape
+        heads = x.reshape(count, batch, time, self.num_heads, -1).permute(0, 1, 3, 2, 4)
+        return heads.reshape(count * batch, self.num_heads, time, -1)
 
     def forward(
         self,
@@ -158,21 +184,16 @@ class MultiHeadAttention(nn.Module):
         count, batch, time_q, d = query.shape
         weight = _pick(self.in_proj.weight, members)
         bias_in = _pick(self.in_proj.bias, members)
-        flat_query = query.reshape(count, -1, d)
         if context is query:
-            q, k, v = torch.baddbmm(bias_in[:, None, :], flat_query, weight.transpose(1, 2)).split(
-                d, dim=-1
-            )
+            q, k, v = stacked_linear(query, weight, bias_in).split(d, dim=-1)
         else:
-            q = torch.baddbmm(bias_in[:, None, :d], flat_query, weight[:, :d].transpose(1, 2))
-            k, v = torch.baddbmm(
-                bias_in[:, None, d:], context.reshape(count, -1, d), weight[:, d:].transpose(1, 2)
-            ).split(d, dim=-1)
+            q = stacked_linear(query, weight[:, :d], bias_in[:, :d])
+            k, v = stacked_linear(context, weight[:, d:], bias_in[:, d:]).split(d, dim=-1)
         rates = self.dropout if members is None else tuple(self.dropout[i] for i in members)
         heads = attention(
-            self._split_heads(q, batch),
-            self._split_heads(k, batch),
-            self._split_heads(v, batch),
+            self._split_heads(q),
+            self._split_heads(k),
+            self._split_heads(v),
             bias,
             rates,
             self.training,

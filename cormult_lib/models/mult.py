@@ -51,6 +51,7 @@ from torch import nn
 from cormult_lib.config import ModelConfig
 from cormult_lib.data.dataset import MODALITY_NAMES, parse_modalities
 from cormult_lib.layers.functional import dropout
+from cormult_lib.layers.stacked import stack_groups
 from cormult_lib.models.attention import TransformerEncoder
 
 HEADS = ("regression", "classification")
@@ -87,20 +88,6 @@ def last_valid(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     last = torch.where(mask, steps, -1).amax(dim=1)  # (batch,), -1 when empty
     picked = x[torch.arange(x.shape[0], device=x.device), last.clamp(min=0)]
     return torch.where((last >= 0)[:, None], picked, 0.0)
-
-
-def _by_length(
-    targets: Sequence[str], sources: Sequence[str], tensors: Mapping[str, torch.Tensor]
-) -> list[list[int]]:
-    """Indices of the members (target/source pairs) grouped by the lengths of their inputs.
-
-    A stack of transformers takes inputs of one length: with aligned data (every modality
-    ``time`` steps) all members form one group; unaligned data run one group per length pair.
-    """
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, (t, s) in enumerate(zip(targets, sources, strict=True)):
-        groups.setdefault((tensors[t].shape[1], tensors[s].shape[1]), []).append(i)
-    return list(groups.values())
 
 
 def check_inputs(
@@ -379,11 +366,15 @@ class MulT(nn.Module):
         self, projected: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         """Every ``h_{S->T}`` = crossmodal transformer ``S->T`` (queries ``F'_T``, keys and
-        values ``F'_S``), the directions computed together (:func:`_by_length`)."""
+        values ``F'_S``), the directions of equal lengths computed together."""
         targets = [key.split("->")[1] for key in self.directions]
         sources = [key.split("->")[0] for key in self.directions]
+        lengths = {
+            i: (projected[t].shape[1], projected[s].shape[1])
+            for i, (t, s) in enumerate(zip(targets, sources, strict=True))
+        }
         out = {}
-        for members in _by_length(targets, sources, projected):
+        for members in stack_groups(lengths):
             stack = self._stack(projected, masks, [targets[i] for i in members])
             context = self._stack(projected, masks, [sources[i] for i in members])
             encoded = self.crossmodal_encoders(
@@ -451,7 +442,7 @@ class MulT(nn.Module):
         pool = last_valid if self.pooling == "last" else masked_mean
         pooled = {}
         targets = list(self.modalities)
-        for members in _by_length(targets, targets, inputs):
+        for members in stack_groups({i: inputs[t].shape[1] for i, t in enumerate(targets)}):
             group = [targets[i] for i in members]
             memory = self.memory_encoders(
                 *self._stack(inputs, masks, group),
@@ -515,6 +506,25 @@ class MulT(nn.Module):
         return self.output(self.fuse(crossmodal, masks, weights))
 
 
+def mult_arguments(config: ModelConfig) -> dict:
+    """:class:`MulT`'s keyword arguments for the sizes and dropouts of a
+    :class:`~cormult_lib.config.ModelConfig` (``embed_dropout`` is MulT's text-embedding
+    dropout; ``attn_dropout`` applies to every crossmodal block)."""
+    return {
+        "hidden_dim": config.hidden_dim,
+        "num_heads": config.num_heads,
+        "num_layers": config.num_layers,
+        "kernel_sizes": config.kernel_sizes,
+        "attn_dropout": config.attn_dropout,
+        "relu_dropout": config.relu_dropout,
+        "res_dropout": config.res_dropout,
+        "embed_dropout": config.embed_dropout,
+        "out_dropout": config.out_dropout,
+        "causal": config.causal,
+        "pooling": config.pooling,
+    }
+
+
 def build_mult(
     input_dims: Mapping[str, int],
     config: ModelConfig,
@@ -523,22 +533,5 @@ def build_mult(
     vocab_size: int | None = None,
 ) -> MulT:
     """A :class:`MulT` with the sizes and dropouts of a :class:`~cormult_lib.config.ModelConfig`
-    (``embed_dropout`` is MulT's text-embedding dropout; ``attn_dropout`` applies to every
-    crossmodal block)."""
-    return MulT(
-        input_dims,
-        modalities,
-        hidden_dim=config.hidden_dim,
-        num_heads=config.num_heads,
-        num_layers=config.num_layers,
-        kernel_sizes=config.kernel_sizes,
-        attn_dropout=config.attn_dropout,
-        relu_dropout=config.relu_dropout,
-        res_dropout=config.res_dropout,
-        embed_dropout=config.embed_dropout,
-        out_dropout=config.out_dropout,
-        causal=config.causal,
-        pooling=config.pooling,
-        head=head,
-        vocab_size=vocab_size,
-    )
+    (:func:`mult_arguments`)."""
+    return MulT(input_dims, modalities, **mult_arguments(config), head=head, vocab_size=vocab_size)

@@ -320,19 +320,27 @@ def pretrain_evaluator(
     return PretrainResult(result.model, result.history, final, settings)
 
 
+def evaluator_arguments(config: CorrelationConfig) -> dict:
+    """:class:`~cormult_lib.correlation.evaluator.ModalityCorrelationEvaluator`'s keyword
+    arguments for the sizes of a :class:`~cormult_lib.config.CorrelationConfig`."""
+    return {
+        "hidden_dim": config.hidden_dim,
+        "num_layers": config.num_layers,
+        "num_heads": config.num_heads,
+        "ff_dim": config.ff_dim,
+        "dropout": config.dropout,
+        "shared_time": config.shared_time,
+        "shared_dim": config.shared_dim,
+    }
+
+
 def build_evaluator(settings: Mapping) -> ModalityCorrelationEvaluator:
     """An untrained evaluator with the architecture recorded in ``settings``."""
     known = {f.name for f in fields(CorrelationConfig)}
     config = CorrelationConfig(**{k: v for k, v in settings["config"].items() if k in known})
     return ModalityCorrelationEvaluator(
         dict(settings["input_dims"]),
-        hidden_dim=config.hidden_dim,
-        num_layers=config.num_layers,
-        num_heads=config.num_heads,
-        ff_dim=config.ff_dim,
-        dropout=config.dropout,
-        shared_time=config.shared_time,
-        shared_dim=config.shared_dim,
+        **evaluator_arguments(config),
         vocab_size=settings["vocab_size"],
         max_len=settings["max_len"],
         cross_attention=settings["cross_attention"],
