@@ -47,6 +47,10 @@ DATA_PATH_HINTS: dict[str, str] = {
     "label.csv (video_id, clip_id, text, label, mode) beside Raw/",
 }
 
+# Environment variables that redirect every chapter's output_dir / figures_dir (set by the
+# test suite, so that `make test` never writes into outputs/ or figures/).
+DIRECTORY_ENV = {"output_dir": "CORMULT_OUTPUT_DIR", "figures_dir": "CORMULT_FIGURES_DIR"}
+
 # Keys that write_results fills in itself; ``extra`` may not replace them.
 RESULT_KEYS = (
     "notebook",
@@ -213,6 +217,10 @@ def start_notebook(
     ``datasets`` lists the data sets this chapter supports. Every keyword in ``extra`` (the
     chapter-specific parameters, checked by the notebook itself) is kept in ``params``.
 
+    The environment variables ``CORMULT_OUTPUT_DIR`` and ``CORMULT_FIGURES_DIR``, when set,
+    replace ``output_dir`` and ``figures_dir`` (a line says so): the test suite sets them to
+    temporary folders so that nbval's runs never write into the repository's ``outputs/``.
+
     Raises ``ValueError`` naming the parameter for a value that cannot work, and
     ``RuntimeError`` (from :func:`~cormult_lib.device.resolve_device`) when CUDA is asked for
     on a machine without it. Prints one line that summarises the run.
@@ -240,6 +248,13 @@ def start_notebook(
             raise ValueError(
                 f"data_path={str(data_path)!r} does not exist: dataset={dataset!r} needs {hint}"
             )
+    directories = {"output_dir": output_dir, "figures_dir": figures_dir}
+    for parameter, variable in DIRECTORY_ENV.items():
+        if os.environ.get(variable):
+            replaced = directories[parameter]
+            print(f"{parameter}={os.environ[variable]} (from ${variable}, instead of {replaced})")
+            directories[parameter] = os.environ[variable]
+    output_dir, figures_dir = directories["output_dir"], directories["figures_dir"]
     outputs = Path(output_dir).expanduser()
     figures = Path(figures_dir).expanduser()
     outputs.mkdir(parents=True, exist_ok=True)

@@ -261,7 +261,9 @@ def test_weights_multiply_the_named_crossmodal_output():
 
 
 @pytest.mark.parametrize(
-    ("fusion", "cor"), [("product", 1.0), ("residual", 0.0)], ids=["product-1", "residual-0"]
+    ("fusion", "cor"),
+    [("product", 1.0), ("residual", 0.0), ("post_norm", 1.0)],
+    ids=["product-1", "residual-0", "post_norm-1"],
 )
 def test_cormult_with_neutral_coefficients_is_plain_mult(fusion, cor):
     features, masks = _batch("TAV")
@@ -293,6 +295,30 @@ def test_cormult_weights_both_directions_of_a_pair_with_its_coefficient(fusion):
         torch.testing.assert_close(weights["T->V"], factor)
         torch.testing.assert_close(weights["V->T"], factor)
         torch.testing.assert_close(output, model.mult(features, masks, weights))
+
+
+def test_post_norm_scales_each_pooled_memory_output_by_the_mean_of_its_pairs():
+    """This repository's variant: the factor acts after the memory's final LayerNorm."""
+    features, masks = _batch("TAV")
+    model = CorMulT(_mult(), _evaluator(), "cosine", fusion="post_norm").eval()
+    with torch.no_grad():
+        output, cor = model(features, masks, return_coefficients=True)
+        assert model.direction_weights(cor) == {}, "the crossmodal outputs are left as they are"
+        d = model.mult.combined_dim // 3
+        checked = model.mult._check(features, masks)
+        pooled = model.mult.fuse(model.mult.crossmodal(features, masks), checked)
+        mean = {
+            "T": (cor[("T", "A")] + cor[("T", "V")]) / 2,
+            "A": (cor[("T", "A")] + cor[("A", "V")]) / 2,
+            "V": (cor[("T", "V")] + cor[("A", "V")]) / 2,
+        }
+        factor = torch.cat([mean[m][:, None].expand(-1, d) for m in "TAV"], dim=1)
+        torch.testing.assert_close(output, model.mult.output(pooled * factor))
+        # Unlike the product on the memory input, a constant factor here reaches the output.
+        halved = model.forward_with(features, masks, {p: torch.full((3,), 0.5) for p in cor})
+        torch.testing.assert_close(halved, model.mult.output(pooled * 0.5))
+    with pytest.raises(ValueError, match="expected keys out of"):
+        model.mult(features, masks, target_weights={"X": 1.0})
 
 
 def test_cormult_weights_the_pairs_its_evaluator_knows():

@@ -21,6 +21,13 @@ from cormult_lib.notebook import (
 from cormult_lib.runner import check_notebook, main, parse_value
 
 
+@pytest.fixture(autouse=True)
+def _own_directories(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests pass output_dir / figures_dir themselves: no redirect from conftest."""
+    monkeypatch.delenv("CORMULT_OUTPUT_DIR", raising=False)
+    monkeypatch.delenv("CORMULT_FIGURES_DIR", raising=False)
+
+
 def good_params(tmp_path: Path) -> dict:
     """The default parameters cell of a notebook, writing under ``tmp_path``."""
     return {
@@ -47,6 +54,17 @@ def test_start_notebook_defaults(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert isinstance(run.started, float)
     line = capsys.readouterr().out
     assert "01_demo" in line and "profile=quick" in line and "modalities=TAV" in line
+
+
+def test_environment_redirects_the_output_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("CORMULT_OUTPUT_DIR", str(tmp_path / "elsewhere"))
+    run = start_notebook("01_demo", **good_params(tmp_path))
+    assert run.output_dir == tmp_path / "elsewhere" and run.output_dir.is_dir()
+    assert run.figures_dir == tmp_path / "figures", "only the variable that is set redirects"
+    assert "(from $CORMULT_OUTPUT_DIR, instead of" in capsys.readouterr().out
+    assert run.params["output_dir"] == str(tmp_path / "elsewhere"), "results name the real one"
 
 
 def test_start_notebook_seeds(tmp_path: Path) -> None:

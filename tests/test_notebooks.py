@@ -36,6 +36,13 @@ REQUIRED = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _own_directories(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests pass output_dir / figures_dir themselves: no redirect from conftest."""
+    monkeypatch.delenv("CORMULT_OUTPUT_DIR", raising=False)
+    monkeypatch.delenv("CORMULT_FIGURES_DIR", raising=False)
+
+
 def test_there_are_notebooks() -> None:
     assert NOTEBOOKS, "notebooks/ holds no numbered chapter"
 

@@ -208,11 +208,23 @@ def test_bad_arguments_are_named(tiny):
         pretrain_evaluator(tiny["train"], tiny["valid"], QUICK, anchor="negative")
 
 
-def test_load_or_pretrain_reuses_only_an_evaluator_of_the_same_data(tiny, tmp_path):
+def test_load_or_pretrain_reuses_only_an_evaluator_of_the_same_data(tiny, tmp_path, capsys):
     config = replace(QUICK, epochs=1)
     path = tmp_path / "mce.pt"
     first, loaded = load_or_pretrain(path, tiny["train"], tiny["valid"], config, progress=False)
     assert not loaded and path.is_file()
+    assert f"pre-trained an evaluator (1 epochs), saved to {path}" in capsys.readouterr().out
+    again, loaded = load_or_pretrain(path, tiny["train"], tiny["valid"], config, progress=False)
+    assert loaded and f"loaded the evaluator {path}" in capsys.readouterr().out
+    # Another budget or seed: the saved file is named with what differs, and not used.
+    longer = replace(config, epochs=2)
+    assert not load_or_pretrain(path, tiny["train"], tiny["valid"], longer, progress=False)[1]
+    assert "config.epochs: 1 -> 2" in capsys.readouterr().out
+    assert not load_or_pretrain(
+        path, tiny["train"], tiny["valid"], longer, seed=1, progress=False
+    )[1]
+    assert "seed: 0 -> 1" in capsys.readouterr().out
+    first, _ = load_or_pretrain(path, tiny["train"], tiny["valid"], config, progress=False)
     again, loaded = load_or_pretrain(path, tiny["train"], tiny["valid"], config, progress=False)
     assert loaded
     for key, value in first.model.state_dict().items():

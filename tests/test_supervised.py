@@ -14,6 +14,7 @@ from cormult_lib.data.dataset import make_loader
 from cormult_lib.data.synthetic import make_synthetic_splits
 from cormult_lib.metrics import METRIC_KEYS, classification_metrics, regression_metrics
 from cormult_lib.training.supervised import (
+    correlation_sensitivity,
     evaluate,
     predict,
     run_seeds,
@@ -116,9 +117,14 @@ def test_run_seeds_is_reproducible_and_summaries_are_mean_and_std(splits):
         lambda seed: _build(splits), splits, quick, [0, 1], subsets={"weak": weak}, progress=False
     )
     assert list(runs["seed"]) == [0, 0, 1, 1] and list(runs["subset"]) == ["all", "weak"] * 2
-    again = run_seeds(lambda seed: _build(splits), splits, quick, [1], progress=False)
+    again, scores = run_seeds(
+        lambda seed: _build(splits), splits, quick, [1], progress=False, return_outputs=True
+    )
     row = runs[(runs["seed"] == 1) & (runs["subset"] == "all")].iloc[0]
     assert again.iloc[0][list(METRIC_KEYS)].equals(row[list(METRIC_KEYS)]), "same seed, same run"
+    assert scores.shape == (1, len(splits["test"]))
+    mae = np.abs(scores[0] - splits["test"].labels).mean()
+    assert mae == pytest.approx(row["mae"]), "the returned outputs are the scored ones"
     assert runs.loc[runs["subset"] == "all", "mae"].nunique() == 2, "seeds must differ"
 
     table = summarize_seeds(runs)
@@ -130,3 +136,39 @@ def test_run_seeds_is_reproducible_and_summaries_are_mean_and_std(splits):
     assert np.isnan(single.loc["all", ("mae", "std")]), "one seed has no spread"
     with pytest.raises(ValueError, match="lacks"):
         run_seeds(lambda seed: _build(splits), {"train": splits["train"]}, quick, [0])
+
+
+def _tiny_cormult(splits, fusion: str):
+    from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator
+    from cormult_lib.models import CorMulT
+    from cormult_lib.models.mult import MulT
+
+    dims = splits["train"].dims()
+    torch.manual_seed(0)
+    mult = MulT(dims, hidden_dim=8, num_heads=2, num_layers=1)
+    evaluator = ModalityCorrelationEvaluator(
+        dims, hidden_dim=8, num_layers=1, num_heads=2, ff_dim=16, shared_time=4, shared_dim=8
+    )
+    return CorMulT(mult, evaluator, "cosine", fusion=fusion).eval()
+
+
+@pytest.mark.parametrize("fusion", ["product", "post_norm"])
+def test_correlation_sensitivity_replaces_the_coefficients_and_measures_the_change(
+    splits, fusion
+):
+    model = _tiny_cormult(splits, fusion)
+    test = splits["test"]
+    table = correlation_sensitivity(model, test, scales=(0.5,), seed=3).set_index("replacement")
+    assert list(table.index) == [
+        "Cor (learned)", "Cor = 1", "Cor = 0", "Cor of another sample", "Cor x 0.5"
+    ]  # fmt: skip
+    assert table.loc["Cor (learned)", "mean_abs_change"] == 0.0
+    reference = predict(model, test)
+    plain = predict(model.mult, test)  # Cor = 1 is plain MulT for product and post_norm
+    expected = np.abs(plain - reference).mean()
+    assert table.loc["Cor = 1", "mean_abs_change"] == pytest.approx(expected, rel=1e-5)
+    assert table.loc["Cor = 1", "mae"] == pytest.approx(np.abs(plain - test.labels).mean())
+    ratio = table.loc["Cor = 1", "relative_change"] / table.loc["Cor = 1", "mean_abs_change"]
+    assert ratio == pytest.approx(1 / reference.std())
+    assert (table["n"] == len(test)).all()
+    assert table.loc["Cor of another sample", "mean_abs_change"] > 0

@@ -10,7 +10,18 @@ outputs of both directions of its pair before the memory transformers of :class:
 
 * ``fusion="product"``, the paper's equations: ``h'_{S->T} = h_{S->T} * Cor_{S,T}``;
 * ``fusion="residual"``, the authors' code: ``h'_{S->T} = h_{S->T} + h_{S->T} * Cor_{S,T}
-  = (1 + Cor_{S,T}) * h_{S->T}``.
+  = (1 + Cor_{S,T}) * h_{S->T}``;
+* ``fusion="post_norm"``, **this repository's variant, in neither the paper nor the authors'
+  code**: the pooled memory output of each target is multiplied by the mean ``Cor`` of the two
+  pairs that feed it, ``H'_A = Transformer(Concat(h_{T->A}, h_{V->A})) * (Cor_{T,A} +
+  Cor_{A,V}) / 2``, after the memory transformer's final LayerNorm.
+
+Why a third placement: MulT's blocks are pre-LayerNorm and its memory transformer ends in a
+LayerNorm, and a LayerNorm ignores a common scale, ``LayerNorm(c h) = LayerNorm(h)`` for
+``c > 0``. A per-sample factor on the memory's *input* therefore reaches the prediction only
+through the residual stream's scale against the attention outputs and through the ratio of
+the two coefficients of one target; chapter 07 measures how much is left. Weighting after the
+final LayerNorm cannot be cancelled that way.
 
 With cosine, ``Cor`` lies in [-1, 1]: a product can flip the sign of a crossmodal output and
 ``Cor = 0`` removes it; the residual form keeps at least ``h`` at ``Cor = 0`` and drops it only
@@ -35,7 +46,7 @@ from cormult_lib.correlation.distances import Distance, get_distance, present_pa
 from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator
 from cormult_lib.models.mult import MulT, direction
 
-FUSIONS = ("product", "residual")
+FUSIONS = ("product", "residual", "post_norm")
 
 
 class CorMulT(nn.Module):
@@ -49,8 +60,9 @@ class CorMulT(nn.Module):
         distance: the distance turning the evaluator's embeddings into ``Cor``, a name from
             :data:`~cormult_lib.correlation.distances.DISTANCES` or a fitted
             :class:`~cormult_lib.correlation.distances.Distance`.
-        fusion: ``"product"`` (``h * Cor``, the paper) or ``"residual"`` (``(1 + Cor) * h``,
-            the authors' code).
+        fusion: ``"product"`` (``h * Cor``, the paper), ``"residual"`` (``(1 + Cor) * h``,
+            the authors' code) or ``"post_norm"`` (this repository's variant: ``Cor`` on the
+            pooled memory outputs, see the module docstring).
         freeze_evaluator: keep the evaluator fixed (no gradients, eval mode).
 
     Attributes:
@@ -148,14 +160,48 @@ class CorMulT(nn.Module):
         """The factors on the crossmodal outputs: key ``"S->T"`` -> ``(batch,)``.
 
         ``Cor_{X,Y}`` weights both ``"X->Y"`` and ``"Y->X"``: ``Cor`` (product) or ``1 + Cor``
-        (residual).
+        (residual); none for ``post_norm``.
         """
         weights = {}
+        if self.fusion == "post_norm":
+            return weights
         for (a, b), cor in coefficients.items():
             factor = cor if self.fusion == "product" else 1.0 + cor
             weights[direction(a, b)] = factor
             weights[direction(b, a)] = factor
         return weights
+
+    def target_weights(
+        self, coefficients: Mapping[tuple[str, str], torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """``post_norm`` only: target modality -> ``(batch,)`` mean ``Cor`` of the pairs that
+        feed its memory transformer (pairs the evaluator does not know count as 1)."""
+        if self.fusion != "post_norm":
+            return {}
+        like = next(iter(coefficients.values()))
+        weights = {}
+        for target in self.fused_modalities:
+            factors = [
+                coefficients.get((a, b), coefficients.get((b, a), torch.ones_like(like)))
+                for a, b in [(s, target) for s in self.fused_modalities if s != target]
+            ]
+            weights[target] = torch.stack(factors).mean(0)
+        return weights
+
+    def forward_with(
+        self,
+        features: Mapping[str, torch.Tensor],
+        masks: Mapping[str, torch.Tensor] | None,
+        coefficients: Mapping[tuple[str, str], torch.Tensor],
+    ) -> torch.Tensor:
+        """The prediction with the given ``coefficients`` (pair -> ``(batch,)``) in place of
+        the evaluator's: how chapter 07 replaces ``Cor`` by 1, by 0 or by another sample's."""
+        return self.mult(
+            features,
+            masks,
+            weights=self.direction_weights(coefficients),
+            target_weights=self.target_weights(coefficients),
+        )
 
     def forward(
         self,
@@ -176,5 +222,5 @@ class CorMulT(nn.Module):
             ``return_coefficients`` the pair ``(output, coefficients)``.
         """
         cor = self.coefficients(features, masks)
-        output = self.mult(features, masks, weights=self.direction_weights(cor))
+        output = self.forward_with(features, masks, cor)
         return (output, cor) if return_coefficients else output

@@ -421,6 +421,7 @@ class MulT(nn.Module):
         crossmodal: Mapping[str, torch.Tensor],
         masks: Mapping[str, torch.Tensor],
         weights: Mapping[str, torch.Tensor | float] | None = None,
+        target_weights: Mapping[str, torch.Tensor | float] | None = None,
     ) -> torch.Tensor:
         """Weighting, memory transformers and pooling: ``(batch, combined_dim)``.
 
@@ -429,8 +430,13 @@ class MulT(nn.Module):
             masks: modality -> ``(batch, time)`` bool, ``True`` on real steps.
             weights: optional key ``"S->T"`` -> ``(batch,)`` tensor (or a number) multiplying
                 that crossmodal output; keys left out keep weight 1.
+            target_weights: optional target modality -> ``(batch,)`` factor on its pooled
+                memory output ``H'_T`` (after the memory transformer's final LayerNorm), where
+                no later normalisation can cancel it; modalities left out keep weight 1.
         """
-        factors = self._check_weights(weights, next(iter(crossmodal.values())))
+        like = next(iter(crossmodal.values()))
+        factors = self._check_weights(weights, like)
+        pooled_factors = self._check_weights(target_weights, like, keys=self.modalities)
         inputs = {}
         for target in self.modalities:
             keys = [k for k in self.directions if k.endswith(f"->{target}")]
@@ -449,19 +455,24 @@ class MulT(nn.Module):
                 members=None if len(members) == len(targets) else members,
             )
             pooled.update({m: pool(h, masks[m]) for m, h in zip(group, memory, strict=True)})
+        for m, factor in pooled_factors.items():
+            pooled[m] = pooled[m] * factor[:, None]
         return torch.cat([pooled[m] for m in self.modalities], dim=-1)
 
     def _check_weights(
-        self, weights: Mapping[str, torch.Tensor | float] | None, like: torch.Tensor
+        self,
+        weights: Mapping[str, torch.Tensor | float] | None,
+        like: torch.Tensor,
+        keys: tuple[str, ...] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Weights as ``(batch,)`` tensors on the device and in the dtype of ``like``."""
+        """Weights as ``(batch,)`` tensors on the device and in the dtype of ``like``; their
+        keys must be out of ``keys`` (default: the directions ``"S->T"``)."""
         batch = like.shape[0]
+        keys = self.directions if keys is None else keys
         factors = {}
         for key, value in (weights or {}).items():
-            if key not in self.directions:
-                raise ValueError(
-                    f"weights has key {key!r}; keys are 'source->target' out of {self.directions}"
-                )
+            if key not in keys:
+                raise ValueError(f"weights has key {key!r}; expected keys out of {keys}")
             w = torch.as_tensor(value).to(like.device, like.dtype)
             if w.ndim == 0:
                 w = w.expand(batch)
@@ -486,6 +497,7 @@ class MulT(nn.Module):
         features: Mapping[str, torch.Tensor],
         masks: Mapping[str, torch.Tensor] | None = None,
         weights: Mapping[str, torch.Tensor | float] | None = None,
+        target_weights: Mapping[str, torch.Tensor | float] | None = None,
     ) -> torch.Tensor:
         """Predict sentiment.
 
@@ -497,13 +509,15 @@ class MulT(nn.Module):
                 missing).
             weights: key ``"S->T"`` -> ``(batch,)`` factor on the crossmodal output
                 ``h_{S->T}`` (CorMulT's ``h' = h * Cor``); ``None``: plain MulT.
+            target_weights: target modality -> ``(batch,)`` factor on the pooled memory
+                output (see :meth:`fuse`).
 
         Returns:
             ``(batch,)`` sentiment scores (regression) or ``(batch, num_classes)`` logits.
         """
         masks = self._check(features, masks)
         crossmodal = self._crossmodal(self._project(features, masks), masks)
-        return self.output(self.fuse(crossmodal, masks, weights))
+        return self.output(self.fuse(crossmodal, masks, weights, target_weights))
 
 
 def mult_arguments(config: ModelConfig) -> dict:

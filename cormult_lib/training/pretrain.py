@@ -312,6 +312,7 @@ def pretrain_evaluator(
         "negative_options": options,
         "anchor": anchor,
         "seed": seed,
+        "threads": torch.get_num_threads(),
         "train_fingerprint": split_fingerprint(train),
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
@@ -414,19 +415,29 @@ def load_or_pretrain(
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[PretrainResult, bool]:
-    """The evaluator saved at ``path`` (or ``save_path``) when it fits the data, else a new one.
+    """The evaluator saved at ``path`` (or ``save_path``) when it fits, else a new one.
 
-    An evaluator fits when it was pre-trained on exactly ``modalities`` with ``strategy`` on
-    the same training samples (:func:`split_fingerprint` of ``train_split``). When neither file
-    fits, :func:`pretrain_evaluator` runs with the given settings and the result is saved at
+    An evaluator fits when everything that shaped it is the same: the training samples
+    (:func:`split_fingerprint` of ``train_split``), ``modalities``, ``strategy``, every field
+    of ``config``, ``seed``, the number of CPU threads (they change the order of floating-point
+    sums, hence the weights) and the file format (:data:`EVALUATOR_FORMAT`, raised when the
+    code that produces it changes). A file that does not fit is named with what differs. When
+    neither file fits, :func:`pretrain_evaluator` runs and the result is saved at
     ``save_path`` (default ``path``), so the next call loads it; pass a ``save_path`` to keep
-    another chapter's checkpoint at ``path`` untouched.
+    another chapter's checkpoint at ``path`` untouched. One line says what was done.
 
     Returns:
         ``(result, loaded)``: ``loaded`` is ``True`` when a saved evaluator was used.
     """
     mods = parse_modalities(modalities, min_count=2)
-    fingerprint = split_fingerprint(train_split.with_modalities(mods))
+    wanted = {
+        "train_fingerprint": split_fingerprint(train_split.with_modalities(mods)),
+        "modalities": "".join(mods),
+        "strategy": strategy,
+        "config": asdict(config),
+        "seed": seed,
+        "threads": torch.get_num_threads(),
+    }
     save_path = Path(path if save_path is None else save_path)
     for candidate in dict.fromkeys([Path(path), save_path]):
         if not candidate.is_file():
@@ -436,13 +447,11 @@ def load_or_pretrain(
         except OutdatedEvaluatorError as err:
             print(f"not used: {err}")
             continue
-        settings = saved.settings
-        if (
-            settings["modalities"] == "".join(mods)
-            and settings["strategy"] == strategy
-            and settings.get("train_fingerprint") == fingerprint
-        ):
+        differs = _differences(saved.settings, wanted)
+        if not differs:
+            print(f"loaded the evaluator {candidate}: it was pre-trained with these settings")
             return saved, True
+        print(f"not used: {candidate} was pre-trained with other settings ({'; '.join(differs)})")
     result = pretrain_evaluator(
         train_split,
         valid_split,
@@ -454,4 +463,23 @@ def load_or_pretrain(
         progress=progress,
     )
     save_evaluator(save_path, result)
+    print(f"pre-trained an evaluator ({config.epochs} epochs), saved to {save_path}")
     return result, False
+
+
+def _differences(saved: dict, wanted: dict) -> list[str]:
+    """``"name: saved -> wanted"`` for every setting of ``wanted`` that ``saved`` does not
+    share (``config`` field by field; the training data by its fingerprint)."""
+    differs = []
+    for key, value in wanted.items():
+        old = saved.get(key)
+        if key == "config":
+            old = old or {}
+            differs += [
+                f"config.{f}: {old.get(f)!r} -> {v!r}" for f, v in value.items() if old.get(f) != v
+            ]
+        elif key == "train_fingerprint" and old != value:
+            differs.append("other training samples")
+        elif old != value:
+            differs.append(f"{key}: {old!r} -> {value!r}")
+    return differs

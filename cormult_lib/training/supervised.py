@@ -182,6 +182,81 @@ def predict(model: nn.Module, split: Split, batch_size: int = 64) -> np.ndarray:
     return torch.cat(outputs).numpy()
 
 
+def output_scores(outputs: np.ndarray) -> np.ndarray:
+    """Predicted sentiment from :func:`predict`'s outputs: ``(n,)`` scores as they are,
+    ``(n, 7)`` logits as their argmax class minus 3."""
+    return outputs.argmax(axis=-1) - 3.0 if outputs.ndim == 2 else outputs
+
+
+@torch.no_grad()
+def correlation_sensitivity(
+    model: nn.Module,
+    split: MultimodalSplit,
+    *,
+    scales: Sequence[float] = (0.5, 2.0),
+    batch_size: int = 64,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """How much a trained CorMulT's predictions depend on its coefficients.
+
+    The test predictions with the evaluator's ``Cor`` are compared with those where every
+    coefficient is replaced: by 1, by 0, by another sample's (a fixed permutation of the
+    split, drawn from ``seed``), and by ``Cor * c`` for each ``c`` in ``scales``.
+
+    Args:
+        model: a :class:`~cormult_lib.models.cormult.CorMulT` (``coefficients`` and
+            ``forward_with``), in eval mode here.
+        split: the samples to predict (features form).
+
+    Returns:
+        One row per replacement: ``replacement``, ``mean_abs_change`` (mean over samples of
+        ``|prediction - prediction with Cor|``, on predicted sentiment), ``relative_change``
+        (that divided by the standard deviation of the predictions with ``Cor``), ``mae``
+        (of the changed predictions) and ``n``. The first row, ``"Cor (learned)"``, is the
+        reference with change 0.
+    """
+    device = next(model.parameters()).device
+    model.eval()
+    batches = [
+        move_to_device(b, device) for b in _loader(model, split, batch_size, shuffle=False)
+    ]
+    learned = [model.coefficients(b["features"], b["masks"]) for b in batches]
+    pairs = list(learned[0])
+    every = {p: torch.cat([c[p] for c in learned]) for p in pairs}
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+    replacements = {
+        "Cor (learned)": every,
+        "Cor = 1": {p: torch.ones_like(v) for p, v in every.items()},
+        "Cor = 0": {p: torch.zeros_like(v) for p, v in every.items()},
+        "Cor of another sample": {p: v[order.to(v.device)] for p, v in every.items()},
+        **{f"Cor x {c:g}": {p: v * c for p, v in every.items()} for c in scales},
+    }
+    predictions = {}
+    for name, cor in replacements.items():
+        outputs, start = [], 0
+        for b in batches:
+            size = len(b["labels"])
+            chosen = {p: v[start : start + size] for p, v in cor.items()}
+            outputs.append(model.forward_with(b["features"], b["masks"], chosen).float().cpu())
+            start += size
+        predictions[name] = output_scores(torch.cat(outputs).numpy())
+    reference = predictions["Cor (learned)"]
+    spread = float(reference.std())
+    rows = []
+    for name, values in predictions.items():
+        change = float(np.abs(values - reference).mean())
+        rows.append(
+            {
+                "replacement": name,
+                "mean_abs_change": change,
+                "relative_change": change / spread if spread > 0 else float("nan"),
+                "mae": float(np.abs(values - split.labels).mean()),
+                "n": len(split),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def evaluate(
     model: nn.Module,
     split: Split,
@@ -200,20 +275,30 @@ def evaluate(
         :data:`~cormult_lib.metrics.METRIC_KEYS` plus ``n`` (samples scored).
     """
     outputs = predict(model, split, batch_size)
-    score = regression_metrics if _head_of(model) == "regression" else classification_metrics
-    groups = {"all": np.ones(len(split), dtype=bool), **dict(subsets or {})}
+    return score_outputs(outputs, split.labels, _head_of(model), subsets)
+
+
+def score_outputs(
+    outputs: np.ndarray,
+    labels: np.ndarray,
+    head: str,
+    subsets: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, dict[str, float]]:
+    """:func:`evaluate` for outputs already computed: ``(n,)`` scores or ``(n, 7)`` logits."""
+    score = regression_metrics if head == "regression" else classification_metrics
+    groups = {"all": np.ones(len(labels), dtype=bool), **dict(subsets or {})}
     results = {}
     for name, chosen in groups.items():
         chosen = np.asarray(chosen, dtype=bool)
-        if chosen.shape != (len(split),):
+        if chosen.shape != (len(labels),):
             raise ValueError(
-                f"subset {name!r} must be a bool mask of shape ({len(split)},), got {chosen.shape}"
+                f"subset {name!r} must be a bool mask of shape ({len(labels)},), got {chosen.shape}"
             )
         n = int(chosen.sum())
         if n < 2:
             results[name] = {**dict.fromkeys(METRIC_KEYS, float("nan")), "n": n}
             continue
-        results[name] = {**score(outputs[chosen], split.labels[chosen]), "n": n}
+        results[name] = {**score(outputs[chosen], labels[chosen]), "n": n}
     return results
 
 
@@ -227,7 +312,8 @@ def run_seeds(
     subsets: Mapping[str, np.ndarray] | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
-) -> pd.DataFrame:
+    return_outputs: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
     """Build, train and test one model per seed.
 
     Args:
@@ -236,17 +322,21 @@ def run_seeds(
         splits: ``"train"``, ``"valid"``, ``"test"``; the test split is only evaluated.
         seeds: e.g. ``range(3)``.
         subsets: masks over the test split, see :func:`evaluate`.
+        return_outputs: also return the test predictions, for paired comparisons
+            (:mod:`cormult_lib.stats`).
 
     Returns:
         Long format, one row per seed and subset: ``seed``, ``subset``, the eight metrics,
-        ``n``, ``best_epoch``.
+        ``n``, ``best_epoch``. With ``return_outputs``, ``(runs, scores)`` where ``scores``
+        is ``(n_seeds, n_test)``: predicted sentiment per seed (the regression output, or the
+        argmax class minus 3 for a classification head).
     """
     missing = [name for name in ("train", "valid", "test") if name not in splits]
     if missing:
         raise ValueError(f"splits lacks {missing}; expected train, valid and test")
     if not seeds:
         raise ValueError("seeds is empty")
-    rows = []
+    rows, scores = [], []
     for seed in tqdm(list(seeds), desc="seeds", disable=not progress):
         seed_everything(seed)
         model = build(seed)
@@ -260,11 +350,15 @@ def run_seeds(
             device=device,
             progress=False,
         )
-        for subset, metrics in evaluate(trained.model, splits["test"], subsets=subsets).items():
+        outputs = predict(trained.model, splits["test"])
+        results = score_outputs(outputs, splits["test"].labels, _head_of(model), subsets)
+        for subset, metrics in results.items():
             rows.append(
                 {"seed": seed, "subset": subset, **metrics, "best_epoch": trained.best_epoch}
             )
-    return pd.DataFrame(rows)
+        scores.append(output_scores(outputs))
+    runs = pd.DataFrame(rows)
+    return (runs, np.stack(scores)) if return_outputs else runs
 
 
 def summarize_seeds(runs: pd.DataFrame, by: Sequence[str] = ("subset",)) -> pd.DataFrame:

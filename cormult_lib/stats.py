@@ -1,0 +1,333 @@
+"""Paired comparisons of two models with 95% intervals, and verdicts decided by the interval.
+
+Every comparison in the tutorial asks one question: on the same test samples, trained with the
+same seeds, is model ``a`` better than model ``b`` on a metric, and by how much? A difference
+of means says nothing without its uncertainty, which has two sources:
+
+* **seeds**: another initialisation and shuffling gives another model;
+* **test samples**: another draw of the test split gives another score.
+
+:func:`paired_bootstrap` resamples both. One resample draws ``n_seeds`` seeds and ``n``
+test samples with replacement, the *same* draws for ``a`` and ``b`` (paired: the two models
+are compared on identical samples, which removes the variation that both share), and computes
+
+.. math::
+
+    \\Delta^* = \\frac{1}{n_{seeds}} \\sum_{s \\in S^*} \\big(m(\\hat y^a_{s, I^*}, y_{I^*})
+              - m(\\hat y^b_{s, I^*}, y_{I^*})\\big).
+
+The 2.5% and 97.5% quantiles of many :math:`\\Delta^*` are the percentile interval. With one
+seed only the samples are resampled, and a warning in :attr:`Comparison.method` says that
+training randomness is not in the interval. :func:`seed_interval` is the classical
+alternative when only per-seed metrics exist: a paired *t* interval over seeds
+(:func:`scipy.stats.ttest_rel`), which ignores test-sample variation.
+
+:func:`verdict` reads the interval and nothing else: ``"a better"`` when the whole interval
+favours ``a``, ``"b better"`` when it favours ``b``, otherwise ``"no measurable difference"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from cormult_lib.metrics import METRIC_KEYS, regression_metrics
+
+VERDICTS = ("a better", "b better", "no measurable difference")
+#: Metrics where a lower value is better; every other metric of METRIC_KEYS is higher-better.
+LOWER_IS_BETTER = frozenset({"mae"})
+CONFIDENCE = 0.95
+
+Metric = Callable[[np.ndarray, np.ndarray], float]
+#: Metrics that are a (masked) mean over samples: resampled with one matrix product.
+PER_SAMPLE = ("mae", "acc7", "acc5", "acc2_has0", "acc2_non0")
+
+
+def per_sample_scores(metric: str, predictions: np.ndarray, labels: np.ndarray):
+    """``(scores, counted)`` with ``metric = (scores * counted).sum(-1) / counted.sum()``.
+
+    ``predictions`` is ``(..., n)``, ``labels`` ``(n,)``; ``scores`` has the shape of
+    ``predictions`` (absolute error, or 1.0 for a correct class), ``counted`` ``(n,)`` is 0
+    for the samples the metric drops (truth exactly 0 for ``acc2_non0``). Same definitions as
+    :mod:`cormult_lib.metrics` (a test compares them).
+    """
+    counted = np.ones(len(labels))
+    if metric == "mae":
+        return np.abs(predictions - labels), counted
+    if metric in ("acc7", "acc5"):
+        bound = 3.0 if metric == "acc7" else 2.0
+        rounded = np.round(np.clip(predictions, -bound, bound))
+        return (rounded == np.round(np.clip(labels, -bound, bound))).astype(float), counted
+    if metric == "acc2_has0":
+        return ((predictions >= 0) == (labels >= 0)).astype(float), counted
+    if metric == "acc2_non0":
+        return ((predictions > 0) == (labels > 0)).astype(float), (labels != 0).astype(float)
+    raise ValueError(f"{metric!r} is not a per-sample metric; expected one of {PER_SAMPLE}")
+
+
+def metric_function(name: str) -> Metric:
+    """``metric(predictions (n,), labels (n,)) -> float`` for one of :data:`METRIC_KEYS`."""
+    if name not in METRIC_KEYS:
+        raise ValueError(f"metric must be one of {METRIC_KEYS}, got {name!r}")
+    if name in PER_SAMPLE:
+
+        def score(predictions: np.ndarray, labels: np.ndarray) -> float:
+            values, counted = per_sample_scores(name, predictions, labels)
+            total = counted.sum()
+            return float((values * counted).sum() / total) if total else float("nan")
+
+        return score
+    if name == "corr":
+        return lambda predictions, labels: float(np.corrcoef(predictions, labels)[0, 1])
+    return lambda predictions, labels: regression_metrics(predictions, labels)[name]
+
+
+def verdict(ci_low: float, ci_high: float, metric: str) -> str:
+    """``"a better"``, ``"b better"`` or ``"no measurable difference"`` for the interval of
+    ``a - b`` on ``metric``, decided by the interval alone.
+
+    >>> verdict(-0.05, -0.01, "mae"), verdict(-0.05, 0.01, "mae"), verdict(0.01, 0.02, "corr")
+    ('a better', 'no measurable difference', 'a better')
+    """
+    if not (np.isfinite(ci_low) and np.isfinite(ci_high)):
+        return "no measurable difference"
+    a_favoured = ci_high < 0 if metric in LOWER_IS_BETTER else ci_low > 0
+    b_favoured = ci_low > 0 if metric in LOWER_IS_BETTER else ci_high < 0
+    if a_favoured:
+        return "a better"
+    if b_favoured:
+        return "b better"
+    return "no measurable difference"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One row of a chapter's ``comparisons`` list: ``a - b`` on ``metric`` over ``subset``.
+
+    ``n`` is the number of test samples (``n_seeds`` the seeds); ``a_value`` / ``b_value``
+    are the metrics averaged over seeds; ``difference = a_value - b_value``; ``[ci_low,
+    ci_high]`` its 95% interval; ``verdict`` from :func:`verdict`; ``method`` says how the
+    interval was made.
+    """
+
+    subset: str
+    n: int
+    n_seeds: int
+    metric: str
+    a: str
+    b: str
+    a_value: float
+    b_value: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    verdict: str
+    method: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def sentence(self) -> str:
+        """The result in words, printed from the numbers, e.g. ``"weak:voice (n=120, 5
+        seeds): CorMulT - MulT MAE = -0.031 [-0.058, -0.004], CorMulT better"``."""
+        verdict_words = {
+            "a better": f"{self.a} better",
+            "b better": f"{self.b} better",
+            "no measurable difference": "no measurable difference",
+        }[self.verdict]
+        return (
+            f"{self.subset} (n={self.n}, {self.n_seeds} seed{'s' * (self.n_seeds != 1)}): "
+            f"{self.a} - {self.b} {self.metric} = {self.difference:+.3f} "
+            f"[{self.ci_low:+.3f}, {self.ci_high:+.3f}], {verdict_words}"
+        )
+
+
+def _as_seed_matrix(predictions: np.ndarray, name: str, n: int) -> np.ndarray:
+    array = np.asarray(predictions, dtype=float)
+    if array.ndim == 1:
+        array = array[None]
+    if array.ndim != 2 or array.shape[1] != n:
+        raise ValueError(
+            f"{name} must have shape (n_seeds, {n}) or ({n},) (one row of test predictions "
+            f"per seed), got {np.asarray(predictions).shape}"
+        )
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} holds {int((~np.isfinite(array)).sum())} non-finite values")
+    return array
+
+
+def paired_bootstrap(
+    a_predictions: np.ndarray,
+    b_predictions: np.ndarray,
+    labels: np.ndarray,
+    metric: str = "mae",
+    *,
+    names: tuple[str, str] = ("a", "b"),
+    subset: str = "all",
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> Comparison:
+    """Compare two models on the same test samples, resampling seeds and samples (see module).
+
+    Args:
+        a_predictions, b_predictions: ``(n_seeds, n)`` regression outputs (or predicted
+            sentiment scores), row ``s`` trained with the ``s``-th seed of both models; a
+            ``(n,)`` array is one seed.
+        labels: ``(n,)`` true sentiment.
+        metric: one of :data:`~cormult_lib.metrics.METRIC_KEYS`.
+        names: how ``a`` and ``b`` are called in the result.
+        n_resamples: bootstrap resamples; ``seed`` makes them reproducible.
+
+    Returns:
+        A :class:`Comparison`; with fewer than 2 samples its interval is NaN and its verdict
+        ``"no measurable difference"``.
+    """
+    labels = np.asarray(labels, dtype=float).reshape(-1)
+    n = len(labels)
+    a = _as_seed_matrix(a_predictions, "a_predictions", n)
+    b = _as_seed_matrix(b_predictions, "b_predictions", n)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(
+            f"a and b must have one row per shared seed, got {a.shape[0]} and {b.shape[0]} rows"
+        )
+    score = metric_function(metric)
+    n_seeds = a.shape[0]
+    method = f"paired bootstrap over {'seeds and ' * (n_seeds > 1)}test samples"
+    if n_seeds == 1:
+        method += " (one seed: training randomness is not in the interval)"
+    a_value = float(np.mean([score(row, labels) for row in a])) if n else float("nan")
+    b_value = float(np.mean([score(row, labels) for row in b])) if n else float("nan")
+    low = high = float("nan")
+    if n >= 2:
+        low, high = _percentile_interval(a, b, labels, metric, n_resamples, seed)
+    return Comparison(
+        subset=subset,
+        n=n,
+        n_seeds=n_seeds,
+        metric=metric,
+        a=names[0],
+        b=names[1],
+        a_value=a_value,
+        b_value=b_value,
+        difference=a_value - b_value,
+        ci_low=low,
+        ci_high=high,
+        verdict=verdict(low, high, metric),
+        method=method,
+    )
+
+
+def _percentile_interval(
+    a: np.ndarray, b: np.ndarray, labels: np.ndarray, metric: str, n_resamples: int, seed: int
+) -> tuple[float, float]:
+    """The 95% percentile interval of the resampled differences (see :func:`paired_bootstrap`)."""
+    (n_seeds, n), score = a.shape, metric_function(metric)
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, n_seeds, (n_resamples, n_seeds))  # (resamples, n_seeds)
+    samples = rng.integers(0, n, (n_resamples, n))  # (resamples, n)
+    if metric in PER_SAMPLE:
+        # The metric is a masked mean of per-sample scores, so a resample's difference is a
+        # weighted sum: seed weights (how often each seed was drawn) times sample weights.
+        scores_a, counted = per_sample_scores(metric, a, labels)
+        scores_b, _ = per_sample_scores(metric, b, labels)
+        d = scores_a - scores_b  # (n_seeds, n)
+        seed_weights = np.stack([np.bincount(r, minlength=n_seeds) for r in rows]) / n_seeds
+        sample_weights = np.stack([np.bincount(i, minlength=n) for i in samples]) * counted
+        with np.errstate(invalid="ignore", divide="ignore"):  # no counted sample drawn: NaN
+            deltas = ((seed_weights @ d) * sample_weights).sum(1) / sample_weights.sum(1)
+    else:
+        deltas = np.array(
+            [
+                np.mean([score(a[s, i], labels[i]) - score(b[s, i], labels[i]) for s in r])
+                for r, i in zip(rows, samples, strict=True)
+            ]
+        )
+    deltas = deltas[np.isfinite(deltas)]  # e.g. Pearson r of a constant resample
+    if not len(deltas):
+        return float("nan"), float("nan")
+    tail = (1 - CONFIDENCE) / 2 * 100
+    low, high = np.percentile(deltas, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def seed_interval(
+    a_values: Sequence[float],
+    b_values: Sequence[float],
+    metric: str,
+    *,
+    names: tuple[str, str] = ("a", "b"),
+    subset: str = "all",
+    n: int = 0,
+) -> Comparison:
+    """Paired *t* interval of ``a - b`` over seeds, from one metric value per seed and model.
+
+    ``a_values[i]`` and ``b_values[i]`` come from the same seed. ``n`` is the number of test
+    samples behind each value (reported only). With one seed the interval is NaN.
+    """
+    a = np.asarray(a_values, dtype=float)
+    b = np.asarray(b_values, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError(
+            f"a_values and b_values must be equally long 1-D sequences, got {a.shape}, {b.shape}"
+        )
+    if len(a) > 1 and np.ptp(a - b) > 0:
+        interval = scipy_stats.ttest_rel(a, b).confidence_interval(CONFIDENCE)
+        low, high = float(interval.low), float(interval.high)
+    elif len(a) > 1:  # identical differences: a zero-width interval at that difference
+        low = high = float((a - b)[0])
+    else:
+        low = high = float("nan")
+    return Comparison(
+        subset=subset,
+        n=n,
+        n_seeds=len(a),
+        metric=metric,
+        a=names[0],
+        b=names[1],
+        a_value=float(a.mean()),
+        b_value=float(b.mean()),
+        difference=float(a.mean() - b.mean()),
+        ci_low=low,
+        ci_high=high,
+        verdict=verdict(low, high, metric),
+        method="paired t interval over seeds",
+    )
+
+
+def compare_on_subsets(
+    a_predictions: np.ndarray,
+    b_predictions: np.ndarray,
+    labels: np.ndarray,
+    subsets: dict[str, np.ndarray] | None = None,
+    metric: str = "mae",
+    *,
+    names: tuple[str, str] = ("a", "b"),
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> list[Comparison]:
+    """:func:`paired_bootstrap` on all test samples and on each subset.
+
+    ``subsets`` maps a name to a bool mask ``(n,)`` over the test samples (for example
+    :func:`~cormult_lib.data.synthetic.correlation_subsets`); ``"all"`` comes first.
+    """
+    labels = np.asarray(labels, dtype=float).reshape(-1)
+    a = _as_seed_matrix(a_predictions, "a_predictions", len(labels))
+    b = _as_seed_matrix(b_predictions, "b_predictions", len(labels))
+    groups = {"all": np.ones(len(labels), dtype=bool), **dict(subsets or {})}
+    results = []
+    for name, chosen in groups.items():
+        chosen = np.asarray(chosen, dtype=bool)
+        if chosen.shape != labels.shape:
+            raise ValueError(
+                f"subset {name!r} must be a bool mask of shape {labels.shape}, got {chosen.shape}"
+            )
+        results.append(
+            paired_bootstrap(
+                a[:, chosen], b[:, chosen], labels[chosen], metric,
+                names=names, subset=name, n_resamples=n_resamples, seed=seed,
+            )  # fmt: skip
+        )
+    return results

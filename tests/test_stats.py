@@ -1,0 +1,121 @@
+"""The comparison statistics: library agreement, coverage under the null, verdict logic."""
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from cormult_lib.metrics import regression_metrics
+from cormult_lib.stats import (
+    PER_SAMPLE,
+    compare_on_subsets,
+    metric_function,
+    paired_bootstrap,
+    seed_interval,
+    verdict,
+)
+
+
+def _labels(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Multiples of 1/3 in [-3, 3] with exact zeros, like CMU-MOSEI's labels."""
+    return np.clip(np.round(rng.normal(0.2, 1.3, n) * 3) / 3, -3, 3)
+
+
+@pytest.mark.parametrize("metric", [*PER_SAMPLE, "corr", "f1_non0"])
+def test_metric_functions_equal_the_mmsa_definitions(metric):
+    rng = np.random.default_rng(1)
+    labels = _labels(rng, 300)
+    predictions = labels + rng.normal(0, 0.9, 300)
+    predictions[:5] = 0.0  # a prediction of exactly 0 (negative in non0, positive in has0)
+    expected = regression_metrics(predictions, labels)[metric]
+    assert metric_function(metric)(predictions, labels) == pytest.approx(expected, abs=1e-12)
+
+
+def test_one_seed_bootstrap_matches_scipy_paired_percentile_bootstrap():
+    rng = np.random.default_rng(2)
+    labels = _labels(rng, 400)
+    a = labels + rng.normal(0, 0.6, 400)
+    b = labels + rng.normal(0, 0.7, 400)
+    ours = paired_bootstrap(a, b, labels, "mae", n_resamples=4000, seed=3)
+    theirs = scipy_stats.bootstrap(
+        (a, b, labels),
+        lambda x, y, t: np.abs(x - t).mean() - np.abs(y - t).mean(),
+        paired=True,
+        vectorized=False,
+        n_resamples=4000,
+        method="percentile",
+        rng=np.random.default_rng(4),
+    ).confidence_interval
+    assert ours.difference == pytest.approx(np.abs(a - labels).mean() - np.abs(b - labels).mean())
+    # Two independent Monte Carlo runs of the same interval: equal within resampling noise.
+    assert ours.ci_low == pytest.approx(theirs.low, abs=0.006)
+    assert ours.ci_high == pytest.approx(theirs.high, abs=0.006)
+    assert ours.n == 400 and ours.n_seeds == 1 and "one seed" in ours.method
+
+
+def test_seed_interval_is_the_paired_t_interval():
+    a = np.array([0.70, 0.72, 0.69, 0.75, 0.71])
+    b = np.array([0.74, 0.73, 0.74, 0.78, 0.72])
+    result = seed_interval(a, b, "mae", names=("CorMulT", "MulT"))
+    d = a - b
+    half = scipy_stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    assert result.ci_low == pytest.approx(d.mean() - half)
+    assert result.ci_high == pytest.approx(d.mean() + half)
+    assert result.verdict == "a better"
+    single = seed_interval(a[:1], b[:1], "mae")
+    assert np.isnan(single.ci_low) and single.verdict == "no measurable difference"
+
+
+def test_under_the_null_the_interval_covers_zero_about_95_percent_of_the_time():
+    """Two models with the same error distribution: 'no measurable difference' ~95% of runs."""
+    rng = np.random.default_rng(5)
+    decided = 0
+    runs = 300
+    for run in range(runs):
+        labels = _labels(rng, 150)
+        a = labels + rng.normal(0, 0.8, (3, 150))
+        b = labels + rng.normal(0, 0.8, (3, 150))
+        result = paired_bootstrap(a, b, labels, "mae", n_resamples=400, seed=run)
+        decided += result.verdict != "no measurable difference"
+    assert 0.01 <= decided / runs <= 0.10, decided
+
+
+def test_a_real_difference_is_found_and_swapping_models_flips_the_verdict():
+    rng = np.random.default_rng(6)
+    labels = _labels(rng, 500)
+    good = labels + rng.normal(0, 0.5, (4, 500))
+    bad = labels + rng.normal(0, 0.8, (4, 500))
+    forward = paired_bootstrap(good, bad, labels, "mae", names=("good", "bad"))
+    backward = paired_bootstrap(bad, good, labels, "mae", names=("bad", "good"))
+    assert forward.verdict == "a better" and backward.verdict == "b better"
+    assert forward.ci_high < 0 < backward.ci_low
+    assert forward.difference == pytest.approx(-backward.difference)
+    assert "good - bad mae" in forward.sentence() and "good better" in forward.sentence()
+    on_corr = paired_bootstrap(good, bad, labels, "corr", n_resamples=300)
+    assert on_corr.verdict == "a better"  # higher correlation is better
+
+
+def test_verdict_reads_the_interval_only():
+    assert verdict(-0.2, -0.1, "mae") == "a better"
+    assert verdict(0.1, 0.2, "mae") == "b better"
+    assert verdict(-0.1, 0.2, "mae") == "no measurable difference"
+    assert verdict(0.1, 0.2, "acc2_non0") == "a better"
+    assert verdict(-0.2, -0.1, "corr") == "b better"
+    assert verdict(float("nan"), 0.1, "mae") == "no measurable difference"
+
+
+def test_subsets_are_compared_separately_and_bad_shapes_are_named():
+    rng = np.random.default_rng(7)
+    labels = _labels(rng, 60)
+    a, b = labels + rng.normal(0, 0.5, 60), labels + rng.normal(0, 0.5, 60)
+    weak = np.arange(60) < 20
+    rows = compare_on_subsets(a, b, labels, {"weak": weak, "tiny": np.arange(60) < 1})
+    assert [(r.subset, r.n) for r in rows] == [("all", 60), ("weak", 20), ("tiny", 1)]
+    assert np.isnan(rows[2].ci_low) and rows[2].verdict == "no measurable difference"
+    with pytest.raises(ValueError, match=r"a_predictions must have shape \(n_seeds, 60\)"):
+        paired_bootstrap(a[:50], b, labels)
+    with pytest.raises(ValueError, match="one row per shared seed"):
+        paired_bootstrap(np.stack([a, a]), b, labels)
+    with pytest.raises(ValueError, match="subset 'weak' must be a bool mask"):
+        compare_on_subsets(a, b, labels, {"weak": weak[:10]})
+    with pytest.raises(ValueError, match="metric must be one of"):
+        paired_bootstrap(a, b, labels, "rmse")
