@@ -554,3 +554,42 @@ def plot_subset_comparison(
     ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     return fig
+
+
+def plot_comparisons(comparisons: Sequence, title: str = "") -> plt.Figure:
+    """A forest plot of :class:`~cormult_lib.stats.Comparison` s: one row per comparison, the
+    difference ``a - b`` with its 95% interval, labelled with the subset, the models and ``n``;
+    a dashed line at 0 (no difference). Verdicts colour the points (grey: no measurable
+    difference)."""
+    rows = list(comparisons)
+    if not rows:
+        raise ValueError("comparisons is empty: nothing to plot")
+    colours = {"a better": "tab:blue", "b better": "tab:red", "no measurable difference": "grey"}
+    fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(rows) + 1.4))
+    for y, c in enumerate(rows):
+        ax.errorbar(
+            c.difference,
+            y,
+            xerr=[[c.difference - c.ci_low], [c.ci_high - c.difference]],
+            fmt="o",
+            color=colours[c.verdict],
+            capsize=3,
+        )
+    ax.set_yticks(
+        range(len(rows)),
+        [f"{c.a} - {c.b}, {c.subset} (n={c.n}, {c.n_seeds} seeds)" for c in rows],
+        fontsize=8,
+    )
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", linestyle="--", linewidth=0.8)
+    metrics = sorted({c.metric for c in rows})
+    better = "negative: a better" if metrics == ["mae"] else "sign by metric"
+    ax.set_xlabel(f"difference in {', '.join(metrics)} ({better}), 95% interval")
+    handles = [
+        plt.Line2D([], [], marker="o", linestyle="", color=colour, label=name)
+        for name, colour in colours.items()
+    ]
+    ax.legend(handles=handles, fontsize=7, loc="best")
+    ax.set_title(title or "paired comparisons")
+    fig.tight_layout()
+    return fig

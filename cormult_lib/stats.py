@@ -326,8 +326,49 @@ def compare_on_subsets(
             )
         results.append(
             paired_bootstrap(
-                a[:, chosen], b[:, chosen], labels[chosen], metric,
-                names=names, subset=name, n_resamples=n_resamples, seed=seed,
-            )  # fmt: skip
+                a[:, chosen],
+                b[:, chosen],
+                labels[chosen],
+                metric,
+                names=names,
+                subset=name,
+                n_resamples=n_resamples,
+                seed=seed,
+            )
         )
     return results
+
+
+def compare_models(
+    outputs: dict[str, np.ndarray],
+    labels: np.ndarray,
+    pairs: Sequence[tuple[str, str]],
+    subsets: dict[str, np.ndarray] | None = None,
+    metrics: Sequence[str] = ("mae",),
+    *,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> list[Comparison]:
+    """:func:`compare_on_subsets` for every ``(a, b)`` of ``pairs`` and every metric.
+
+    ``outputs`` maps a model name to its ``(n_seeds, n)`` test predictions (same seeds for
+    every model, as :func:`~cormult_lib.training.supervised.run_seeds` returns them).
+    """
+    unknown = sorted({name for pair in pairs for name in pair} - set(outputs))
+    if unknown:
+        raise ValueError(f"pairs name models {unknown} that outputs lacks; it has {list(outputs)}")
+    return [
+        comparison
+        for a, b in pairs
+        for metric in metrics
+        for comparison in compare_on_subsets(
+            outputs[a],
+            outputs[b],
+            labels,
+            subsets,
+            metric,
+            names=(a, b),
+            n_resamples=n_resamples,
+            seed=seed,
+        )
+    ]

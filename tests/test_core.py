@@ -54,7 +54,7 @@ def test_resolve_device(capsys: pytest.CaptureFixture) -> None:
 
 
 def test_presets_and_overrides() -> None:
-    assert set(PRESETS) == {"quick", "paper"}
+    assert set(PRESETS) == {"quick", "standard", "paper"}
     paper = get_config("paper")
     # MulT's CMU-MOSEI settings and the CorMulT authors' evaluator (shared/reference/anchors.md).
     assert (paper.model.hidden_dim, paper.model.num_heads, paper.model.num_layers) == (40, 8, 4)
@@ -70,6 +70,19 @@ def test_presets_and_overrides() -> None:
         get_config("quick", train={"epochz": 2})
     with pytest.raises(ValueError, match="section"):
         get_config("quick", optimiser={"lr": 1})
+
+
+def test_the_standard_profile_can_answer_the_weak_sample_question() -> None:
+    """At least 100 weak test samples per discrepancy type and 5 seeds (issue: powered runs)."""
+    from cormult_lib.data.synthetic import DISCREPANCIES, SyntheticCorpus
+
+    standard = get_config("standard")
+    assert standard.train.n_seeds >= 5
+    assert standard.model == get_config("quick").model, "the quick models, more data and seeds"
+    meta = SyntheticCorpus(standard.data, seed=0).metadata()
+    test = meta[meta["split"] == "test"]
+    counts = test["discrepancy"].value_counts()
+    assert all(counts[kind] >= 100 for kind in DISCREPANCIES), counts.to_dict()
 
 
 def test_parse_modalities_and_label_classes() -> None:

@@ -119,3 +119,24 @@ def test_subsets_are_compared_separately_and_bad_shapes_are_named():
         compare_on_subsets(a, b, labels, {"weak": weak[:10]})
     with pytest.raises(ValueError, match="metric must be one of"):
         paired_bootstrap(a, b, labels, "rmse")
+
+
+def test_compare_models_covers_every_pair_metric_and_subset_and_plots(tmp_path):
+    from cormult_lib.plots import plot_comparisons
+    from cormult_lib.stats import compare_models
+
+    rng = np.random.default_rng(8)
+    labels = _labels(rng, 80)
+    outputs = {m: labels + rng.normal(0, s, (2, 80)) for m, s in [("x", 0.4), ("y", 0.9)]}
+    rows = compare_models(
+        outputs, labels, [("x", "y")], {"half": np.arange(80) < 40}, ("mae", "acc2_non0")
+    )
+    assert [(r.metric, r.subset) for r in rows] == [
+        ("mae", "all"), ("mae", "half"), ("acc2_non0", "all"), ("acc2_non0", "half")
+    ]  # fmt: skip
+    assert rows[0].verdict == "a better"
+    fig = plot_comparisons(rows)
+    labels_drawn = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels_drawn[1] == "x - y, half (n=40, 2 seeds)", "n is shown on the figure"
+    with pytest.raises(ValueError, match=r"models \['z'\]"):
+        compare_models(outputs, labels, [("x", "z")])

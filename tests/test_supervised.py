@@ -153,9 +153,7 @@ def _tiny_cormult(splits, fusion: str):
 
 
 @pytest.mark.parametrize("fusion", ["product", "post_norm"])
-def test_correlation_sensitivity_replaces_the_coefficients_and_measures_the_change(
-    splits, fusion
-):
+def test_correlation_sensitivity_replaces_the_coefficients_and_measures_the_change(splits, fusion):
     model = _tiny_cormult(splits, fusion)
     test = splits["test"]
     table = correlation_sensitivity(model, test, scales=(0.5,), seed=3).set_index("replacement")
