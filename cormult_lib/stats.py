@@ -85,17 +85,19 @@ def metric_function(name: str) -> Metric:
     return lambda predictions, labels: regression_metrics(predictions, labels)[name]
 
 
-def verdict(ci_low: float, ci_high: float, metric: str) -> str:
+def verdict(ci_low: float, ci_high: float, metric: str, lower_is_better: bool | None = None) -> str:
     """``"a better"``, ``"b better"`` or ``"no measurable difference"`` for the interval of
-    ``a - b`` on ``metric``, decided by the interval alone.
+    ``a - b`` on ``metric``, decided by the interval alone. ``lower_is_better`` defaults to
+    ``metric in LOWER_IS_BETTER``.
 
     >>> verdict(-0.05, -0.01, "mae"), verdict(-0.05, 0.01, "mae"), verdict(0.01, 0.02, "corr")
     ('a better', 'no measurable difference', 'a better')
     """
     if not (np.isfinite(ci_low) and np.isfinite(ci_high)):
         return "no measurable difference"
-    a_favoured = ci_high < 0 if metric in LOWER_IS_BETTER else ci_low > 0
-    b_favoured = ci_low > 0 if metric in LOWER_IS_BETTER else ci_high < 0
+    lower = metric in LOWER_IS_BETTER if lower_is_better is None else lower_is_better
+    a_favoured = ci_high < 0 if lower else ci_low > 0
+    b_favoured = ci_low > 0 if lower else ci_high < 0
     if a_favoured:
         return "a better"
     if b_favoured:
@@ -261,11 +263,13 @@ def seed_interval(
     names: tuple[str, str] = ("a", "b"),
     subset: str = "all",
     n: int = 0,
+    lower_is_better: bool | None = None,
 ) -> Comparison:
     """Paired *t* interval of ``a - b`` over seeds, from one metric value per seed and model.
 
     ``a_values[i]`` and ``b_values[i]`` come from the same seed. ``n`` is the number of test
     samples behind each value (reported only). With one seed the interval is NaN.
+    ``lower_is_better`` as in :func:`verdict` (for metrics such as a loss or a time).
     """
     a = np.asarray(a_values, dtype=float)
     b = np.asarray(b_values, dtype=float)
@@ -292,7 +296,7 @@ def seed_interval(
         difference=float(a.mean() - b.mean()),
         ci_low=low,
         ci_high=high,
-        verdict=verdict(low, high, metric),
+        verdict=verdict(low, high, metric, lower_is_better),
         method="paired t interval over seeds",
     )
 
@@ -372,3 +376,112 @@ def compare_models(
             seed=seed,
         )
     ]
+
+
+def roc_auc(higher: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """ROC-AUC of scores ``higher`` (label 1) against ``lower`` (label 0), from ranks (the
+    Mann-Whitney U over ``n_higher * n_lower``; ties count one half). Works along the last
+    axis, so ``(resamples, n)`` arrays give ``(resamples,)`` AUCs."""
+    n_high, n_low = higher.shape[-1], lower.shape[-1]
+    ranks = scipy_stats.rankdata(np.concatenate([higher, lower], axis=-1), axis=-1)
+    u = ranks[..., :n_high].sum(axis=-1) - n_high * (n_high + 1) / 2
+    return u / (n_high * n_low)
+
+
+def auc_against_chance(
+    higher: np.ndarray,
+    lower: np.ndarray,
+    *,
+    name: str = "Cor",
+    subset: str = "all",
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> Comparison:
+    """Is ``name`` better than chance at ranking ``higher`` above ``lower``? ROC-AUC minus 0.5.
+
+    The interval is a stratified bootstrap: each resample draws both groups with replacement,
+    each at its own size. ``n`` is ``len(higher) + len(lower)``. With an empty group the AUC
+    and interval are NaN.
+    """
+    higher = np.asarray(higher, dtype=float).reshape(-1)
+    lower = np.asarray(lower, dtype=float).reshape(-1)
+    n = len(higher) + len(lower)
+    auc = float(roc_auc(higher, lower)) if len(higher) and len(lower) else float("nan")
+    low = high = float("nan")
+    if len(higher) >= 2 and len(lower) >= 2:
+        rng = np.random.default_rng(seed)
+        resampled_high = higher[rng.integers(0, len(higher), (n_resamples, len(higher)))]
+        resampled_low = lower[rng.integers(0, len(lower), (n_resamples, len(lower)))]
+        tail = (1 - CONFIDENCE) / 2 * 100
+        bounds = np.percentile(roc_auc(resampled_high, resampled_low), [tail, 100 - tail])
+        low, high = float(bounds[0] - 0.5), float(bounds[1] - 0.5)
+    return Comparison(
+        subset=subset,
+        n=n,
+        n_seeds=1,
+        metric="roc_auc",
+        a=name,
+        b="chance",
+        a_value=auc,
+        b_value=0.5,
+        difference=auc - 0.5,
+        ci_low=low,
+        ci_high=high,
+        verdict=verdict(low, high, "roc_auc"),
+        method=f"stratified bootstrap over {len(higher)} + {len(lower)} samples",
+    )
+
+
+def mean_difference(
+    a_values: np.ndarray,
+    b_values: np.ndarray,
+    *,
+    paired: bool,
+    metric: str,
+    names: tuple[str, str] = ("a", "b"),
+    subset: str = "all",
+    lower_is_better: bool | None = None,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> Comparison:
+    """``mean(a) - mean(b)`` of per-sample values with a 95% percentile bootstrap interval.
+
+    ``paired=True``: ``a_values[i]`` and ``b_values[i]`` belong to the same sample (a negative
+    and the real clip it was made from), resampled together; ``n`` is the number of pairs.
+    ``paired=False``: two groups of different samples (weak and strong clips), each resampled
+    at its own size; ``n`` counts both. Fewer than 2 values in a group: NaN interval.
+    """
+    a = np.asarray(a_values, dtype=float).reshape(-1)
+    b = np.asarray(b_values, dtype=float).reshape(-1)
+    if paired and a.shape != b.shape:
+        raise ValueError(f"paired values must be equally long, got {len(a)} and {len(b)}")
+    a_value = float(a.mean()) if len(a) else float("nan")
+    b_value = float(b.mean()) if len(b) else float("nan")
+    low = high = float("nan")
+    rng = np.random.default_rng(seed)
+    if min(len(a), len(b)) >= 2:
+        if paired:
+            rows = rng.integers(0, len(a), (n_resamples, len(a)))
+            deltas = (a - b)[rows].mean(axis=1)
+        else:
+            deltas = (
+                a[rng.integers(0, len(a), (n_resamples, len(a)))].mean(axis=1)
+                - b[rng.integers(0, len(b), (n_resamples, len(b)))].mean(axis=1)
+            )
+        tail = (1 - CONFIDENCE) / 2 * 100
+        low, high = (float(x) for x in np.percentile(deltas, [tail, 100 - tail]))
+    return Comparison(
+        subset=subset,
+        n=len(a) if paired else len(a) + len(b),
+        n_seeds=1,
+        metric=metric,
+        a=names[0],
+        b=names[1],
+        a_value=a_value,
+        b_value=b_value,
+        difference=a_value - b_value,
+        ci_low=low,
+        ci_high=high,
+        verdict=verdict(low, high, metric, lower_is_better),
+        method=f"{'paired' if paired else 'two-group'} bootstrap over samples",
+    )

@@ -140,3 +140,44 @@ def test_compare_models_covers_every_pair_metric_and_subset_and_plots(tmp_path):
     assert labels_drawn[1] == "x - y, half (n=40, 2 seeds)", "n is shown on the figure"
     with pytest.raises(ValueError, match=r"models \['z'\]"):
         compare_models(outputs, labels, [("x", "z")])
+
+
+def test_roc_auc_from_ranks_equals_sklearn_and_its_interval_covers_it():
+    from sklearn.metrics import roc_auc_score
+
+    from cormult_lib.stats import auc_against_chance, roc_auc
+
+    rng = np.random.default_rng(9)
+    higher = np.round(rng.normal(0.6, 1, 40), 1)  # rounded: ties between the groups
+    lower = np.round(rng.normal(0, 1, 25), 1)
+    expected = roc_auc_score(np.r_[np.ones(40), np.zeros(25)], np.r_[higher, lower])
+    assert roc_auc(higher, lower) == pytest.approx(expected)
+    result = auc_against_chance(higher, lower, subset="clarity")
+    assert result.a_value == pytest.approx(expected) and result.n == 65
+    assert result.ci_low < result.difference < result.ci_high
+    assert result.verdict == "a better"
+    tiny = auc_against_chance(higher[:1], lower)
+    assert np.isnan(tiny.ci_low) and tiny.verdict == "no measurable difference"
+
+
+def test_mean_difference_paired_and_two_group_intervals():
+    from cormult_lib.stats import mean_difference
+
+    rng = np.random.default_rng(10)
+    real = rng.normal(0, 1, 200)
+    negative = real - 0.3 + rng.normal(0, 0.1, 200)  # made from each real clip, lower
+    paired = mean_difference(negative, real, paired=True, metric="agreement")
+    two_group = mean_difference(negative, real, paired=False, metric="agreement")
+    assert paired.difference == pytest.approx(two_group.difference)
+    assert paired.verdict == "b better" and paired.n == 200 and two_group.n == 400
+    # Pairing removes the variation the two share: a much narrower interval.
+    assert (paired.ci_high - paired.ci_low) < (two_group.ci_high - two_group.ci_low) / 5
+    theirs = scipy_stats.bootstrap(
+        (negative - real,), np.mean, n_resamples=4000, method="percentile", rng=1
+    ).confidence_interval
+    assert paired.ci_low == pytest.approx(theirs.low, abs=0.004)
+    assert paired.ci_high == pytest.approx(theirs.high, abs=0.004)
+    lower = mean_difference(negative, real, paired=True, metric="loss", lower_is_better=True)
+    assert lower.verdict == "a better"
+    with pytest.raises(ValueError, match="equally long"):
+        mean_difference(negative[:5], real, paired=True, metric="agreement")

@@ -1,6 +1,6 @@
 """How well the correlation coefficients ``Cor`` separate what they should.
 
-Two questions, both answered with ROC-AUC (:func:`sklearn.metrics.roc_auc_score`: the
+Two questions, both answered with ROC-AUC (:func:`cormult_lib.stats.roc_auc`, from ranks: the
 probability that a randomly drawn member of the first group gets a higher ``Cor`` than one of
 the second; 0.5 is chance, 1.0 perfect):
 
@@ -23,7 +23,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import roc_auc_score
 
 from cormult_lib.correlation.distances import Distance, present_pairs
 from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator
@@ -34,6 +33,7 @@ from cormult_lib.correlation.negatives import (
     make_negatives,
 )
 from cormult_lib.data.dataset import MultimodalSplit, make_loader
+from cormult_lib.stats import Comparison, auc_against_chance, verdict
 from cormult_lib.training.loop import move_to_device
 
 
@@ -42,12 +42,12 @@ def pair_name(pair: tuple[str, str]) -> str:
     return "".join(pair)
 
 
-def _auc(higher: np.ndarray, lower: np.ndarray) -> float:
-    """ROC-AUC of scores ``higher`` (label 1) against ``lower`` (label 0); NaN if one is empty."""
-    if len(higher) == 0 or len(lower) == 0:
-        return float("nan")
-    labels = np.r_[np.ones(len(higher)), np.zeros(len(lower))]
-    return float(roc_auc_score(labels, np.r_[higher, lower]))
+def _auc_columns(higher: np.ndarray, lower: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """``auc`` of scores ``higher`` (label 1) against ``lower`` (label 0) and its 95% interval
+    ``auc_low`` / ``auc_high`` (:func:`~cormult_lib.stats.auc_against_chance`); NaN where a
+    group is empty (interval: with fewer than 2 samples)."""
+    result = auc_against_chance(higher, lower, seed=seed)
+    return {"auc": result.a_value, "auc_low": result.ci_low + 0.5, "auc_high": result.ci_high + 0.5}
 
 
 def _batches(model: ModalityCorrelationEvaluator, split: MultimodalSplit, batch_size: int):
@@ -92,7 +92,8 @@ def separation_auc(
 
     Returns:
         One row per strategy and pair: ``strategy``, ``pair`` (``"TA"``, ``"TV"``, ``"AV"``),
-        ``auc``, ``paired`` (the share of negatives whose ``Cor`` is below that of the real
+        ``auc`` with its 95% interval ``auc_low`` / ``auc_high``, ``paired`` (the share of
+        negatives whose ``Cor`` is below that of the real
         sample they were made from: the per-sample ranking the triplet loss trains, where
         ``auc`` compares every real sample with every negative), ``n_pos``, ``n_neg``.
     """
@@ -142,7 +143,7 @@ def separation_auc(
                 {
                     "strategy": s,
                     "pair": pair_name(pair),
-                    "auc": _auc(pos, neg),
+                    **_auc_columns(pos, neg, seed),
                     "paired": np.concatenate(wins[(s, pair)]).mean() if len(neg) else np.nan,
                     "n_pos": len(pos),
                     "n_neg": len(neg),
@@ -189,8 +190,8 @@ def weak_strong_auc(
     (``discrepancy="all"``), and per pair: strong samples are label 1, weak ones label 0.
 
     Returns:
-        One row per discrepancy and pair: ``discrepancy``, ``pair``, ``auc``, ``n_strong``,
-        ``n_weak``.
+        One row per discrepancy and pair: ``discrepancy``, ``pair``, ``auc`` with its 95%
+        interval ``auc_low`` / ``auc_high``, ``n_strong``, ``n_weak``.
     """
     meta = split.meta
     if meta is None or not {"correlation", "discrepancy"} <= set(meta.columns):
@@ -216,7 +217,7 @@ def weak_strong_auc(
                 {
                     "discrepancy": kind,
                     "pair": pair_name(pair),
-                    "auc": _auc(
+                    **_auc_columns(
                         table.loc[strong, column].to_numpy(), table.loc[chosen, column].to_numpy()
                     ),
                     "n_strong": int(strong.sum()),
@@ -224,3 +225,31 @@ def weak_strong_auc(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def auc_comparisons(table: pd.DataFrame, by: Sequence[str]) -> list[Comparison]:
+    """The rows of :func:`separation_auc` or :func:`weak_strong_auc` as comparisons of ``Cor``
+    with chance (AUC 0.5), for a chapter's ``comparisons``; ``subset`` joins the ``by``
+    columns (e.g. ``"B TA"``), ``n`` counts both groups."""
+    sizes = ("n_pos", "n_neg") if "n_pos" in table else ("n_strong", "n_weak")
+    rows = []
+    for _, row in table.iterrows():
+        low, high = row["auc_low"] - 0.5, row["auc_high"] - 0.5
+        rows.append(
+            Comparison(
+                subset=" ".join(str(row[c]) for c in by),
+                n=int(row[sizes[0]] + row[sizes[1]]),
+                n_seeds=1,
+                metric="roc_auc",
+                a="Cor",
+                b="chance",
+                a_value=float(row["auc"]),
+                b_value=0.5,
+                difference=float(row["auc"] - 0.5),
+                ci_low=float(low),
+                ci_high=float(high),
+                verdict=verdict(float(low), float(high), "roc_auc"),
+                method=f"stratified bootstrap over {row[sizes[0]]} + {row[sizes[1]]} samples",
+            )
+        )
+    return rows

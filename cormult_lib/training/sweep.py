@@ -78,6 +78,7 @@ __all__ = [
 
 SHARED_SPACE_GRIDS: dict[str, dict[str, tuple[int, ...]]] = {
     "quick": {"shared_time": (2, 8, 32), "shared_dim": (8, 32, 128)},
+    "standard": {"shared_time": (2, 8, 32), "shared_dim": (8, 32, 128)},
     "paper": {
         "shared_time": (2, 4, 8, 16, 32, 64, 128),
         "shared_dim": tuple(range(50, 1001, 50)),
@@ -86,10 +87,12 @@ SHARED_SPACE_GRIDS: dict[str, dict[str, tuple[int, ...]]] = {
 """Axes of the shared-space sweep (CorMulT section 4.4): ``t`` = ``shared_time``, ``o`` =
 ``shared_dim``. ``"paper"``: ``t`` in 2, 4, ..., 128 and ``o`` in 50, 100, ..., 1000 (140
 settings), each with the five seeds of ``SEEDS["paper"]``; the paper pre-trained the evaluator
-on the first 10% of CMU-MOSEI for this sweep. ``"quick"``: 9 settings for a tutorial run."""
+on the first 10% of CMU-MOSEI for this sweep. ``"quick"``: 9 settings for a tutorial run;
+``"standard"``: the same 9 with five seeds."""
 
 DISTANCE_GRIDS: dict[str, dict[str, tuple[str, ...]]] = {
     "quick": {"distance": tuple(DISTANCES)},
+    "standard": {"distance": tuple(DISTANCES)},
     "paper": {"distance": tuple(DISTANCES)},
 }
 """Axis of the distance-measure sweep (CorMulT section 4.3, Table 3): the five measures of
@@ -97,8 +100,12 @@ DISTANCE_GRIDS: dict[str, dict[str, tuple[str, ...]]] = {
 sweep, the paper trained on the first 10% of CMU-MOSEI, over the five seeds of
 ``SEEDS["paper"]``."""
 
-SEEDS: dict[str, tuple[int, ...]] = {"quick": (0, 1), "paper": (0, 1, 2, 3, 4)}
-"""Seeds per setting: five in the paper (mean and spread over seeds), two for a quick run."""
+SEEDS: dict[str, tuple[int, ...]] = {
+    "quick": (0, 1),
+    "standard": (0, 1, 2, 3, 4),
+    "paper": (0, 1, 2, 3, 4),
+}
+"""Seeds per setting: five in the paper and the standard run, two for a quick run."""
 
 #: Columns every results file has besides the settings and the metrics.
 RESERVED_COLUMNS = ("seed", "wall_s", "key")
