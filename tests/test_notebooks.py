@@ -21,6 +21,7 @@ from cormult_lib.data.synthetic import SyntheticCorpus, make_synthetic_splits
 from cormult_lib.data.synthetic_raw import export_raw_corpus
 from cormult_lib.features.pipeline import extract_features
 from cormult_lib.runner import main
+from cormult_lib.stats import verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -150,6 +151,16 @@ def test_data_tour_runs_on_an_mmsa_pickle(tmp_path: Path, capsys: pytest.Capture
     assert "replaced 3 non-finite values" in executed
 
 
+def _check_verdicts(comparisons: list[dict]) -> None:
+    """Every comparison of a results JSON has its keys, n and a verdict its interval gives."""
+    keys = {"subset", "n", "metric", "a", "b", "a_value", "b_value", "difference", "ci_low"}
+    for c in comparisons:
+        assert keys | {"ci_high", "verdict"} <= set(c), c
+        low = float("nan") if c["ci_low"] is None else c["ci_low"]
+        high = float("nan") if c["ci_high"] is None else c["ci_high"]
+        assert c["verdict"] == verdict(low, high, c["metric"]), c
+
+
 def test_mce_pretraining_runs_on_an_mmsa_pickle(tmp_path: Path) -> None:
     """Pre-training reads no label, so chapter 04 runs on any pickle with two modalities."""
     pickle_path = tmp_path / "aligned_50.pkl"
@@ -160,7 +171,9 @@ def test_mce_pretraining_runs_on_an_mmsa_pickle(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "out" / "04_mce_pretraining.json").read_text())
     assert result["settings"]["modalities"] == "TA"
     assert len(result["metrics"]["history"]["valid_loss"]) == 2
-    assert set(result["metrics"]["separation_auc"]) == {"TA"}, "one pair for two modalities"
+    assert {row["pair"] for row in result["metrics"]["separation_auc"]} == {"TA"}, "one pair"
+    assert {c["subset"] for c in result["comparisons"]} == {f"{s} TA" for s in "ABCD"}
+    _check_verdicts(result["comparisons"])
     assert result["metrics"]["weak_strong_auc"] is None and result["metrics"]["table5"] is None
     assert (tmp_path / "out" / "04_mce.pt").is_file()
 
@@ -178,7 +191,11 @@ def test_cormult_training_runs_on_an_mmsa_pickle(tmp_path: Path) -> None:
     metrics = result["metrics"]
     assert {row["model"] for row in metrics["summary"]} == {"late fusion", "MulT", "CorMulT"}
     assert {row["subset"] for row in metrics["summary"]} == {"all"}
-    assert metrics["evaluator_loaded"] is False and (tmp_path / "out" / "07_mce.pt").is_file()
+    assert result["evaluator"]["loaded"] is False and (tmp_path / "out" / "07_mce.pt").is_file()
+    central = [c for c in result["comparisons"] if (c["a"], c["b"]) == ("CorMulT", "MulT")]
+    assert {c["subset"] for c in central} == {"all"}, "no subsets without discrepancy labels"
+    assert all(c["n"] == result["metrics"]["runs"][0]["n"] for c in central)
+    _check_verdicts(result["comparisons"])
     assert not (tmp_path / "mce.pt").exists(), "chapter 04's path is only read"
 
 

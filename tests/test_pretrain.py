@@ -59,7 +59,10 @@ def test_pretraining_lowers_the_validation_loss(trained):
 
 def test_coefficients_separate_real_samples_from_negatives(trained, splits):
     auc = separation_auc(trained.model, splits["test"], trained.distance, strategies=("A", "B"))
-    assert list(auc.columns) == ["strategy", "pair", "auc", "paired", "n_pos", "n_neg"]
+    assert list(auc.columns) == [
+        "strategy", "pair", "auc", "auc_low", "auc_high", "paired", "n_pos", "n_neg"
+    ]  # fmt: skip
+    assert ((auc["auc_low"] < auc["auc"]) & (auc["auc"] < auc["auc_high"])).all(), "95% interval"
     assert len(auc) == 6 and (auc["n_pos"] == len(splits["test"])).all()
     # A swap breaks the two pairs of the swapped modality only; B's shifts break all three.
     n_neg = auc.set_index(["strategy", "pair"])["n_neg"]
