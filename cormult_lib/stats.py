@@ -129,6 +129,40 @@ class Comparison:
     verdict: str
     method: str
 
+    @classmethod
+    def build(
+        cls,
+        *,
+        subset: str,
+        n: int,
+        n_seeds: int,
+        metric: str,
+        names: tuple[str, str],
+        a_value: float,
+        b_value: float,
+        interval: tuple[float, float],
+        method: str,
+        lower_is_better: bool | None = None,
+    ) -> Comparison:
+        """The one way comparisons are made: ``difference`` and ``verdict`` computed here from
+        the values and the 95% ``interval`` of ``a - b``."""
+        low, high = (float(x) for x in interval)
+        return cls(
+            subset=subset,
+            n=int(n),
+            n_seeds=int(n_seeds),
+            metric=metric,
+            a=names[0],
+            b=names[1],
+            a_value=float(a_value),
+            b_value=float(b_value),
+            difference=float(a_value - b_value),
+            ci_low=low,
+            ci_high=high,
+            verdict=verdict(low, high, metric, lower_is_better),
+            method=method,
+        )
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -145,6 +179,17 @@ class Comparison:
             f"{self.a} - {self.b} {self.metric} = {self.difference:+.3f} "
             f"[{self.ci_low:+.3f}, {self.ci_high:+.3f}], {verdict_words}"
         )
+
+
+def _percentile(deltas: np.ndarray) -> tuple[float, float]:
+    """The 95% percentile interval of resampled differences (NaN ones dropped, e.g. Pearson r
+    of a constant resample); NaN when none is left."""
+    deltas = deltas[np.isfinite(deltas)]
+    if not len(deltas):
+        return float("nan"), float("nan")
+    tail = (1 - CONFIDENCE) / 2 * 100
+    low, high = np.percentile(deltas, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def _as_seed_matrix(predictions: np.ndarray, name: str, n: int) -> np.ndarray:
@@ -202,22 +247,18 @@ def paired_bootstrap(
         method += " (one seed: training randomness is not in the interval)"
     a_value = float(np.mean([score(row, labels) for row in a])) if n else float("nan")
     b_value = float(np.mean([score(row, labels) for row in b])) if n else float("nan")
-    low = high = float("nan")
+    interval = (float("nan"), float("nan"))
     if n >= 2:
-        low, high = _percentile_interval(a, b, labels, metric, n_resamples, seed)
-    return Comparison(
+        interval = _percentile_interval(a, b, labels, metric, n_resamples, seed)
+    return Comparison.build(
         subset=subset,
         n=n,
         n_seeds=n_seeds,
         metric=metric,
-        a=names[0],
-        b=names[1],
+        names=names,
         a_value=a_value,
         b_value=b_value,
-        difference=a_value - b_value,
-        ci_low=low,
-        ci_high=high,
-        verdict=verdict(low, high, metric),
+        interval=interval,
         method=method,
     )
 
@@ -247,12 +288,7 @@ def _percentile_interval(
                 for r, i in zip(rows, samples, strict=True)
             ]
         )
-    deltas = deltas[np.isfinite(deltas)]  # e.g. Pearson r of a constant resample
-    if not len(deltas):
-        return float("nan"), float("nan")
-    tail = (1 - CONFIDENCE) / 2 * 100
-    low, high = np.percentile(deltas, [tail, 100 - tail])
-    return float(low), float(high)
+    return _percentile(deltas)
 
 
 def seed_interval(
@@ -284,20 +320,17 @@ def seed_interval(
         low = high = float((a - b)[0])
     else:
         low = high = float("nan")
-    return Comparison(
+    return Comparison.build(
         subset=subset,
         n=n,
         n_seeds=len(a),
         metric=metric,
-        a=names[0],
-        b=names[1],
-        a_value=float(a.mean()),
-        b_value=float(b.mean()),
-        difference=float(a.mean() - b.mean()),
-        ci_low=low,
-        ci_high=high,
-        verdict=verdict(low, high, metric, lower_is_better),
+        names=names,
+        a_value=a.mean(),
+        b_value=b.mean(),
+        interval=(low, high),
         method="paired t interval over seeds",
+        lower_is_better=lower_is_better,
     )
 
 
@@ -407,27 +440,21 @@ def auc_against_chance(
     lower = np.asarray(lower, dtype=float).reshape(-1)
     n = len(higher) + len(lower)
     auc = float(roc_auc(higher, lower)) if len(higher) and len(lower) else float("nan")
-    low = high = float("nan")
+    interval = (float("nan"), float("nan"))
     if len(higher) >= 2 and len(lower) >= 2:
         rng = np.random.default_rng(seed)
         resampled_high = higher[rng.integers(0, len(higher), (n_resamples, len(higher)))]
         resampled_low = lower[rng.integers(0, len(lower), (n_resamples, len(lower)))]
-        tail = (1 - CONFIDENCE) / 2 * 100
-        bounds = np.percentile(roc_auc(resampled_high, resampled_low), [tail, 100 - tail])
-        low, high = float(bounds[0] - 0.5), float(bounds[1] - 0.5)
-    return Comparison(
+        interval = _percentile(roc_auc(resampled_high, resampled_low) - 0.5)
+    return Comparison.build(
         subset=subset,
         n=n,
         n_seeds=1,
         metric="roc_auc",
-        a=name,
-        b="chance",
+        names=(name, "chance"),
         a_value=auc,
         b_value=0.5,
-        difference=auc - 0.5,
-        ci_low=low,
-        ci_high=high,
-        verdict=verdict(low, high, "roc_auc"),
+        interval=interval,
         method=f"stratified bootstrap over {len(higher)} + {len(lower)} samples",
     )
 
@@ -457,7 +484,7 @@ def mean_difference(
         raise ValueError(f"paired values must be equally long, got {len(a)} and {len(b)}")
     a_value = float(a.mean()) if len(a) else float("nan")
     b_value = float(b.mean()) if len(b) else float("nan")
-    low = high = float("nan")
+    interval = (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
     if min(len(a), len(b)) >= 2:
         if paired:
@@ -468,20 +495,16 @@ def mean_difference(
                 a[rng.integers(0, len(a), (n_resamples, len(a)))].mean(axis=1)
                 - b[rng.integers(0, len(b), (n_resamples, len(b)))].mean(axis=1)
             )
-        tail = (1 - CONFIDENCE) / 2 * 100
-        low, high = (float(x) for x in np.percentile(deltas, [tail, 100 - tail]))
-    return Comparison(
+        interval = _percentile(deltas)
+    return Comparison.build(
         subset=subset,
         n=len(a) if paired else len(a) + len(b),
         n_seeds=1,
         metric=metric,
-        a=names[0],
-        b=names[1],
+        names=names,
         a_value=a_value,
         b_value=b_value,
-        difference=a_value - b_value,
-        ci_low=low,
-        ci_high=high,
-        verdict=verdict(low, high, metric, lower_is_better),
+        interval=interval,
         method=f"{'paired' if paired else 'two-group'} bootstrap over samples",
+        lower_is_better=lower_is_better,
     )

@@ -33,7 +33,7 @@ from cormult_lib.correlation.negatives import (
     make_negatives,
 )
 from cormult_lib.data.dataset import MultimodalSplit, make_loader
-from cormult_lib.stats import Comparison, auc_against_chance, verdict
+from cormult_lib.stats import Comparison, auc_against_chance
 from cormult_lib.training.loop import move_to_device
 
 
@@ -232,24 +232,17 @@ def auc_comparisons(table: pd.DataFrame, by: Sequence[str]) -> list[Comparison]:
     with chance (AUC 0.5), for a chapter's ``comparisons``; ``subset`` joins the ``by``
     columns (e.g. ``"B TA"``), ``n`` counts both groups."""
     sizes = ("n_pos", "n_neg") if "n_pos" in table else ("n_strong", "n_weak")
-    rows = []
-    for _, row in table.iterrows():
-        low, high = row["auc_low"] - 0.5, row["auc_high"] - 0.5
-        rows.append(
-            Comparison(
-                subset=" ".join(str(row[c]) for c in by),
-                n=int(row[sizes[0]] + row[sizes[1]]),
-                n_seeds=1,
-                metric="roc_auc",
-                a="Cor",
-                b="chance",
-                a_value=float(row["auc"]),
-                b_value=0.5,
-                difference=float(row["auc"] - 0.5),
-                ci_low=float(low),
-                ci_high=float(high),
-                verdict=verdict(float(low), float(high), "roc_auc"),
-                method=f"stratified bootstrap over {row[sizes[0]]} + {row[sizes[1]]} samples",
-            )
+    return [
+        Comparison.build(
+            subset=" ".join(str(row[c]) for c in by),
+            n=row[sizes[0]] + row[sizes[1]],
+            n_seeds=1,
+            metric="roc_auc",
+            names=("Cor", "chance"),
+            a_value=row["auc"],
+            b_value=0.5,
+            interval=(row["auc_low"] - 0.5, row["auc_high"] - 0.5),
+            method=f"stratified bootstrap over {row[sizes[0]]} + {row[sizes[1]]} samples",
         )
-    return rows
+        for _, row in table.iterrows()
+    ]
