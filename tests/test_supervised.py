@@ -117,9 +117,17 @@ def test_run_seeds_is_reproducible_and_summaries_are_mean_and_std(splits):
         lambda seed: _build(splits), splits, quick, [0, 1], subsets={"weak": weak}, progress=False
     )
     assert list(runs["seed"]) == [0, 0, 1, 1] and list(runs["subset"]) == ["all", "weak"] * 2
+    seen = []
     again, scores = run_seeds(
-        lambda seed: _build(splits), splits, quick, [1], progress=False, return_outputs=True
+        lambda seed: _build(splits),
+        splits,
+        quick,
+        [1],
+        progress=False,
+        return_outputs=True,
+        after_training=lambda seed, model: seen.append((seed, model.training)),
     )
+    assert seen == [(1, False)], "called once per seed with the trained model in eval mode"
     row = runs[(runs["seed"] == 1) & (runs["subset"] == "all")].iloc[0]
     assert again.iloc[0][list(METRIC_KEYS)].equals(row[list(METRIC_KEYS)]), "same seed, same run"
     assert scores.shape == (1, len(splits["test"]))

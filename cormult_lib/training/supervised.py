@@ -313,6 +313,7 @@ def run_seeds(
     device: str | torch.device = "cpu",
     progress: bool = True,
     return_outputs: bool = False,
+    after_training: Callable[[int, nn.Module], None] | None = None,
 ) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
     """Build, train and test one model per seed.
 
@@ -324,6 +325,8 @@ def run_seeds(
         subsets: masks over the test split, see :func:`evaluate`.
         return_outputs: also return the test predictions, for paired comparisons
             (:mod:`cormult_lib.stats`).
+        after_training: called as ``after_training(seed, model)`` with each trained model (in
+            eval mode), to measure more than the metrics without keeping every model.
 
     Returns:
         Long format, one row per seed and subset: ``seed``, ``subset``, the eight metrics,
@@ -350,6 +353,8 @@ def run_seeds(
             device=device,
             progress=False,
         )
+        if after_training is not None:
+            after_training(seed, trained.model)
         outputs = predict(trained.model, splits["test"])
         results = score_outputs(outputs, splits["test"].labels, _head_of(model), subsets)
         for subset, metrics in results.items():
