@@ -593,3 +593,35 @@ def plot_comparisons(comparisons: Sequence, title: str = "") -> plt.Figure:
     ax.set_title(title or "paired comparisons")
     fig.tight_layout()
     return fig
+
+
+def plot_metric_intervals(
+    entries: dict[str, dict], metrics: Sequence[str], title: str = ""
+) -> plt.Figure:
+    """One panel per metric: each model's value with its 95% interval.
+
+    ``entries``: model name -> ``{metric: {"value", "ci_low", "ci_high"}, "n_test": n}``, as
+    :func:`~cormult_lib.training.text_baseline.result_entry` returns.
+    """
+    if not entries:
+        raise ValueError("entries is empty: nothing to plot")
+    names = list(entries)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.3 * len(metrics) + 1, 2.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for x, name in enumerate(names):
+            cell = entries[name][metric]
+            ax.errorbar(
+                x, cell["value"],
+                yerr=[[cell["value"] - cell["ci_low"]], [cell["ci_high"] - cell["value"]]],
+                fmt="o", capsize=4,
+            )
+        ax.set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, len(names) - 0.4)
+        ax.set_title(metric, fontsize=9)
+    sizes = sorted({entries[name]["n_test"] for name in names})
+    fig.suptitle(
+        f"{title} (n={', '.join(map(str, sizes))} test samples, 95% bootstrap intervals)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig

@@ -508,3 +508,84 @@ def mean_difference(
         method=f"{'paired' if paired else 'two-group'} bootstrap over samples",
         lower_is_better=lower_is_better,
     )
+
+
+def resampled_metric(
+    metric: str, predictions: np.ndarray, labels: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """``metric`` of one model on many bootstrap resamples at once.
+
+    Args:
+        predictions, labels: ``(n,)``.
+        weights: ``(resamples, n)``, how often each sample was drawn in each resample.
+
+    Returns:
+        ``(resamples,)``: the metric of each resample, equal to
+        :func:`~cormult_lib.metrics.regression_metrics` on the drawn samples (a test compares
+        them). Means of per-sample scores, the Pearson correlation and the weighted F1 of the
+        sign split are all sums over samples, so one matrix product serves every resample.
+    """
+    w = np.asarray(weights, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if metric in PER_SAMPLE:
+            scores, counted = per_sample_scores(metric, predictions, labels)
+            w = w * counted
+            return (w @ scores) / w.sum(1)
+        if metric == "corr":
+            total = w.sum(1)
+            mean_p, mean_y = w @ predictions / total, w @ labels / total
+            cov = w @ (predictions * labels) / total - mean_p * mean_y
+            var_p = w @ predictions**2 / total - mean_p**2
+            var_y = w @ labels**2 / total - mean_y**2
+            return cov / np.sqrt(var_p * var_y)
+        if metric in ("f1_non0", "f1_has0"):
+            if metric == "f1_non0":
+                w = w * (labels != 0)
+                pred, truth = predictions > 0, labels > 0
+            else:
+                pred, truth = predictions >= 0, labels >= 0
+            tp, fp = w @ (pred & truth), w @ (pred & ~truth)
+            fn, tn = w @ (~pred & truth), w @ (~pred & ~truth)
+            # sklearn's average="weighted" with zero_division=0: a class's F1 weighted by its
+            # support, 0 when the class is never predicted nor true.
+            f1_pos = np.nan_to_num(2 * tp / (2 * tp + fp + fn))
+            f1_neg = np.nan_to_num(2 * tn / (2 * tn + fn + fp))
+            return (f1_pos * (tp + fn) + f1_neg * (tn + fp)) / (tp + fn + tn + fp)
+    raise ValueError(f"no resampled form of {metric!r}; expected one of {METRIC_KEYS}")
+
+
+def metric_intervals(
+    predictions: np.ndarray,
+    labels: np.ndarray,
+    metrics: Sequence[str] = METRIC_KEYS,
+    *,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Each metric of one model with a 95% percentile bootstrap interval over test samples.
+
+    Args:
+        predictions, labels: ``(n,)`` predicted and true sentiment.
+        metrics: keys of :data:`~cormult_lib.metrics.METRIC_KEYS`.
+
+    Returns:
+        ``{metric: {"value", "ci_low", "ci_high"}}``; ``value`` is
+        :func:`~cormult_lib.metrics.regression_metrics` on all samples. Every metric uses the
+        same resamples.
+    """
+    predictions = np.asarray(predictions, dtype=float).reshape(-1)
+    labels = np.asarray(labels, dtype=float).reshape(-1)
+    if len(predictions) != len(labels) or len(labels) < 2:
+        raise ValueError(
+            f"need as many predictions as labels, at least 2; got {len(predictions)} and "
+            f"{len(labels)}"
+        )
+    values = regression_metrics(predictions, labels)
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, len(labels), (n_resamples, len(labels)))
+    weights = np.stack([np.bincount(row, minlength=len(labels)) for row in drawn])
+    out = {}
+    for metric in metrics:
+        low, high = _percentile(resampled_metric(metric, predictions, labels, weights))
+        out[metric] = {"value": float(values[metric]), "ci_low": low, "ci_high": high}
+    return out

