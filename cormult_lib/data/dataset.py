@@ -247,16 +247,19 @@ def batch_loader(
     device: torch.device | str = "cpu",
     num_workers: int = 0,
     drop_last: bool = False,
+    sampler: torch.utils.data.Sampler | None = None,
 ) -> torch.utils.data.DataLoader:
     """The repository's ``DataLoader``: batches of ``dataset`` through ``collate_fn``, memory
     pinned when training on CUDA.
 
     ``drop_last`` drops an incomplete last batch (with ``shuffle``, a different random remainder
-    every epoch)."""
+    every epoch). ``sampler`` (with ``shuffle``) replaces the uniform shuffle with its own order
+    of indices, drawn from ``generator``."""
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         generator=generator,
         collate_fn=collate_fn,
         num_workers=num_workers,

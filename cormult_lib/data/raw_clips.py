@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from cormult_lib.data.dataset import batch_loader
 
@@ -34,12 +35,16 @@ class RawClipSplit(Dataset):
         labels: sentiment ``(n,)`` float32.
         ids: clip ids ``video_id$_$clip_id``, in the order of ``items``.
         name: shown in messages.
+        lengths: optional ``(n,)`` sizes of the items (e.g. tokens). When given, shuffled
+            batches group items of similar length (:func:`raw_clip_loader`), so that a batch
+            pads less.
     """
 
     items: list[dict[str, torch.Tensor]]
     labels: np.ndarray
     ids: list[str]
     name: str = "raw_clips"
+    lengths: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.float32)
@@ -48,6 +53,13 @@ class RawClipSplit(Dataset):
                 f"{self.name}: {len(self.items)} items need labels of shape ({len(self.items)},) "
                 f"and as many ids; got labels {self.labels.shape} and {len(self.ids)} ids"
             )
+        if self.lengths is not None:
+            self.lengths = np.asarray(self.lengths, dtype=np.int64)
+            if self.lengths.shape != (len(self.items),):
+                raise ValueError(
+                    f"{self.name}: lengths must have shape ({len(self.items)},), got "
+                    f"{self.lengths.shape}"
+                )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -80,7 +92,25 @@ def raw_clip_loader(
     num_workers: int = 0,
     drop_last: bool = False,
 ) -> DataLoader:
-    """A :func:`~cormult_lib.data.dataset.batch_loader` over prepared clips."""
+    """A :func:`~cormult_lib.data.dataset.batch_loader` over prepared clips.
+
+    Shuffled batches of a split with ``lengths`` come from transformers'
+    ``LengthGroupedSampler``: a random permutation cut into groups of 50 batches, each group
+    sorted by length, so a batch holds items of similar length and the order stays random.
+    Unshuffled batches keep the split's order (predictions line up with ``ids``)."""
+    sampler = None
+    if shuffle and split.lengths is not None:
+        sampler = LengthGroupedSampler(
+            batch_size, lengths=split.lengths.tolist(), generator=generator
+        )
     return batch_loader(
-        split, collate_raw_clips, batch_size, shuffle, generator, device, num_workers, drop_last
+        split,
+        collate_raw_clips,
+        batch_size,
+        shuffle,
+        generator,
+        device,
+        num_workers,
+        drop_last,
+        sampler=sampler,
     )

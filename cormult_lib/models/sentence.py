@@ -82,12 +82,14 @@ class SentenceRegressor(nn.Module):
         return cls(encoder, tokenizer, **options)
 
     def prepare(self, split: TranscriptSplit) -> RawClipSplit:
-        """Token ids of every transcript: items ``{"input_ids": (tokens,) int64}``."""
+        """Token ids of every transcript: items ``{"input_ids": (tokens,) int64}``, with their
+        lengths (training batches group transcripts of similar length)."""
         encoded = self.tokenizer(
             list(split.texts), truncation=True, max_length=self.max_length
         )["input_ids"]
         items = [{"input_ids": torch.tensor(ids, dtype=torch.long)} for ids in encoded]
-        return RawClipSplit(items, split.labels, list(split.ids), name=split.name)
+        lengths = [len(ids) for ids in encoded]  # shuffled batches group similar lengths
+        return RawClipSplit(items, split.labels, list(split.ids), split.name, lengths)
 
     def param_groups(self, lr: float) -> list[dict]:
         """Adam's groups: the encoder at :attr:`encoder_lr`, the head at ``lr``."""
