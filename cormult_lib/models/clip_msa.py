@@ -21,7 +21,9 @@ What is trained (section 2.2-2.4), with ``d`` = ``dim``:
 * the sentiment predictor: a fully connected network ``d -> d -> 1``; trained with SmoothL1.
 
 Ablations of the paper's Table 2 are constructor switches: ``use_clip`` (all modalities, or a
-subset such as ``"AV"`` for "w/o CLIP-T"), ``co_attention`` and ``order``.
+subset such as ``"AV"`` for "w/o CLIP-T"), ``co_attention`` and ``order``; ``use_specific``
+drops specific branches the same way (``"AV"``: text from its CLIP branch alone), which the
+paper does not ablate.
 
 Fine-tuning on request: :class:`ClipMSAEndToEnd` puts the encoders in front of a
 :class:`ClipMSA`, reads prepared raw clips (:func:`~cormult_lib.features.clip_msa.
@@ -79,6 +81,8 @@ class ClipMSA(nn.Module):
         num_heads: heads of the co-attention units (``d_h = d / m``) and the frame Transformer.
         use_clip: the modalities whose CLIP branch is used: ``True`` (all), ``False`` / ``""``
             (none: "w/o CLIP") or letters such as ``"AV"``.
+        use_specific: the modalities whose specific branch is used, in the same form; every
+            modality must keep at least one of its two branches.
         co_attention: hierarchical co-attention (``True``) or concatenation + Linear.
         order: ``"AVT"`` (paper: audio with vision, then text), ``"ATV"`` or ``"VTA"``.
         frame_layers: layers of the Transformer over the VGG frame features.
@@ -94,6 +98,7 @@ class ClipMSA(nn.Module):
         dim: int = 32,
         num_heads: int = 4,
         use_clip: bool | str = True,
+        use_specific: bool | str = True,
         co_attention: bool = True,
         order: str = "AVT",
         frame_layers: int = 1,
@@ -111,24 +116,34 @@ class ClipMSA(nn.Module):
                 raise ValueError(f"branch_dims[{m!r}] must be two positive sizes, got {dims}")
         if order not in FUSION_ORDERS:
             raise ValueError(f"order must be one of {tuple(FUSION_ORDERS)}, got {order!r}")
-        self.use_clip = _clip_modalities(use_clip)
+        self.use_clip = _branch_modalities("use_clip", use_clip)
+        self.use_specific = _branch_modalities("use_specific", use_specific)
+        bare = [m for m in MODALITIES if m not in self.use_clip | self.use_specific]
+        if bare:
+            raise ValueError(
+                f"modalities {bare} would have neither branch (use_clip={use_clip!r}, "
+                f"use_specific={use_specific!r}): keep at least one of the two"
+            )
         self.co_attention, self.order, self.dim = co_attention, order, dim
 
         def in_dim(m: str) -> int:
             specific, clip = self.branch_dims[m]
-            return specific + (clip if m in self.use_clip else 0)
+            return specific * (m in self.use_specific) + clip * (m in self.use_clip)
 
         self.text = _Projection(in_dim("T"), dim)
         self.audio = _Projection(in_dim("A"), dim)
         vgg_dim, clip_image_dim = self.branch_dims["V"]
-        self.face_input = nn.Linear(vgg_dim, dim)
-        self.face_transformer = TransformerEncoder(
-            dim, num_heads, frame_layers, attn_dropout=dropout, res_dropout=dropout
-        )
+        self.face_input, self.face_transformer = None, None
+        if "V" in self.use_specific:
+            self.face_input = nn.Linear(vgg_dim, dim)
+            self.face_transformer = TransformerEncoder(
+                dim, num_heads, frame_layers, attn_dropout=dropout, res_dropout=dropout
+            )
         self.clip_lstm = (
             nn.LSTM(clip_image_dim, dim, batch_first=True) if "V" in self.use_clip else None
         )
-        self.vision = _Projection(dim * (2 if "V" in self.use_clip else 1), dim)
+        vision_parts = ("V" in self.use_specific) + ("V" in self.use_clip)
+        self.vision = _Projection(dim * vision_parts, dim)
         if co_attention:
             self.fusion = HierarchicalFusion(dim, FUSION_ORDERS[order], num_heads, dropout=dropout)
         else:
@@ -145,7 +160,12 @@ class ClipMSA(nn.Module):
                 f"modality {m} must be (batch, 1, {specific + clip}) (specific + CLIP branch), "
                 f"got {tuple(x.shape)}"
             )
-        return x[:, 0] if m in self.use_clip else x[:, 0, :specific]
+        parts = []
+        if m in self.use_specific:
+            parts.append(x[:, 0, :specific])
+        if m in self.use_clip:
+            parts.append(x[:, 0, specific:])
+        return torch.cat(parts, dim=-1)
 
     def unimodal(
         self, features: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
@@ -159,8 +179,10 @@ class ClipMSA(nn.Module):
                 f"got {tuple(frames.shape)}"
             )
         frames = torch.where(frame_mask[..., None], frames, 0.0)
-        faces = self.face_transformer(self.face_input(frames[..., :vgg_dim]), frame_mask)
-        parts = [masked_mean(faces, frame_mask)]  # F_v^trans
+        parts = []
+        if self.face_transformer is not None:
+            faces = self.face_transformer(self.face_input(frames[..., :vgg_dim]), frame_mask)
+            parts.append(masked_mean(faces, frame_mask))  # F_v^trans
         if self.clip_lstm is not None:
             states, _ = self.clip_lstm(frames[..., vgg_dim:])
             parts.append(last_valid(states, frame_mask))  # F_v^clip
@@ -255,21 +277,21 @@ class ClipMSAEndToEnd(nn.Module):
         self.frozen = tuple(name for name in ENCODERS if name not in finetune)
         encoders.requires_grad_(False)
         for name in self.finetune:
-            getattr(encoders, name).requires_grad_(True)
+            encoders.encoder(name).requires_grad_(True)
         self.train(self.training)
 
     def train(self, mode: bool = True) -> ClipMSAEndToEnd:
         """Train/eval mode as usual, except that frozen encoders always stay in eval mode."""
         super().train(mode)
         for name in self.frozen:
-            getattr(self.encoders, name).eval()
+            self.encoders.encoder(name).eval()
         return self
 
     def param_groups(self, lr: float) -> list[dict]:
         """Adam's parameter groups: the CLIP-MSA head at ``lr``, the fine-tuned encoders at
         ``encoder_lr`` (``lr`` when None); frozen encoders are left out."""
         groups = [{"params": list(self.model.parameters()), "lr": lr}]
-        tuned = [p for name in self.finetune for p in getattr(self.encoders, name).parameters()]
+        tuned = [p for name in self.finetune for p in self.encoders.encoder(name).parameters()]
         if tuned:
             groups.append({"params": tuned, "lr": self.encoder_lr or lr})
         return groups
@@ -280,12 +302,13 @@ class ClipMSAEndToEnd(nn.Module):
         return self.model(features, masks)
 
 
-def _clip_modalities(use_clip: bool | str) -> frozenset[str]:
-    if use_clip is True:
+def _branch_modalities(name: str, value: bool | str) -> frozenset[str]:
+    """``use_clip`` / ``use_specific`` as a set of modality letters."""
+    if value is True:
         return frozenset(MODALITIES)
-    if use_clip is False or use_clip == "":
+    if value is False or value == "":
         return frozenset()
-    letters = set(str(use_clip).upper())
+    letters = set(str(value).upper())
     if not letters <= set(MODALITIES):
-        raise ValueError(f"use_clip must be True, False or letters out of 'TAV', got {use_clip!r}")
+        raise ValueError(f"{name} must be True, False or letters out of 'TAV', got {value!r}")
     return frozenset(letters)
