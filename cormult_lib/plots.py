@@ -533,11 +533,15 @@ def plot_seed_bars(
         sns.barplot(data=data, x=by, y=metric, hue=by, errorbar="sd", ax=ax, legend=False)
         sns.stripplot(data=data, x=by, y=metric, color="black", size=3, ax=ax)
         ax.set(xlabel="", title=metric)
-        ax.tick_params(axis="x", rotation=30)
+        ax.tick_params(axis="x", rotation=35)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
         if metric != "mae":
             low = data[metric].min()
             ax.set_ylim(bottom=max(0.0, low - 0.15) if np.isfinite(low) else 0.0)
-    fig.suptitle(f"test split ({subset}); mean and sd over {data['seed'].nunique()} seed(s)")
+    n_seeds = data["seed"].nunique()
+    spread = f"mean and sd over {n_seeds} seeds" if n_seeds > 1 else "one seed: no spread"
+    fig.suptitle(f"test split ({subset}); {spread}")
     fig.tight_layout()
     return fig
 
@@ -558,39 +562,51 @@ def plot_subset_comparison(
 
 def plot_comparisons(comparisons: Sequence, title: str = "") -> plt.Figure:
     """A forest plot of :class:`~cormult_lib.stats.Comparison` s: one row per comparison, the
-    difference ``a - b`` with its 95% interval, labelled with the subset, the models and ``n``;
-    a dashed line at 0 (no difference). Verdicts colour the points (grey: no measurable
-    difference)."""
+    difference ``a - b`` with its 95% interval, labelled with the subset, the models, ``n`` and
+    the seeds; a dashed line at 0 (no difference). Verdicts colour the points (grey: no
+    measurable difference). One panel per metric, so that each axis has one unit and one
+    direction of "better"."""
     rows = list(comparisons)
     if not rows:
         raise ValueError("comparisons is empty: nothing to plot")
+    from cormult_lib.stats import LOWER_IS_BETTER
+
     colours = {"a better": "tab:blue", "b better": "tab:red", "no measurable difference": "grey"}
-    fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(rows) + 1.4))
-    for y, c in enumerate(rows):
-        ax.errorbar(
-            c.difference,
-            y,
-            xerr=[[c.difference - c.ci_low], [c.ci_high - c.difference]],
-            fmt="o",
-            color=colours[c.verdict],
-            capsize=3,
-        )
-    ax.set_yticks(
-        range(len(rows)),
-        [f"{c.a} - {c.b}, {c.subset} (n={c.n}, {c.n_seeds} seeds)" for c in rows],
-        fontsize=8,
+    metrics = list(dict.fromkeys(c.metric for c in rows))
+    groups = [[c for c in rows if c.metric == metric] for metric in metrics]
+    heights = [0.42 * len(group) + 0.9 for group in groups]
+    fig, axes = plt.subplots(
+        len(groups), 1, figsize=(7.5, sum(heights) + 0.5), squeeze=False,
+        gridspec_kw={"height_ratios": heights},
     )
-    ax.invert_yaxis()
-    ax.axvline(0, color="black", linestyle="--", linewidth=0.8)
-    metrics = sorted({c.metric for c in rows})
-    better = "negative: a better" if metrics == ["mae"] else "sign by metric"
-    ax.set_xlabel(f"difference in {', '.join(metrics)} ({better}), 95% interval")
+    for ax, metric, group in zip(axes[:, 0], metrics, groups, strict=True):
+        for y, c in enumerate(group):
+            ax.errorbar(
+                c.difference,
+                y,
+                xerr=[[c.difference - c.ci_low], [c.ci_high - c.difference]],
+                fmt="o",
+                color=colours[c.verdict],
+                capsize=3,
+            )
+        ax.set_yticks(
+            range(len(group)),
+            [
+                f"{c.a} - {c.b}, {c.subset} (n={c.n}, {c.n_seeds} seed{'s' * (c.n_seeds != 1)})"
+                for c in group
+            ],
+            fontsize=8,
+        )
+        ax.set_ylim(len(group) - 0.5, -0.5)
+        ax.axvline(0, color="black", linestyle="--", linewidth=0.8)
+        better = "negative" if metric in LOWER_IS_BETTER else "positive"
+        ax.set_xlabel(f"difference in {metric} ({better}: a better), 95% interval", fontsize=9)
     handles = [
         plt.Line2D([], [], marker="o", linestyle="", color=colour, label=name)
         for name, colour in colours.items()
     ]
-    ax.legend(handles=handles, fontsize=7, loc="best")
-    ax.set_title(title or "paired comparisons")
+    axes[0, 0].legend(handles=handles, fontsize=7, loc="best")
+    axes[0, 0].set_title(title or "paired comparisons")
     fig.tight_layout()
     return fig
 

@@ -64,6 +64,9 @@ def test_seed_bars_show_the_mean_with_sd_error_bars():
     assert heights == pytest.approx([0.6, 0.8]), "bars are means over the three seeds"
     spans = sorted(abs(line.get_ydata()[1] - line.get_ydata()[0]) for line in ax.lines)
     assert spans == pytest.approx([0.2, 0.2]), "error bars span mean - sd .. mean + sd"
+    assert "over 3 seeds" in fig._suptitle.get_text()
+    one_seed = plot_seed_bars(runs[runs["seed"] == 0], metrics=("mae",))
+    assert "one seed: no spread" in one_seed._suptitle.get_text()
     comparison = plot_subset_comparison(runs, "mae")
     assert len(comparison.axes[0].patches) >= 4  # 2 subsets x 2 models
 

@@ -136,8 +136,11 @@ def test_compare_models_covers_every_pair_metric_and_subset_and_plots(tmp_path):
     ]  # fmt: skip
     assert rows[0].verdict == "a better"
     fig = plot_comparisons(rows)
+    assert len(fig.axes) == 2, "one panel per metric"
     labels_drawn = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels_drawn[1] == "x - y, half (n=40, 2 seeds)", "n is shown on the figure"
+    assert "negative: a better" in fig.axes[0].get_xlabel()
+    assert "acc2_non0 (positive: a better)" in fig.axes[1].get_xlabel()
     with pytest.raises(ValueError, match=r"models \['z'\]"):
         compare_models(outputs, labels, [("x", "z")])
 

@@ -18,6 +18,7 @@ from cormult_lib.data.cmu import read_label_csv
 from cormult_lib.data.probes import AgreementProbe, fit_sentiment_probes, predict_sentiment
 from cormult_lib.data.synthetic import DISCREPANCIES, SyntheticCorpus, make_synthetic_splits
 from cormult_lib.data.synthetic_raw import (
+    ensure_raw_corpus,
     export_raw_corpus,
     render_frames,
     render_raw,
@@ -246,3 +247,18 @@ def test_export_raw_corpus_writes_the_cmu_layout(corpus, tmp_path):
     reference = render_raw(corpus, 1).waveform
     assert abs(len(audio) - len(reference)) < 0.05 * 16_000
     assert abs(np.sqrt(np.mean(audio**2)) - np.sqrt(np.mean(reference**2))) < 0.02
+
+
+def test_ensure_raw_corpus_renders_only_when_the_clips_differ(corpus, tmp_path):
+    folder = tmp_path / "clips"
+    table, rendered = ensure_raw_corpus(corpus, folder, indices=[0, 1])
+    assert rendered and read_label_csv(table)["id"].tolist() == ["synth0$_$00000", "synth0$_$00001"]
+    (folder / "cache").mkdir()  # something made from these clips
+    assert ensure_raw_corpus(corpus, folder, indices=[0, 1]) == (table, False)
+    assert (folder / "cache").is_dir(), "the same clips are kept with what was made from them"
+    # Other clips (a third sample, or another corpus seed) replace the folder entirely.
+    _, rendered = ensure_raw_corpus(corpus, folder, indices=[0, 1, 2])
+    assert rendered and not (folder / "cache").exists()
+    assert len(read_label_csv(table)) == 3
+    other = SyntheticCorpus(corpus.config, seed=corpus.seed + 1)
+    assert ensure_raw_corpus(other, folder, indices=[0, 1, 2])[1]

@@ -17,6 +17,7 @@ the video.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -272,27 +273,57 @@ def export_raw_corpus(
     """
     directory = Path(directory)
     indices = range(len(corpus.specs)) if indices is None else indices
-    rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for index in tqdm(indices, desc="writing raw clips"):
             sample = render_raw(corpus, int(index))
-            spec = sample.spec
-            video_id, clip_id = spec.id.rsplit("_", 1)
+            video_id, clip_id = sample.spec.id.rsplit("_", 1)
             parts = write_raw_sample(sample, scratch)
             target = directory / "Raw" / video_id / f"{clip_id}.mp4"
             target.parent.mkdir(parents=True, exist_ok=True)
             mux_clip(parts["video"], parts["audio"], target)
-            rows.append(
-                {
-                    "video_id": video_id,
-                    "clip_id": clip_id,
-                    "text": spec.transcript,
-                    "label": spec.sentiment,
-                    "mode": corpus.split_of[spec.index],
-                    "discrepancy": spec.discrepancy,
-                    "noisy_modality": spec.noisy_modality,
-                }
-            )
     table = directory / "label.csv"
-    pd.DataFrame(rows).to_csv(table, index=False)
+    table.write_text(_label_table(corpus, indices))
     return table
+
+
+def _label_table(corpus: SyntheticCorpus, indices: Sequence[int]) -> str:
+    """The text of the ``label.csv`` that :func:`export_raw_corpus` writes for ``indices``."""
+    rows = []
+    for index in indices:
+        spec = corpus.specs[int(index)]
+        video_id, clip_id = spec.id.rsplit("_", 1)
+        rows.append(
+            {
+                "video_id": video_id,
+                "clip_id": clip_id,
+                "text": spec.transcript,
+                "label": spec.sentiment,
+                "mode": corpus.split_of[spec.index],
+                "discrepancy": spec.discrepancy,
+                "noisy_modality": spec.noisy_modality,
+            }
+        )
+    return pd.DataFrame(rows).to_csv(index=False)
+
+
+def ensure_raw_corpus(
+    corpus: SyntheticCorpus, directory: str | Path, indices: Sequence[int] | None = None
+) -> tuple[Path, bool]:
+    """:func:`export_raw_corpus`, unless ``directory`` already holds exactly these clips.
+
+    "Exactly" means that ``directory/label.csv`` is the table this corpus writes for
+    ``indices`` (same samples, transcripts, labels and splits). Otherwise the folder is
+    deleted and rendered again, so that nothing made from other clips (a feature cache kept
+    inside it) survives.
+
+    Returns:
+        The label table's path and whether the clips were rendered now.
+    """
+    directory = Path(directory)
+    indices = range(len(corpus.specs)) if indices is None else indices
+    table = directory / "label.csv"
+    if table.is_file() and table.read_text() == _label_table(corpus, indices):
+        return table, False
+    if directory.exists():
+        shutil.rmtree(directory)
+    return export_raw_corpus(corpus, directory, indices), True
