@@ -605,9 +605,10 @@ def plot_comparisons(comparisons: Sequence, title: str = "") -> plt.Figure:
         plt.Line2D([], [], marker="o", linestyle="", color=colour, label=name)
         for name, colour in colours.items()
     ]
-    axes[0, 0].legend(handles=handles, fontsize=7, loc="best")
     axes[0, 0].set_title(title or "paired comparisons")
-    fig.tight_layout()
+    # The legend sits below the panels, where it can hide no interval.
+    fig.legend(handles=handles, fontsize=8, loc="lower center", ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.35 / fig.get_figheight(), 1, 1))
     return fig
 
 
