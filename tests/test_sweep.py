@@ -1,11 +1,22 @@
-"""Sweep runner: sharding, resuming after a kill, grid changes, torn lines, types, summaries."""
+"""The Optuna sweep engine: a grid run once per (point, seed), resumed after an interruption
+or a SIGKILL, shared by worker processes on SQLite and on a PostgreSQL server, TPE on request."""
 
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 
@@ -15,15 +26,17 @@ from cormult_lib.training.sweep import (
     SHARED_SPACE_GRIDS,
     grid_points,
     load_sweep,
-    results_file,
+    open_storage,
     run_sweep,
-    shard_path,
+    study_name,
     summarize_sweep,
     sweep_seeds,
+    sweep_status,
 )
 
 AXES = {"shared_time": (2, 8, 32), "distance": ("cosine", "euclidean")}
 SEED_LIST = (0, 1)
+WORKER = Path(__file__).with_name("sweep_worker.py")
 
 
 def fake_metrics(settings: dict, seed: int) -> dict[str, float]:
@@ -46,9 +59,20 @@ class CountingRun:
         return fake_metrics(settings, seed)
 
 
-def by_key(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` sorted by key, without the timing column (which differs between runs)."""
-    return table.drop(columns="wall_s").sort_values("key").reset_index(drop=True)
+def expected_table() -> pd.DataFrame:
+    rows = [
+        {**point, "seed": seed, **fake_metrics(point, seed)}
+        for point in grid_points(AXES)
+        for seed in SEED_LIST
+    ]
+    return pd.DataFrame(rows)
+
+
+def same_rows(table: pd.DataFrame, expected: pd.DataFrame) -> bool:
+    columns = list(expected.columns)
+    left = table[columns].sort_values(["shared_time", "distance", "seed"]).reset_index(drop=True)
+    right = expected.sort_values(["shared_time", "distance", "seed"]).reset_index(drop=True)
+    return left.equals(right)
 
 
 def test_grid_points_order_and_validation() -> None:
@@ -76,70 +100,65 @@ def test_grid_points_order_and_validation() -> None:
         grid_points({"seed": (1,)})
 
 
-def test_shards_merge_to_the_single_run(tmp_path: Path) -> None:
-    points = grid_points(AXES)
-    single = run_sweep(points, SEED_LIST, fake_metrics, tmp_path / "one.csv", progress=False)
-    assert len(single) == len(points) * len(SEED_LIST)
-    runs = [CountingRun(), CountingRun()]
-    for index, run in enumerate(runs):
-        part = run_sweep(points, SEED_LIST, run, tmp_path / "sweep.csv", shard=(index, 2))
-        assert len(part) == len(run.calls) == 6
-    pairs = [(point, seed) for point in points for seed in SEED_LIST]
-    assert runs[1].calls == pairs[1::2]
-    assert not (tmp_path / "sweep.csv").exists()
-    assert shard_path(tmp_path / "sweep.csv", (1, 2)) == tmp_path / "sweep.shard-1-of-2.csv"
-    assert (tmp_path / "sweep.shard-0-of-2.csv").exists()
-    merged = load_sweep(tmp_path / "sweep.csv")
-    assert merged["key"].is_unique and merged["key"].is_monotonic_increasing
-    pd.testing.assert_frame_equal(by_key(merged), by_key(single))
-
-
-def test_resume_after_kill_runs_only_the_rest(tmp_path: Path) -> None:
-    points, path = grid_points(AXES), tmp_path / "sweep.csv"
-    killed = CountingRun(fail_on_call=4)
-    with pytest.raises(KeyboardInterrupt):
-        run_sweep(points, SEED_LIST, killed, path, progress=False)
-    assert len(pd.read_csv(path)) == 3
-    resumed = CountingRun()
-    table = run_sweep(points, SEED_LIST, resumed, path, progress=False)
-    assert len(resumed.calls) == len(points) * len(SEED_LIST) - 3
-    assert resumed.calls[0] == killed.calls[3]  # the killed pair runs again
-    reference = run_sweep(points, SEED_LIST, fake_metrics, tmp_path / "ref.csv", progress=False)
-    pd.testing.assert_frame_equal(by_key(table), by_key(reference))
+def test_one_worker_runs_the_grid_once_and_a_rerun_runs_nothing(tmp_path: Path) -> None:
+    points, storage = grid_points(AXES), tmp_path / "sweeps.db"
+    run = CountingRun()
+    table = run_sweep(points, SEED_LIST, run, storage, study="s", progress=False)
+    assert len(run.calls) == 6 * 2 and len({repr(c) for c in run.calls}) == 12
+    assert same_rows(table, expected_table())
+    assert table["key"].is_unique and (table["wall_s"] >= 0).all()
     again = CountingRun()
-    run_sweep(points, SEED_LIST, again, path, progress=False)
-    assert again.calls == []
+    assert run_sweep(points, SEED_LIST, again, storage, study="s", progress=False).equals(table)
+    assert not again.calls, "a finished pair never runs again"
+    status = sweep_status(storage, "s")
+    assert (status.total, status.complete, status.running, status.failed) == (12, 12, 0, 0)
+    assert status.finished
+    # The trials are Optuna's own: any Optuna tool reads them.
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{storage}")
+    assert len(study.trials) == 12 and study.trials[0].params.keys() == {*AXES, "seed"}
 
 
-def test_a_changed_grid_runs_only_new_pairs(tmp_path: Path) -> None:
-    path = tmp_path / "sweep.csv"
-    run_sweep(grid_points(AXES), SEED_LIST, fake_metrics, path, progress=False)
-    run = CountingRun()
-    wider = {"shared_time": (2, 8, 32, 128), "distance": ("cosine", "euclidean")}
-    table = run_sweep(grid_points(wider), SEED_LIST, run, path, progress=False)
-    assert {settings["shared_time"] for settings, _ in run.calls} == {128}
-    assert len(run.calls) == 2 * len(SEED_LIST)
-    assert len(table) == 8 * len(SEED_LIST)
-    narrower = CountingRun()
-    kept = run_sweep(
-        grid_points({"shared_time": (2,), "distance": ("cosine",)}), (0,), narrower, path
-    )
-    assert narrower.calls == [] and len(kept) == len(table)
+def test_an_interrupted_sweep_reruns_only_the_rest(tmp_path: Path) -> None:
+    points, storage = grid_points(AXES), tmp_path / "sweeps.db"
+    killed = CountingRun(fail_on_call=5)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(points, SEED_LIST, killed, storage, study="s", progress=False)
+    assert sweep_status(storage, "s").complete == 4
+    resumed = CountingRun()
+    table = run_sweep(points, SEED_LIST, resumed, storage, study="s", progress=False)
+    assert len(resumed.calls) == 12 - 4, "the four finished pairs are not run again"
+    assert killed.calls[-1] in resumed.calls, "the interrupted pair is run again"
+    assert same_rows(table, expected_table())
 
 
-def test_a_torn_last_line_is_dropped_with_a_warning_and_rerun(tmp_path: Path) -> None:
-    points, path = grid_points(AXES), tmp_path / "sweep.csv"
-    reference = run_sweep(points, SEED_LIST, fake_metrics, path, progress=False)
-    lines = path.read_text().splitlines(keepends=True)
-    path.write_text("".join(lines[:-1]) + lines[-1][:25])  # killed while writing the last row
-    with pytest.warns(RuntimeWarning, match=r"sweep\.csv: dropped 1 incomplete last line"):
-        assert len(load_sweep(path)) == len(reference) - 1
-    run = CountingRun()
-    with pytest.warns(RuntimeWarning, match="dropped 1 incomplete"):
-        table = run_sweep(points, SEED_LIST, run, path, progress=False)
-    assert run.calls == [(points[-1], SEED_LIST[-1])]
-    pd.testing.assert_frame_equal(by_key(table), by_key(reference))
-    assert path.read_text().count("\n") == len(reference) + 1
+def test_n_trials_bounds_one_worker_and_the_status_says_how_far(tmp_path: Path) -> None:
+    points, storage = grid_points(AXES), tmp_path / "sweeps.db"
+    part = run_sweep(points, SEED_LIST, fake_metrics, storage, study="s", n_trials=5,
+                     progress=False)
+    assert len(part) == 5 and not sweep_status(storage, "s").finished
+    assert sweep_status(storage, "s").complete == 5
+    full = run_sweep(points, SEED_LIST, fake_metrics, storage, study="s", progress=False)
+    assert same_rows(full, expected_table())
+
+
+def test_a_study_belongs_to_one_grid_and_study_name_follows_the_fixed_settings(
+    tmp_path: Path,
+) -> None:
+    storage = tmp_path / "sweeps.db"
+    run_sweep(grid_points(AXES), SEED_LIST, fake_metrics, storage, study="s", progress=False)
+    with pytest.raises(ValueError, match="study 's' was made for the grid"):
+        run_sweep(grid_points({**AXES, "shared_time": (2, 8)}), SEED_LIST, fake_metrics,
+                  storage, study="s", progress=False)
+    with pytest.raises(KeyError, match=r"no study 'other'.*\['s'\]"):
+        load_sweep(storage, "other")
+    base = {"epochs": 3, "strategy": "B", "train_fraction": 0.5, "modalities": "TAV"}
+    name = study_name("06_sweep", base)
+    assert name.startswith("06_sweep-") and study_name("06_sweep", dict(reversed(base.items())))
+    assert study_name("06_sweep", dict(reversed(base.items()))) == name
+    for key, value in [("epochs", 4), ("strategy", "D"), ("train_fraction", 1.0)]:
+        assert study_name("06_sweep", {**base, key: value}) != name
+    with pytest.raises(TypeError, match="fixed settings"):
+        study_name("06_sweep", {"device": object()})
 
 
 def test_settings_types_round_trip(tmp_path: Path) -> None:
@@ -151,13 +170,13 @@ def test_settings_types_round_trip(tmp_path: Path) -> None:
         "mixed": (None, 3, "3"),
         "none": (None,),
     }
-    path = tmp_path / "types.csv"
+    path = tmp_path / "types.db"
 
     def run_point(settings: dict, seed: int) -> dict[str, float]:
         return {"m": settings["i"] + settings["f"] + seed}
 
-    table = run_sweep(grid_points(axes), (7,), run_point, path, progress=False)
-    for loaded in (table, load_sweep(path), run_sweep([], (), run_point, path, progress=False)):
+    table = run_sweep(grid_points(axes), (7,), run_point, path, study="t", progress=False)
+    for loaded in (table, load_sweep(path, "t")):
         assert loaded["i"].dtype == "int64" and loaded["f"].dtype == "float64"
         assert loaded["b"].dtype == bool and loaded["seed"].dtype == "int64"
         assert all(type(value) is str for value in loaded["s"])
@@ -167,36 +186,51 @@ def test_settings_types_round_trip(tmp_path: Path) -> None:
             (int, 3),
             (str, "3"),
         }
-    assert table[["i", "f", "s", "b", "mixed", "none"]].to_dict("records") == grid_points(axes)
-    assert table["m"].tolist() == [p["i"] + p["f"] + 7 for p in grid_points(axes)]
+    records = table[["i", "f", "s", "b", "mixed", "none"]].to_dict("records")
+    assert sorted(map(repr, records)) == sorted(map(repr, grid_points(axes)))
+    assert table["m"].tolist() == [r["i"] + r["f"] + 7 for r in records]
 
 
 def test_bad_inputs_give_clear_errors(tmp_path: Path) -> None:
-    points, path = grid_points(AXES), tmp_path / "sweep.csv"
-    with pytest.raises(ValueError, match="shard"):
-        run_sweep(points, SEED_LIST, fake_metrics, path, shard=(2, 2))
-    with pytest.raises(TypeError, match="shard"):
-        run_sweep(points, SEED_LIST, fake_metrics, path, shard=(0,))
+    points, storage = grid_points(AXES), tmp_path / "sweeps.db"
     with pytest.raises(TypeError, match=r"points\[1\]\['distance'\]"):
-        run_sweep([{"distance": "a"}, {"distance": ("a",)}], SEED_LIST, fake_metrics, path)
+        run_sweep([{"distance": "a"}, {"distance": ("a",)}], SEED_LIST, fake_metrics, storage)
     with pytest.raises(TypeError, match="seeds"):
-        run_sweep(points, (0.5,), fake_metrics, path)
+        run_sweep(points, (0.5,), fake_metrics, storage)
+    with pytest.raises(ValueError, match="full product"):
+        run_sweep(points[:-1], SEED_LIST, fake_metrics, storage)
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        run_sweep(points, SEED_LIST, fake_metrics, storage, sampler="random")
+    with pytest.raises(ValueError, match="needs n_trials"):
+        run_sweep(points, SEED_LIST, fake_metrics, storage, sampler="tpe")
+    with pytest.raises(ValueError, match="is a folder"):
+        run_sweep(points, SEED_LIST, fake_metrics, tmp_path)
+    with pytest.raises(ValueError, match="cannot open the sweep storage 'nosuchdb://x'"):
+        open_storage("nosuchdb://x")
+    not_a_database = tmp_path / "notes.txt"
+    not_a_database.write_bytes(b"\xff\xfe plain text, not SQLite")
+    with pytest.raises(ValueError, match="notes.txt"):
+        run_sweep(points, SEED_LIST, fake_metrics, not_a_database, progress=False)
 
     def uneven(settings: dict, seed: int) -> dict[str, float]:
         metrics = fake_metrics(settings, seed)
         return metrics if settings["shared_time"] == 2 else {"auc": metrics["auc"]}
 
-    with pytest.raises(ValueError, match=r"'shared_time': 8.*seed=0.*metrics \['auc'\]"):
-        run_sweep(points, SEED_LIST, uneven, path, progress=False)
-    assert len(load_sweep(path)) == 4  # the pairs before the bad one are kept
-    other = tmp_path / "other.csv"
-    other.write_text("a,b\n1,2\n")
-    with pytest.raises(ValueError, match=r"other\.csv.*missing \['seed', 'wall_s', 'key'\]"):
-        run_sweep(points, SEED_LIST, fake_metrics, other)
-    with pytest.raises(ValueError, match="settings columns"):
-        run_sweep(grid_points({"t": (1,)}), SEED_LIST, fake_metrics, path)
-    with pytest.raises(FileNotFoundError, match="missing.csv"):
-        load_sweep(tmp_path / "missing.csv")
+    with pytest.raises(ValueError, match=r"returned metrics \[.*\], expected \["):
+        run_sweep(points, SEED_LIST, uneven, storage, study="u", progress=False)
+    kept = load_sweep(storage, "u")  # the pairs before the bad one are kept
+    assert 1 <= len(kept) < 12 and kept["key"].is_unique
+
+
+def test_tpe_reaches_n_trials_without_running_a_pair_twice(tmp_path: Path) -> None:
+    run = CountingRun()
+    table = run_sweep(grid_points(AXES), SEED_LIST, run, tmp_path / "tpe.db", study="t",
+                      sampler="tpe", n_trials=8, objective="loss", progress=False)
+    assert len(table) == 8 and table["key"].is_unique
+    assert len(run.calls) == 8 and len({repr(c) for c in run.calls}) == 8
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path / 'tpe.db'}")
+    best = min(t.value for t in study.trials if t.value is not None)
+    assert best == pytest.approx(table["loss"].min()), "the study minimises the objective"
 
 
 def test_summarize_sweep_by_hand() -> None:
@@ -218,20 +252,6 @@ def test_summarize_sweep_by_hand() -> None:
         summarize_sweep(table, by=["t"], metrics=["f1"])
 
 
-def test_results_file_changes_with_the_fixed_settings(tmp_path: Path) -> None:
-    base = {"epochs": 3, "strategy": "B", "train_fraction": 0.5, "modalities": "TAV"}
-    path = results_file(tmp_path, "06_sweep", base)
-    assert path.parent == tmp_path and path.name.startswith("06_sweep-") and path.suffix == ".csv"
-    # Same settings in another order: the same file, so a rerun finds its rows.
-    assert results_file(tmp_path, "06_sweep", dict(reversed(base.items()))) == path
-    # Any changed fixed setting: another file, so no stale row is skipped as "finished".
-    for key, value in [("epochs", 4), ("strategy", "D"), ("train_fraction", 1.0)]:
-        assert results_file(tmp_path, "06_sweep", {**base, key: value}) != path
-    assert results_file(tmp_path, "06_sweep", {**base, "data_path": None}) != path
-    with pytest.raises(TypeError, match="fixed settings"):
-        results_file(tmp_path, "06_sweep", {"device": object()})
-
-
 def test_sweep_seeds_default_and_checked() -> None:
     assert sweep_seeds(None, "quick") == list(SEEDS["quick"])
     assert sweep_seeds(None, "paper") == [0, 1, 2, 3, 4]
@@ -241,3 +261,107 @@ def test_sweep_seeds_default_and_checked() -> None:
             sweep_seeds(bad, "quick")
     with pytest.raises(ValueError, match="grid"):
         sweep_seeds(None, "huge")
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def _start_worker(storage: str, study: str, log: Path, seconds: float) -> subprocess.Popen:
+    env = {**os.environ, "SWEEP_TEST_SECONDS": str(seconds), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(WORKER), storage, study, str(log)], env=env)
+
+
+def _log_lines(log: Path) -> list[tuple[str, int, str]]:
+    if not log.exists():
+        return []
+    return [
+        (kind, int(pid), key)
+        for kind, pid, key in (line.split(" ", 2) for line in log.read_text().splitlines())
+    ]
+
+
+def _two_workers_one_killed(storage: str, tmp_path: Path) -> None:
+    """Two workers share a study; one is SIGKILLed in the middle of its second trial."""
+    study, log = f"w-{uuid.uuid4().hex[:8]}", tmp_path / f"{uuid.uuid4().hex[:8]}.log"
+    first = _start_worker(storage, study, log, seconds=0.6)
+    second = _start_worker(storage, study, log, seconds=0.6)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # kill the first worker once it is inside trial 2
+        starts = [key for kind, pid, key in _log_lines(log) if kind == "start" and pid == first.pid]
+        if len(starts) == 2:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the first worker never started a second trial")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed_key = starts[-1]
+    assert second.wait(timeout=180) == 0
+    lines = _log_lines(log)
+    ended = [key for kind, _, key in lines if kind == "end"]
+    assert killed_key not in [k for kind, pid, k in lines if kind == "end" and pid == first.pid]
+    assert len(ended) == len(set(ended)) == 12, "every pair ran to the end exactly once"
+    assert killed_key in ended, "the killed trial was run again by the other worker"
+    table = load_sweep(storage, study)
+    assert len(table) == 12 and table["key"].is_unique
+    trials = optuna.load_study(study_name=study, storage=open_storage(storage)).trials
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 12, "exactly one finished trial per (point, seed)"
+    assert any(t.state == optuna.trial.TrialState.FAIL for t in trials), "the stale trial failed"
+
+
+def test_two_sqlite_workers_finish_the_grid_once_despite_a_sigkill(tmp_path: Path) -> None:
+    _two_workers_one_killed(str(tmp_path / "shared.db"), tmp_path)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """``$CORMULT_TEST_POSTGRES_URL`` (.ci/run starts a server), else a throwaway cluster of
+    the PostgreSQL binaries found here, else the test is skipped with the reason."""
+    url = os.environ.get("CORMULT_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    pytest.importorskip("psycopg", reason="psycopg (the PostgreSQL driver) is not installed")
+    found = shutil.which("pg_ctl") or next(
+        iter(sorted(map(str, Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")))), None
+    )
+    bin_dir = Path(found).resolve().parent if found else None
+    if bin_dir is None or not (bin_dir / "initdb").exists():
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) and no "
+                    "CORMULT_TEST_POSTGRES_URL: install Debian's postgresql package to run this")
+    # Not under pytest's tmp_path: the server's user must be able to reach the folder.
+    folder = Path(tempfile.mkdtemp(prefix="cormult-pg-"))
+    data, port = folder / "data", _free_port()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser: cannot start PostgreSQL")
+        shutil.chown(folder, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    run = [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]
+    if subprocess.run(run, capture_output=True).returncode != 0:
+        pytest.skip("initdb failed: cannot create a throwaway PostgreSQL cluster here")
+    options = f"-p {port} -k {folder} -h 127.0.0.1"
+    start = [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "start",
+             "-l", str(folder / "server.log")]
+    if subprocess.run(start, capture_output=True).returncode != 0:
+        pytest.skip(f"pg_ctl could not start a server: {(folder / 'server.log').read_text()}")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast",
+                        "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_two_postgresql_workers_finish_the_grid_once_despite_a_sigkill(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    _two_workers_one_killed(postgres_url, tmp_path)

@@ -1,28 +1,30 @@
-"""Resumable, shardable parameter sweeps with one CSV row per finished (settings, seed) pair.
+"""Parameter sweeps on Optuna: one trial per (settings, seed) pair, persisted as it finishes.
 
 CorMulT sections 4.3 and 4.4 sweep the distance measure of the correlation evaluator and the
-size ``(t, o)`` of its shared space, each over several seeds. This module runs such sweeps:
+size ``(t, o)`` of its shared space, each over several seeds. This module runs such sweeps on
+`Optuna <https://optuna.org>`_, an engine made for exactly this:
 
 * :func:`grid_points` expands named axes into the list of settings (the cartesian product);
-* :func:`run_sweep` calls ``run_point(settings, seed)`` for every pair and appends its metrics;
-* :func:`load_sweep` merges the files of every shard into one table;
-* :func:`summarize_sweep` gives the mean and standard deviation over seeds per setting.
+* :func:`run_sweep` runs ``run_point(settings, seed)`` as the trials of one Optuna study, its
+  ``GridSampler`` over the axes *and* the seeds, so each (point, seed) is one trial;
+* :func:`load_sweep` reads the finished trials back as a table, :func:`sweep_status` counts
+  them, :func:`summarize_sweep` gives the mean and standard deviation over seeds per setting.
 
-Resumability. Every finished pair is appended to the results CSV at once, as one line, flushed
-and ``os.fsync``-ed, so an interrupted sweep (Ctrl-C, a crash, a lost machine) loses at most the
-pair it was running. Each row carries a ``key``, the JSON of its settings (keys sorted) and seed;
-a rerun skips the pairs whose key is already in the file and runs only the rest. So a grid with
-new values runs only the new pairs, and rows of settings no longer in the grid stay in the file.
-A process killed in the middle of a write leaves an incomplete last line: it is dropped (and
-removed from the file before the next append), with a warning, and its pair is run again.
+Storage. ``storage`` is a path (an embedded SQLite file, the default: several processes on
+one machine may share it), any SQLAlchemy URL (``postgresql://user@host/db``, ``mysql://...``:
+machines that reach the same database server share the sweep) or an Optuna storage object
+(for a shared file system without a database, ``optuna.storages.JournalStorage(
+optuna.storages.journal.JournalFileBackend("sweep.log"))``). Every finished trial is committed
+at once, so an interrupted sweep loses at most the trials that were running.
 
-Sharding. ``shard=(i, n)`` runs the pairs ``j`` with ``j % n == i`` of the ordered list of
-pairs (points in order, the seeds of each point in order), e.g. one process per GPU. Shard
-``(i, n)`` with ``n > 1`` writes ``<stem>.shard-<i>-of-<n><suffix>`` beside ``results_path``
-(``sweep.csv`` -> ``sweep.shard-0-of-2.csv`` and ``sweep.shard-1-of-2.csv``); ``(0, 1)`` writes
-``results_path`` itself. Shards never write the same file; :func:`load_sweep` merges them. Keep
-``n`` fixed while resuming a sweep: a rerun skips only the pairs found in its own shard's file.
-One process at a time per file: nothing locks it.
+Workers. Any number of processes may call :func:`run_sweep` on the same storage and study at
+any time; each pulls the next unclaimed (point, seed), so a slow or dead worker holds one
+trial, never a share of the grid. A finished pair never runs again. A running trial sends a
+heartbeat; a worker killed mid-trial (even with ``SIGKILL``) stops sending it, and after the
+grace period the next worker that looks marks the trial failed and queues it again
+(``RetryHeartbeatStaleTrialCallback``). A trial whose ``run_point`` raised is queued again by
+the next call (the exception itself propagates). ``optuna-dashboard <storage URL>`` shows a
+sweep live.
 
 Example::
 
@@ -35,29 +37,33 @@ Example::
         return {"roc_auc": auc}
 
     points = grid_points(SHARED_SPACE_GRIDS["quick"])
-    run_sweep(points, SEEDS["quick"], run_point, "runs/shared_space.csv", shard=(0, 2))
-    # ... and shard=(1, 2) in a second process; then, in either:
-    table = load_sweep("runs/shared_space.csv")
+    run_sweep(points, SEEDS["quick"], run_point, "runs/sweeps.db", study="shared-space")
+    # ... the same call in a second process or on a second machine adds a worker; then:
+    table = load_sweep("runs/sweeps.db", "shared-space")
     summary = summarize_sweep(table, by=["shared_time", "shared_dim"], metrics=["roc_auc"])
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import math
 import os
-import re
+import socket
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
+import sqlalchemy.exc
+import torch
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
 from sklearn.model_selection import ParameterGrid
 from tqdm.auto import tqdm
 
@@ -65,15 +71,19 @@ from cormult_lib.correlation.distances import DISTANCES
 
 __all__ = [
     "DISTANCE_GRIDS",
+    "SAMPLERS",
     "SEEDS",
     "SHARED_SPACE_GRIDS",
+    "SweepStatus",
+    "count_finished",
     "grid_points",
     "load_sweep",
-    "results_file",
+    "open_storage",
     "run_sweep",
-    "shard_path",
+    "study_name",
     "summarize_sweep",
     "sweep_seeds",
+    "sweep_status",
 ]
 
 SHARED_SPACE_GRIDS: dict[str, dict[str, tuple[int, ...]]] = {
@@ -107,45 +117,35 @@ SEEDS: dict[str, tuple[int, ...]] = {
 }
 """Seeds per setting: five in the paper and the standard run, two for a quick run."""
 
-#: Columns every results file has besides the settings and the metrics.
-RESERVED_COLUMNS = ("seed", "wall_s", "key")
+#: Columns of a sweep table besides the settings and the metrics.
+RESERVED_COLUMNS = ("seed", "wall_s", "key", "trial")
 _SCALAR_TYPES = (str, int, float, bool, type(None))
+#: ``"grid"``: every (point, seed) once (``GridSampler``); ``"tpe"``: ``n_trials`` trials
+#: chosen by Optuna's TPE sampler over the same axes and seeds, minimising ``objective``.
+SAMPLERS = ("grid", "tpe")
+#: Seconds between heartbeats of a running trial; a trial silent for ``GRACE_S`` is stale.
+HEARTBEAT_S = 10
+GRACE_S = 30
+#: How often a worker with nothing to claim looks again for a stale or retried trial.
+POLL_S = 1.0
+MAX_RETRY = 3
+#: Attempts to open a new database whose tables another worker is creating at that moment.
+SCHEMA_ATTEMPTS = 5
+# Optuna logs every trial at INFO; the progress bar says the same.
+optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@dataclass
-class _Row:
-    """One finished pair as read from, or written to, a results file."""
-
-    settings: dict
-    seed: int
-    metrics: dict[str, float]
-    wall_s: float
-    key: str
-
-
-@dataclass
-class _ResultsFile:
-    """A parsed results file: its column layout (``None`` while it has no header) and rows."""
-
-    path: Path
-    settings_names: tuple[str, ...] | None
-    metric_names: tuple[str, ...] | None
-    rows: list[_Row]
-    complete_bytes: int  # bytes up to the end of the last complete line
-    partial_lines: int  # incomplete last lines dropped: 0 or 1
-
-
-def _check_name(name: object, what: str) -> str:
-    """``name`` as a column name (a non-empty one-line str, not a reserved column)."""
-    if not isinstance(name, str) or not name or "\n" in name or "\r" in name:
-        raise ValueError(f"{what} must be a non-empty one-line str, got {name!r}")
-    if name in RESERVED_COLUMNS:
-        raise ValueError(f"{what} {name!r} is reserved (results columns {RESERVED_COLUMNS})")
-    return name
+@contextmanager
+def _stable_api() -> Iterator[None]:
+    """Silence Optuna's ExperimentalWarning for the heartbeat and the retry of stale trials
+    (marked experimental since Optuna 2.8); tests/test_sweep.py pins their behaviour."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 def _check_scalar(value: object, where: str) -> None:
-    """Raise unless ``value`` is a JSON scalar that survives the CSV round trip."""
+    """Raise unless ``value`` is a JSON scalar (str, int, float, bool or None)."""
     if type(value) not in _SCALAR_TYPES:
         raise TypeError(
             f"{where}: values must be str, int, float, bool or None, got {value!r} of type "
@@ -165,6 +165,15 @@ def _json(value: object) -> str:
 def _pair_key(settings: Mapping[str, object], seed: int) -> str:
     """The stable identifier of a (settings, seed) pair."""
     return _json({"settings": dict(settings), "seed": seed})
+
+
+def _check_name(name: object, what: str) -> str:
+    """``name`` as a column name (a non-empty one-line str, not a reserved column)."""
+    if not isinstance(name, str) or not name or "\n" in name or "\r" in name:
+        raise ValueError(f"{what} must be a non-empty one-line str, got {name!r}")
+    if name in RESERVED_COLUMNS:
+        raise ValueError(f"{what} {name!r} is reserved (results columns {RESERVED_COLUMNS})")
+    return name
 
 
 def grid_points(axes: Mapping[str, Sequence]) -> list[dict]:
@@ -211,19 +220,16 @@ def grid_points(axes: Mapping[str, Sequence]) -> list[dict]:
     ]
 
 
-def results_file(
-    folder: str | os.PathLike, stem: str, fixed: Mapping[str, object], suffix: str = ".csv"
-) -> Path:
-    """Where a sweep with these fixed settings keeps its results: ``<folder>/<stem>-<tag>.csv``.
+def study_name(stem: str, fixed: Mapping[str, object]) -> str:
+    """The study of a sweep with these fixed settings: ``<stem>-<tag>``.
 
-    A results file only knows the swept axes and the seed of each row, so a rerun with another
+    A study only knows the swept axes and the seed of each trial, so a rerun with another
     value of a setting held fixed over the grid (epochs, the negative strategy, the data) would
-    otherwise find the old rows and skip every point. ``tag`` is the first 10 hex digits of the
-    SHA-1 of ``fixed`` as sorted JSON, so each combination of fixed settings gets its own file
+    otherwise find the old trials and run nothing. ``tag`` is the first 10 hex digits of the
+    SHA-1 of ``fixed`` as sorted JSON, so each combination of fixed settings gets its own study
     and the same settings always find theirs again.
 
     Args:
-        folder: the output folder.
         stem: a readable prefix, e.g. ``"06_shared_space_quick_synthetic"``.
         fixed: every setting that is the same for all points and changes the results; scalar
             values (str, int, float, bool, None) or lists/tuples of them.
@@ -232,10 +238,9 @@ def results_file(
         text = json.dumps(dict(fixed), sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise TypeError(
-            f"results_file: fixed settings must be JSON scalars or lists of them ({error})"
+            f"study_name: fixed settings must be JSON scalars or lists of them ({error})"
         ) from None
-    tag = hashlib.sha1(text.encode()).hexdigest()[:10]
-    return Path(folder) / f"{stem}-{tag}{suffix}"
+    return f"{stem}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
 
 def sweep_seeds(seeds: Sequence[int] | None, grid: str) -> list[int]:
@@ -250,29 +255,6 @@ def sweep_seeds(seeds: Sequence[int] | None, grid: str) -> list[int]:
     if any(type(s) is not int or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct non-negative ints, got {list(seeds)}")
     return list(seeds)
-
-
-def shard_path(results_path: str | os.PathLike, shard: tuple[int, int] = (0, 1)) -> Path:
-    """The file shard ``(i, n)`` writes: ``results_path`` for ``(0, 1)``, else
-    ``<stem>.shard-<i>-of-<n><suffix>`` in the same folder (``i`` counts from 0)."""
-    index, count = _check_shard(shard)
-    path = Path(results_path)
-    if count == 1:
-        return path
-    return path.with_name(f"{path.stem}.shard-{index}-of-{count}{path.suffix}")
-
-
-def _check_shard(shard: object) -> tuple[int, int]:
-    if (
-        not isinstance(shard, tuple | list)
-        or len(shard) != 2
-        or not all(type(x) is int for x in shard)
-    ):
-        raise TypeError(f"shard must be a pair of ints (index, count), got {shard!r}")
-    index, count = shard
-    if count < 1 or not 0 <= index < count:
-        raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard!r}")
-    return index, count
 
 
 def _check_points(points: Sequence[Mapping[str, object]]) -> list[dict]:
@@ -310,72 +292,15 @@ def _check_seeds(seeds: Sequence[int]) -> list[int]:
     return list(seeds)
 
 
-def _read_results(path: Path) -> _ResultsFile:
-    """Parse ``path`` (absent or empty: no header, no rows), dropping an incomplete last line."""
-    data = path.read_bytes() if path.exists() else b""
-    complete_bytes = data.rfind(b"\n") + 1
-    partial_lines = int(complete_bytes < len(data))
-    if partial_lines:
-        warnings.warn(
-            f"{path}: dropped 1 incomplete last line (a write that was interrupted); "
-            "its pair counts as not run",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    lines = list(csv.reader(io.StringIO(data[:complete_bytes].decode("utf-8"), newline="")))
-    if not lines:
-        return _ResultsFile(path, None, None, [], complete_bytes, partial_lines)
-    header = lines[0]
-    missing = [column for column in RESERVED_COLUMNS if column not in header]
-    if missing or len(set(header)) != len(header) or header[-1] != "key":
-        raise ValueError(
-            f"{path}: not a sweep results file: header {header} (missing {missing}); expected "
-            "the settings columns, 'seed', the metric columns, 'wall_s' and last 'key'"
-        )
-    seed_at, wall_at = header.index("seed"), header.index("wall_s")
-    if wall_at != len(header) - 2 or seed_at > wall_at:
-        raise ValueError(
-            f"{path}: header {header} must be the settings, 'seed', the metrics, 'wall_s', 'key'"
-        )
-    settings_names = tuple(header[:seed_at])
-    metric_names = tuple(header[seed_at + 1 : wall_at])
-    rows = []
-    for number, cells in enumerate(lines[1:], start=2):
-        if len(cells) != len(header):
-            raise ValueError(
-                f"{path}, line {number}: {len(cells)} fields, header has {len(header)}"
-            )
-        try:
-            record = json.loads(cells[-1])
-            settings, seed = record["settings"], record["seed"]
-            metrics = {name: float(cells[seed_at + 1 + k]) for k, name in enumerate(metric_names)}
-            wall_s = float(cells[wall_at])
-        except (ValueError, KeyError, TypeError) as error:
-            raise ValueError(f"{path}, line {number}: unreadable row ({error})") from error
+def _check_seeds(seeds: Sequence[int]) -> list[int]:
+    if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence):
+        raise TypeError(f"seeds must be a sequence of ints, got {seeds!r}")
+    for seed in seeds:
         if type(seed) is not int:
-            raise ValueError(f"{path}, line {number}: the key's seed {seed!r} is not an int")
-        if not isinstance(settings, dict) or set(settings) != set(settings_names):
-            raise ValueError(
-                f"{path}, line {number}: key settings {settings!r} do not match the header's "
-                f"settings columns {list(settings_names)}"
-            )
-        rows.append(_Row(settings, seed, metrics, wall_s, cells[-1]))
-    return _ResultsFile(path, settings_names, metric_names, rows, complete_bytes, partial_lines)
-
-
-def _dedupe(rows: list[_Row], where: str) -> list[_Row]:
-    """``rows`` with the first row of every key, warning with the count of later repeats."""
-    kept: dict[str, _Row] = {}
-    for row in rows:
-        kept.setdefault(row.key, row)
-    if len(kept) < len(rows):
-        warnings.warn(
-            f"{where}: {len(rows) - len(kept)} rows repeat the key of an earlier row; "
-            "kept the first of each",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    return list(kept.values())
+            raise TypeError(f"seeds must be ints, got {seed!r} of type {type(seed).__name__}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {tuple(seeds)}")
+    return list(seeds)
 
 
 def _column(values: list) -> pd.Series:
@@ -386,182 +311,338 @@ def _column(values: list) -> pd.Series:
     return pd.Series(values, dtype=object)
 
 
-def _table(
-    settings_names: Sequence[str], metric_names: Sequence[str], rows: Sequence[_Row]
-) -> pd.DataFrame:
-    """The results table: settings (types restored from the keys), seed, metrics, wall_s, key."""
-    columns: dict[str, pd.Series] = {
-        name: _column([row.settings[name] for row in rows]) for name in settings_names
-    }
-    columns["seed"] = pd.Series([row.seed for row in rows], dtype="int64")
-    for name in metric_names:
-        columns[name] = pd.Series([row.metrics[name] for row in rows], dtype="float64")
-    columns["wall_s"] = pd.Series([row.wall_s for row in rows], dtype="float64")
-    columns["key"] = pd.Series([row.key for row in rows], dtype=object)
-    return pd.DataFrame(columns)
+def open_storage(storage: str | os.PathLike | BaseStorage, heartbeat_s: int = HEARTBEAT_S):
+    """An Optuna storage for ``storage``: a path -> an SQLite file (parent folders created),
+    a URL with ``://`` -> that database, an Optuna storage -> itself. SQL storages send a
+    heartbeat every ``heartbeat_s`` seconds from running trials and queue a trial again when its
+    heartbeat stops for ``3 * heartbeat_s`` seconds (up to ``MAX_RETRY`` times)."""
+    if isinstance(storage, BaseStorage):
+        return storage
+    if not isinstance(storage, str | os.PathLike) or not str(storage):
+        raise TypeError(
+            f"storage must be a path, a database URL or an Optuna storage, got {storage!r}"
+        )
+    text = str(storage)
+    if "://" in text:
+        url, engine_kwargs = text, {}
+    else:
+        path = Path(text).expanduser().resolve()
+        if path.is_dir():
+            raise ValueError(f"storage {path} is a folder; give the path of an SQLite file")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Several processes write one file: wait for a lock instead of failing at once.
+        url, engine_kwargs = f"sqlite:///{path}", {"connect_args": {"timeout": 60}}
+    callback = RetryHeartbeatStaleTrialCallback
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            with _stable_api():
+                return RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_s,
+                    grace_period=3 * heartbeat_s,
+                    heartbeat_stale_trial_callback=callback(max_retry=MAX_RETRY),
+                )
+        except sqlalchemy.exc.IntegrityError:
+            # Two workers creating the tables of a new database at once: one wins, the other
+            # finds them on its next attempt.
+            time.sleep(0.2 * (attempt + 1))
+        except Exception as error:  # a wrong URL, a missing driver, a file that is no database
+            raise ValueError(f"cannot open the sweep storage {text!r}: {error}") from error
+    raise ValueError(f"cannot open the sweep storage {text!r}: its tables could not be created")
 
 
-def _csv_line(cells: Sequence[object]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(cells)
-    return buffer.getvalue()
+@dataclass(frozen=True)
+class SweepStatus:
+    """How far a study is: ``complete`` of ``total`` (point, seed) pairs finished, trials
+    ``running`` and ``waiting`` (queued again) now, ``failed`` trials so far."""
+
+    total: int
+    complete: int
+    running: int
+    waiting: int
+    failed: int
+
+    @property
+    def finished(self) -> bool:
+        return self.complete >= self.total
 
 
-def _append(path: Path, text: str) -> None:
-    """Append ``text`` and force it to disk before returning."""
-    with path.open("a", encoding="utf-8", newline="") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
+def _search_space(points: list[dict], seeds: list[int]) -> dict[str, list]:
+    """The axes of ``points`` (values in order of appearance) and ``"seed"``; ``points`` must
+    be their full cartesian product, as :func:`grid_points` makes it."""
+    if not points:
+        raise ValueError("points is empty: a sweep needs at least one point")
+    if not seeds:
+        raise ValueError("seeds is empty: every point runs with at least one seed")
+    if "seed" in points[0]:
+        raise ValueError("'seed' is a reserved name: the seeds are their own grid dimension")
+    space: dict[str, list] = {name: [] for name in points[0]}
+    for point in points:
+        for name, value in point.items():
+            if all(_json(value) != _json(v) for v in space[name]):
+                space[name].append(value)
+    if math.prod(len(values) for values in space.values()) != len(points):
+        raise ValueError(
+            f"points must be the full product of their axes' values (grid_points makes it): "
+            f"{len(points)} points, axes {space}"
+        )
+    return {**space, "seed": list(seeds)}
+
+
+def _open_study(storage, study: str, space: Mapping[str, list], sampler: str, direction: str):
+    """Create or load ``study``; a study made for another grid is refused."""
+    if sampler == "grid":
+        chosen = optuna.samplers.GridSampler(dict(space), seed=0)
+    else:
+        chosen = optuna.samplers.TPESampler(seed=0)
+    loaded = optuna.create_study(
+        storage=storage, study_name=study, sampler=chosen, direction=direction,
+        load_if_exists=True,
+    )
+    grid = _json(space)
+    recorded = loaded.user_attrs.get("grid")
+    if recorded is None:
+        loaded.set_user_attr("grid", grid)
+    elif recorded != grid:
+        raise ValueError(
+            f"study {study!r} was made for the grid {recorded}, not {grid}: give another study "
+            "name (study_name(stem, fixed) makes one per fixed settings)"
+        )
+    return loaded
+
+
+#: Trial states that hold a pair: finished, being run, or queued to run.
+_HOLDING = {TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING}
+
+
+def _holders(trials) -> dict[str, set[TrialState]]:
+    """key -> the states of that pair's trials (a trial knows its key once it has started)."""
+    states: dict[str, set[TrialState]] = {}
+    for trial in trials:
+        key = trial.user_attrs.get("key")
+        if key is not None:
+            states.setdefault(key, set()).add(trial.state)
+    return states
+
+
+def _status(study, total: int) -> SweepStatus:
+    trials = study.get_trials(deepcopy=False)
+    complete = {t.user_attrs["key"] for t in trials if t.state == TrialState.COMPLETE}
+    count = {state: sum(t.state == state for t in trials) for state in TrialState}
+    return SweepStatus(
+        total=total,
+        complete=len(complete),
+        running=count[TrialState.RUNNING],
+        waiting=count[TrialState.WAITING],
+        failed=count[TrialState.FAIL],
+    )
+
+
+def _requeue_lost(study, pairs: Mapping[str, tuple[dict, int]]) -> list[str]:
+    """Queue again every pair that was tried but has no trial finished, running or queued (its
+    ``run_point`` raised, its stale trial ran out of retries, or it was pruned as a duplicate
+    of a trial that then died): the grid sampler counts it as visited and would never run it.
+    Returns the keys of the pairs not tried at all."""
+    holders = _holders(study.get_trials(deepcopy=False))
+    untried = []
+    for key, (point, seed) in pairs.items():
+        if key not in holders:
+            untried.append(key)
+        elif not holders[key] & _HOLDING:
+            study.enqueue_trial({**point, "seed": seed}, user_attrs={"key": key})
+    return untried
 
 
 def run_sweep(
     points: Sequence[Mapping[str, object]],
     seeds: Sequence[int],
     run_point: Callable[[dict, int], Mapping[str, float]],
-    results_path: str | os.PathLike,
+    storage: str | os.PathLike | BaseStorage,
     *,
-    shard: tuple[int, int] = (0, 1),
+    study: str | None = None,
+    n_trials: int | None = None,
+    sampler: str = "grid",
+    objective: str | None = None,
     progress: bool = True,
+    heartbeat_s: int = HEARTBEAT_S,
 ) -> pd.DataFrame:
-    """Run this shard's (point, seed) pairs not yet in its results file, one CSV row each.
-
-    The pairs are ordered point by point, the seeds of each point in order; shard ``(i, n)``
-    takes pair ``j`` when ``j % n == i`` and writes :func:`shard_path` ``(results_path, shard)``.
-    A pair whose ``key`` is in that file already is skipped. Each finished pair is appended at
-    once (flushed and fsync-ed): its settings, ``seed``, every metric, ``wall_s`` (seconds of
-    ``run_point``) and ``key`` (JSON of the settings, keys sorted, and the seed).
+    """Run the unfinished (point, seed) trials of a study, as one worker of any number.
 
     Args:
-        points: settings dicts, e.g. from :func:`grid_points`; all with the same names, values
+        points: settings dicts, the full product of their axes (:func:`grid_points`); values
             str, int, float, bool or None.
-        seeds: distinct ints, every point runs with each.
+        seeds: distinct ints; each is a value of the grid's ``"seed"`` dimension.
         run_point: ``run_point(settings, seed) -> {metric name: value}``, the same metric names
-            for every pair (and as in the file's header, when resuming).
-        results_path: the CSV of the whole sweep (parent folders are created).
-        shard: ``(index, count)``, ``0 <= index < count``.
-        progress: show a :mod:`tqdm` bar named after the shard.
+            for every pair.
+        storage: see the module docstring (path, database URL or Optuna storage).
+        study: the study's name; default ``"sweep-<hash of the grid>"``. One study per sweep:
+            a study made for another grid is refused.
+        n_trials: with ``sampler="grid"``, the most trials this call runs (``None``: until the
+            grid is finished, waiting for other workers' running trials); with ``"tpe"``, the
+            number of finished trials the study should reach.
+        sampler: ``"grid"`` or ``"tpe"`` (:data:`SAMPLERS`).
+        objective: the metric the study minimises (TPE needs it; the grid records it as the
+            trial value); default the first metric ``run_point`` returns.
+        progress: a :mod:`tqdm` bar of the study's finished pairs.
+        heartbeat_s: seconds between heartbeats (:func:`open_storage`).
 
     Returns:
-        This shard's file as a table, old rows then new, one row per pair, in file order:
-        settings columns (int, float, bool and str columns keep their type; a column of mixed
-        types or with None is of object dtype with the exact values), ``seed``, the metrics,
-        ``wall_s``, ``key``.
+        :func:`load_sweep` of the study: every finished pair, this worker's and the others'.
 
     Raises:
-        ValueError / TypeError for a bad ``shard``, ``seeds`` or point, for metric names that
-        differ between pairs or from the file (naming the pair), for settings names that differ
-        from the file's, and for a file that is not a results file (naming it). An exception
-        of ``run_point`` (e.g. KeyboardInterrupt) propagates; rows written so far stay.
+        ValueError / TypeError for bad points, seeds, sampler or storage, for a study of another
+        grid and for ``run_point`` results that are not a mapping of numbers with the same names
+        each time. An exception of ``run_point`` (e.g. KeyboardInterrupt) propagates; finished
+        trials stay, the failed one is queued again on the next call.
     """
-    index, count = _check_shard(shard)
-    checked_points = _check_points(points)
-    checked_seeds = _check_seeds(seeds)
-    path = shard_path(results_path, shard)
-    existing = _read_results(path)
-    if existing.partial_lines:
-        os.truncate(path, existing.complete_bytes)
-    rows = _dedupe(existing.rows, str(path))
-    settings_names = existing.settings_names
-    metric_names = existing.metric_names
-    if (
-        checked_points
-        and settings_names is not None
-        and set(checked_points[0]) != set(settings_names)
-    ):
-        raise ValueError(
-            f"{path} has settings columns {list(settings_names)}, the points have "
-            f"{list(checked_points[0])}: use another results_path for another grid's axes"
-        )
-    done = {row.key for row in rows}
-    pairs = [(point, seed) for point in checked_points for seed in checked_seeds]
-    mine = [pair for j, pair in enumerate(pairs) if j % count == index]
-    todo = [(point, seed) for point, seed in mine if _pair_key(point, seed) not in done]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tqdm(
-        total=len(mine),
-        initial=len(mine) - len(todo),
-        desc=f"sweep shard {index} of {count}",
-        disable=not progress,
-    ) as bar:
-        for point, seed in todo:
-            start = time.perf_counter()
-            metrics = run_point(dict(point), seed)
-            wall_s = time.perf_counter() - start
-            if not isinstance(metrics, Mapping):
-                raise TypeError(
-                    f"run_point({point!r}, seed={seed}) must return a mapping of metrics, "
-                    f"got {type(metrics)}"
-                )
-            header = ""
-            if metric_names is None:
-                metric_names = tuple(_check_name(name, "metric name") for name in metrics)
-                settings_names = tuple(point)
-                header = _csv_line([*settings_names, "seed", *metric_names, "wall_s", "key"])
-            if set(metrics) != set(metric_names) or set(metrics) & set(settings_names):
-                raise ValueError(
-                    f"run_point({point!r}, seed={seed}) returned metrics {sorted(metrics)}, "
-                    f"expected {sorted(metric_names)} (the first pair's, or {path}'s header); "
-                    "every pair must return the same metric names, none of them a setting"
-                )
-            try:
-                values = {name: float(metrics[name]) for name in metric_names}
-            except (TypeError, ValueError) as error:
-                raise TypeError(
-                    f"run_point({point!r}, seed={seed}) returned a non-numeric metric: {error}"
-                ) from error
-            row = _Row(point, seed, values, wall_s, _pair_key(point, seed))
-            cells = [point[name] for name in settings_names]
-            cells += [seed, *(values[name] for name in metric_names), wall_s, row.key]
-            _append(path, header + _csv_line(cells))
-            rows.append(row)
-            bar.update()
-    if settings_names is None:  # nothing run and no file: no metric names known
-        settings_names = tuple(checked_points[0]) if checked_points else ()
-    return _table(settings_names, metric_names or (), rows)
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if n_trials is not None and (type(n_trials) is not int or n_trials < 1):
+        raise ValueError(f"n_trials must be None or a positive int, got {n_trials!r}")
+    if sampler == "tpe" and n_trials is None:
+        raise ValueError("sampler='tpe' needs n_trials, the number of trials to reach")
+    checked_points, checked_seeds = _check_points(points), _check_seeds(seeds)
+    space = _search_space(checked_points, checked_seeds)
+    study = study or f"sweep-{hashlib.sha1(_json(space).encode()).hexdigest()[:10]}"
+    opened = _open_study(open_storage(storage, heartbeat_s), study, space, sampler, "minimize")
+    pairs = {
+        _pair_key(point, seed): (point, seed) for point in checked_points for seed in checked_seeds
+    }
+    total = len(pairs) if sampler == "grid" else n_trials
+    metric_names: list[str] = json.loads(opened.user_attrs.get("metrics", "null") or "null") or []
 
-
-def load_sweep(results_path: str | os.PathLike) -> pd.DataFrame:
-    """The merged results of ``results_path`` and all its shard files, one row per key.
-
-    Reads ``results_path`` (if present), then every ``<stem>.shard-<i>-of-<n><suffix>`` beside
-    it, ordered by ``(n, i)``. A key found more than once keeps its first row (in that file
-    order), with a warning giving the count; an incomplete last line of a file is dropped with
-    a warning (the file is not changed). Rows are sorted by ``key``, so the table is the same
-    however the sweep was sharded; columns and types as :func:`run_sweep` returns them.
-
-    Raises:
-        FileNotFoundError when neither ``results_path`` nor a shard file of it exists;
-        ValueError naming the files whose settings or metric columns differ.
-    """
-    path = Path(results_path)
-    pattern = re.compile(rf"{re.escape(path.stem)}\.shard-(\d+)-of-(\d+){re.escape(path.suffix)}")
-    siblings = path.parent.iterdir() if path.parent.is_dir() else ()
-    shards = sorted(
-        (int(match[2]), int(match[1]), candidate)
-        for candidate in siblings
-        if (match := pattern.fullmatch(candidate.name))
-    )
-    paths = ([path] if path.exists() else []) + [candidate for _, _, candidate in shards]
-    if not paths:
-        raise FileNotFoundError(f"no sweep results at {path} nor shard files of it")
-    files = [_read_results(candidate) for candidate in paths]
-    files = [file for file in files if file.settings_names is not None]
-    if not files:
-        return _table((), (), [])
-    first = files[0]
-    for file in files[1:]:
-        if set(file.settings_names) != set(first.settings_names) or set(file.metric_names) != set(
-            first.metric_names
-        ):
-            raise ValueError(
-                f"{file.path} has settings {list(file.settings_names)} and metrics "
-                f"{list(file.metric_names)}, {first.path} has {list(first.settings_names)} and "
-                f"{list(first.metric_names)}: not the same sweep"
+    def trial_body(trial: optuna.Trial) -> float:
+        point = {name: trial.suggest_categorical(name, space[name]) for name in space}
+        seed = point.pop("seed")
+        key = _pair_key(point, seed)
+        trial.set_user_attr("key", key)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("torch_threads", torch.get_num_threads())
+        others = [
+            t for t in opened.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                                  TrialState.RUNNING))
+            if t.number != trial.number and t.user_attrs.get("key") == key
+        ]
+        if others:  # a race of two workers, or TPE proposing a finished pair: never run twice
+            raise optuna.TrialPruned(f"{key} is already run by trial {others[0].number}")
+        start = time.perf_counter()
+        metrics = run_point(dict(point), seed)
+        wall_s = time.perf_counter() - start
+        if not isinstance(metrics, Mapping):
+            raise TypeError(
+                f"run_point({point!r}, seed={seed}) must return a mapping of metrics, "
+                f"got {type(metrics)}"
             )
-    rows = _dedupe([row for file in files for row in file.rows], f"sweep {path}")
-    rows.sort(key=lambda row: row.key)
-    return _table(first.settings_names, first.metric_names, rows)
+        names = sorted(metrics)
+        if not metric_names:
+            for name in names:
+                _check_name(name, "metric name")
+            metric_names.extend(names)
+            opened.set_user_attr("metrics", _json(names))
+        if names != sorted(metric_names) or set(names) & set(point):
+            raise ValueError(
+                f"run_point({point!r}, seed={seed}) returned metrics {names}, expected "
+                f"{sorted(metric_names)} (the study's first trial's); every pair must return "
+                "the same metric names, none of them a setting"
+            )
+        try:
+            values = {name: float(metrics[name]) for name in names}
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"run_point({point!r}, seed={seed}) returned a non-numeric metric: {error}"
+            ) from error
+        trial.set_user_attr("metrics", values)
+        trial.set_user_attr("wall_s", wall_s)
+        return values[objective or names[0]]
+
+    ran = 0
+    with tqdm(total=total, desc=f"sweep {study}", disable=not progress) as bar:
+        while True:
+            with _stable_api():
+                optuna.storages.fail_stale_trials(opened)  # killed workers' trials: requeued
+            untried = _requeue_lost(opened, pairs) if sampler == "grid" else [None]
+            status = _status(opened, total)
+            bar.n = min(status.complete, total)
+            bar.refresh()
+            if status.finished or (sampler == "grid" and n_trials is not None and ran >= n_trials):
+                break
+            if sampler == "grid" and not status.waiting and not untried:
+                if not status.running:
+                    break  # cannot happen unless trials vanish; load_sweep shows what is there
+                time.sleep(POLL_S)  # other workers' trials: wait until they finish or go stale
+                continue
+            with _stable_api():
+                opened.optimize(trial_body, n_trials=1)
+            ran += 1
+    return load_sweep(storage, study)
+
+
+def sweep_status(storage: str | os.PathLike | BaseStorage, study: str) -> SweepStatus:
+    """How far ``study`` is (:class:`SweepStatus`), from its grid's size and its trials."""
+    opened = _load_study(storage, study)
+    space = json.loads(opened.user_attrs["grid"])
+    return _status(opened, math.prod(len(values) for values in space.values()))
+
+
+def count_finished(storage: str | os.PathLike | BaseStorage, study: str) -> int:
+    """The number of finished pairs of ``study``; 0 when the storage or the study is new."""
+    is_file = not isinstance(storage, BaseStorage) and "://" not in str(storage)
+    if is_file and not Path(storage).expanduser().is_file():
+        return 0  # do not create an empty database just to look into it
+    try:
+        return sweep_status(storage, study).complete
+    except KeyError:
+        return 0
+
+
+def _load_study(storage, study: str):
+    try:
+        return optuna.load_study(study_name=study, storage=open_storage(storage))
+    except KeyError as error:
+        names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage))]
+        raise KeyError(f"no study {study!r} in {storage}; it holds {names}") from error
+
+
+def load_sweep(storage: str | os.PathLike | BaseStorage, study: str) -> pd.DataFrame:
+    """The finished pairs of ``study``, one row per pair, sorted by ``key``.
+
+    Columns: the settings (int, float, bool and str columns keep their type; a column of mixed
+    types or with None is of object dtype with the exact values), ``seed``, the metrics,
+    ``wall_s`` (seconds of ``run_point``), ``key`` (JSON of the settings and the seed) and
+    ``trial`` (the Optuna trial number). A pair finished more than once (two workers raced)
+    keeps its first trial, with a warning giving the count.
+
+    Raises:
+        KeyError naming the studies the storage holds when ``study`` is not among them.
+    """
+    opened = _load_study(storage, study)
+    space = json.loads(opened.user_attrs["grid"])
+    settings_names = [name for name in space if name != "seed"]
+    metric_names = json.loads(opened.user_attrs.get("metrics", "[]"))
+    finished = sorted(opened.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                      key=lambda t: t.number)
+    rows: dict[str, optuna.trial.FrozenTrial] = {}
+    for trial in finished:
+        rows.setdefault(trial.user_attrs["key"], trial)
+    if len(rows) < len(finished):
+        warnings.warn(
+            f"study {study!r}: {len(finished) - len(rows)} finished trials repeat a pair of an "
+            "earlier one; kept the first of each",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    ordered = [rows[key] for key in sorted(rows)]
+    columns: dict[str, pd.Series] = {
+        name: _column([t.params[name] for t in ordered]) for name in settings_names
+    }
+    columns["seed"] = pd.Series([t.params["seed"] for t in ordered], dtype="int64")
+    for name in metric_names:
+        columns[name] = pd.Series([t.user_attrs["metrics"][name] for t in ordered], dtype="float64")
+    columns["wall_s"] = pd.Series([t.user_attrs["wall_s"] for t in ordered], dtype="float64")
+    columns["key"] = pd.Series([t.user_attrs["key"] for t in ordered], dtype=object)
+    columns["trial"] = pd.Series([t.number for t in ordered], dtype="int64")
+    return pd.DataFrame(columns)
 
 
 def summarize_sweep(table: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:

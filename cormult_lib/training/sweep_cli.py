@@ -1,0 +1,134 @@
+"""``cormult-sweep``: start workers for the chapters' sweeps from the command line.
+
+One machine, four workers on the default SQLite file::
+
+    cormult-sweep --sweep shared_space --profile standard --workers 4
+
+Several machines: the same command on each, all pointed at one database server::
+
+    cormult-sweep --sweep distances --profile paper --storage postgresql://me@db/sweeps \\
+        --device cuda --workers 1
+
+Every worker pulls the next unfinished (point, seed) of the study until the grid is done, so
+workers can be added or stopped at any time; a killed worker's trial is run again by another
+one after the heartbeat's grace period. ``--export table.csv`` writes the finished table.
+Chapter options that have no flag of their own go through ``--set name=value`` (a Python
+literal: ``--set epochs=6``, ``--set 'shared_time=[16, 64]'``, ``--set strategy="'D'"``); the
+study is the one the chapter with the same parameters uses, so the notebook then finds the
+trials (its run trains only what is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+
+from cormult_lib.training.chapter_sweeps import SWEEPS, ChapterSweep
+from cormult_lib.training.sweep import SAMPLERS, load_sweep, run_sweep, sweep_status
+
+DEFAULT_STORAGE = Path("outputs") / "sweeps.db"
+
+
+def _parse_settings(items: list[str]) -> dict[str, object]:
+    """``["epochs=6", "strategy='D'"]`` -> ``{"epochs": 6, "strategy": "D"}``."""
+    settings: dict[str, object] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise SystemExit(f"--set {item!r}: expected name=value, e.g. --set epochs=6")
+        try:
+            settings[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            settings[name] = text  # a bare word such as D is meant as a string
+    return settings
+
+
+def _build(args: argparse.Namespace) -> ChapterSweep:
+    options = {
+        "profile": args.profile,
+        "dataset": args.dataset,
+        "data_path": args.data_path,
+        "sampler": args.sampler,
+        "device": args.device,
+        **_parse_settings(args.set),
+    }
+    try:
+        return SWEEPS[args.sweep](**options)
+    except TypeError as error:  # an unknown --set name
+        raise SystemExit(f"--sweep {args.sweep}: {error}") from error
+
+
+def _worker(args: argparse.Namespace, index: int) -> None:
+    """One worker process: build the sweep (loads the data) and run trials until done."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    sweep = _build(args)
+    run_sweep(
+        sweep.points, sweep.seeds, sweep.run_point, args.storage, study=sweep.study,
+        n_trials=args.n_trials, sampler=sweep.sampler, objective=sweep.objective,
+        progress=index == 0,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="cormult-sweep", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--sweep", required=True, choices=sorted(SWEEPS))
+    parser.add_argument("--profile", default="quick", help="quick, standard or paper")
+    parser.add_argument("--dataset", default="synthetic", help="synthetic, mmsa, mult or raw")
+    parser.add_argument("--data-path", default=None, help="the dataset's file or folder")
+    parser.add_argument("--storage", default=str(DEFAULT_STORAGE),
+                        help="an SQLite file (default %(default)s) or a database URL")
+    parser.add_argument("--workers", type=int, default=1, help="processes on this machine")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per worker (default: cores / workers)")
+    parser.add_argument("--sampler", default="grid", choices=SAMPLERS)
+    parser.add_argument("--n-trials", type=int, default=None,
+                        help="grid: trials per worker at most; tpe: trials to reach (required)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="another option of the chapter's sweep (repeatable)")
+    parser.add_argument("--export", type=Path, default=None, help="write the table as CSV")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.threads is None:
+        args.threads = max(1, (os.cpu_count() or 1) // args.workers)
+    sweep = _build(args)  # fail on bad options before any worker starts
+    print(f"study {sweep.study}: {len(sweep.points)} points x {len(sweep.seeds)} seeds "
+          f"in {args.storage}; {args.workers} worker(s) x {args.threads} thread(s)")
+    started = time.perf_counter()
+    if args.workers == 1:
+        _worker(args, 0)
+    else:
+        context = multiprocessing.get_context("spawn")  # no forked torch state
+        processes = [context.Process(target=_worker, args=(args, i)) for i in range(args.workers)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+        failed = [p.exitcode for p in processes if p.exitcode != 0]
+        if failed:
+            print(f"{len(failed)} worker(s) failed (exit codes {failed})", file=sys.stderr)
+    status = sweep_status(args.storage, sweep.study)
+    print(f"{status.complete} of {status.total} trials finished "
+          f"({'complete' if status.finished else 'incomplete'}) in "
+          f"{time.perf_counter() - started:.1f} s")
+    if args.export:
+        args.export.parent.mkdir(parents=True, exist_ok=True)
+        load_sweep(args.storage, sweep.study).to_csv(args.export, index=False)
+        print(f"wrote {args.export}")
+    return 0 if status.finished or args.n_trials else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The chapters' sweeps as library functions, and ``cormult-sweep`` starting workers for them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from cormult_lib.training.chapter_sweeps import distance_sweep, shared_space_sweep
+from cormult_lib.training.sweep import load_sweep, sweep_status
+from cormult_lib.training.sweep_cli import main
+
+TINY = {"shared_time": [2], "shared_dim": [4, 8], "seeds": [0], "epochs": 1}
+
+
+def test_the_study_name_follows_what_changes_results_and_not_the_threads() -> None:
+    base = shared_space_sweep(**TINY)
+    assert base.size == 2 and base.points == [{"shared_time": 2, "shared_dim": 4},
+                                              {"shared_time": 2, "shared_dim": 8}]
+    assert base.study.startswith("06_shared_space_quick_synthetic-")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert shared_space_sweep(**TINY).study == base.study
+    finally:
+        torch.set_num_threads(threads)
+    assert shared_space_sweep(**{**TINY, "epochs": 2}).study != base.study
+    assert shared_space_sweep(**TINY, strategy="D").study != base.study
+    assert shared_space_sweep(**TINY, sampler="tpe").study != base.study
+    assert distance_sweep(distances=["cosine"], seeds=[0]).study.startswith("05_distances_quick")
+
+
+def test_bad_options_name_the_parameter() -> None:
+    with pytest.raises(ValueError, match="strategy='Z'"):
+        shared_space_sweep(**TINY, strategy="Z")
+    with pytest.raises(ValueError, match="shared_dim=\\[0\\]"):
+        shared_space_sweep(**{**TINY, "shared_dim": [0]})
+    with pytest.raises(ValueError, match="modalities='T'"):
+        shared_space_sweep(**TINY, modalities="T")
+    with pytest.raises(ValueError, match="train_fraction=0"):
+        shared_space_sweep(**TINY, train_fraction=0)
+    with pytest.raises(ValueError, match="subset of"):
+        distance_sweep(distances=["hamming"])
+    with pytest.raises(ValueError, match="grid='huge'"):
+        distance_sweep(grid="huge")
+
+
+def test_cormult_sweep_workers_finish_the_chapters_study_and_export_it(tmp_path: Path) -> None:
+    storage, export = tmp_path / "sweeps.db", tmp_path / "table.csv"
+    options = ["--set", "shared_time=[2]", "--set", "shared_dim=[4, 8]", "--set", "seeds=[0]",
+               "--set", "epochs=1", "--device", "cpu"]  # fmt: skip
+    code = main(["--sweep", "shared_space", "--storage", str(storage), "--workers", "2",
+                 "--export", str(export), *options])  # fmt: skip
+    assert code == 0
+    study = shared_space_sweep(**TINY).study  # the chapter's own study, found by its settings
+    assert sweep_status(storage, study).finished
+    table = load_sweep(storage, study)
+    assert sorted(table["shared_dim"]) == [4, 8] and table["valid_loss"].notna().all()
+    exported = pd.read_csv(export)
+    assert exported["key"].tolist() == table["key"].tolist()
+    assert len(set(load_sweep(storage, study)["key"])) == 2
+    with pytest.raises(SystemExit, match="unexpected keyword argument 'colour'"):
+        main(["--sweep", "shared_space", "--storage", str(storage), "--set", "colour=1"])
+    with pytest.raises(SystemExit, match="expected name=value"):
+        main(["--sweep", "distances", "--storage", str(storage), "--set", "epochs"])
