@@ -203,6 +203,8 @@ def test_bad_inputs_give_clear_errors(tmp_path: Path) -> None:
         run_sweep(points, SEED_LIST, fake_metrics, storage, sampler="random")
     with pytest.raises(ValueError, match="needs n_trials"):
         run_sweep(points, SEED_LIST, fake_metrics, storage, sampler="tpe")
+    with pytest.raises(ValueError, match="n_trials=13 exceeds the grid's 12"):
+        run_sweep(points, SEED_LIST, fake_metrics, storage, sampler="tpe", n_trials=13)
     with pytest.raises(ValueError, match="is a folder"):
         run_sweep(points, SEED_LIST, fake_metrics, tmp_path)
     with pytest.raises(ValueError, match="cannot open the sweep storage 'nosuchdb://x'"):

@@ -129,6 +129,8 @@ GRACE_S = 30
 #: How often a worker with nothing to claim looks again for a stale or retried trial.
 POLL_S = 1.0
 MAX_RETRY = 3
+#: A TPE worker stops after this many trials per wanted trial (duplicates are pruned).
+TPE_ATTEMPTS = 20
 #: Attempts to open a new database whose tables another worker is creating at that moment.
 SCHEMA_ATTEMPTS = 5
 # Optuna logs every trial at INFO; the progress bar says the same.
@@ -509,6 +511,11 @@ def run_sweep(
     pairs = {
         _pair_key(point, seed): (point, seed) for point in checked_points for seed in checked_seeds
     }
+    if sampler == "tpe" and n_trials > len(pairs):
+        raise ValueError(
+            f"n_trials={n_trials} exceeds the grid's {len(pairs)} (point, seed) pairs: TPE would "
+            "have to run a pair twice; use sampler='grid' to run them all"
+        )
     total = len(pairs) if sampler == "grid" else n_trials
     metric_names: list[str] = json.loads(opened.user_attrs.get("metrics", "null") or "null") or []
 
@@ -567,6 +574,8 @@ def run_sweep(
             bar.refresh()
             if status.finished or (sampler == "grid" and n_trials is not None and ran >= n_trials):
                 break
+            if sampler == "tpe" and ran >= TPE_ATTEMPTS * n_trials:
+                break  # TPE keeps proposing finished pairs (each pruned): stop, incomplete
             if sampler == "grid" and not status.waiting and not untried:
                 if not status.running:
                     break  # cannot happen unless trials vanish; load_sweep shows what is there
