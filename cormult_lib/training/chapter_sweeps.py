@@ -76,6 +76,30 @@ class ChapterSweep:
         return len(self.points) * len(self.seeds)
 
 
+def _sweep(
+    name: str,
+    stem: str,
+    axes: Mapping[str, Sequence],
+    seeds: list[int],
+    run_point: Callable[[dict, int], dict[str, float]],
+    fixed: dict[str, Any],
+    objective: str,
+    splits: dict[str, MultimodalSplit],
+) -> ChapterSweep:
+    """A :class:`ChapterSweep` whose study is named by ``stem`` and the ``fixed`` settings."""
+    return ChapterSweep(
+        name=name,
+        points=grid_points(axes),
+        seeds=seeds,
+        run_point=run_point,
+        study=study_name(stem, fixed),
+        fixed=fixed,
+        objective=objective,
+        sampler=fixed["sampler"],
+        splits=splits,
+    )
+
+
 def _check_choice(name: str, value: object, allowed: Sequence) -> None:
     if value not in allowed:
         raise ValueError(f"{name}={value!r}: expected one of {list(allowed)}")
@@ -188,17 +212,8 @@ def shared_space_sweep(
         "epochs": epochs, "batch_size": batch, "strategy": strategy, "sampler": sampler,
         "device": device.type,
     }  # fmt: skip
-    return ChapterSweep(
-        name="shared_space",
-        points=grid_points(axes),
-        seeds=sweep_seeds(seeds, grid),
-        run_point=run_point,
-        study=study_name(f"06_shared_space_{grid}_{dataset}", fixed),
-        fixed=fixed,
-        objective="valid_loss",
-        sampler=sampler,
-        splits=splits,
-    )
+    return _sweep("shared_space", f"06_shared_space_{grid}_{dataset}", axes,
+                  sweep_seeds(seeds, grid), run_point, fixed, "valid_loss", splits)
 
 
 #: Chapter 05's budgets: the profiles' own are too long for ten or twenty-five runs.
@@ -312,17 +327,8 @@ def distance_sweep(
         "strategy": strategy, "fusion": fusion, "sampler": sampler, "device": device.type,
         **budget,
     }  # fmt: skip
-    return ChapterSweep(
-        name="distances",
-        points=grid_points(axes),
-        seeds=sweep_seeds(seeds, grid),
-        run_point=run_point,
-        study=study_name(f"05_distances_{grid}_{dataset}", fixed),
-        fixed=fixed,
-        objective="mae",
-        sampler=sampler,
-        splits=splits,
-    )
+    return _sweep("distances", f"05_distances_{grid}_{dataset}", axes,
+                  sweep_seeds(seeds, grid), run_point, fixed, "mae", splits)
 
 
 #: The sweeps ``cormult-sweep --sweep NAME`` knows.
