@@ -56,6 +56,9 @@ def mmsa_split(n: int, rng: np.random.Generator, drop: tuple[str, ...] = ()) -> 
         "raw_text": np.array([f"sentence {i}" for i in range(n)], dtype=object),
         "annotations": np.array(["Neutral"] * n),
     }
+    for key, lengths in (("audio", AUDIO_LENGTHS[:n]), ("vision", VISION_LENGTHS[:n])):
+        time = fields[key].shape[1]
+        fields[key][~end_mask(lengths, time)] = 0.0  # MMSA pads with zeros
     return {k: v for k, v in fields.items() if k not in drop}
 
 
@@ -336,6 +339,60 @@ def test_read_label_csv_errors(tmp_path: Path, edit: tuple[str, str], pattern: s
     with pytest.raises(DataFormatError, match=pattern) as err:
         read_label_csv(path)
     assert str(path) in str(err.value)
+
+
+def test_read_label_csv_refuses_a_clip_listed_twice(tmp_path: Path) -> None:
+    path = tmp_path / "label.csv"
+    path.write_text(CSV + "0123,0_0,NA again,1.0,test\n")  # also in valid: a leak
+    with pytest.raises(DataFormatError, match=r"(?s)1 clip\(s\) are listed more than once "
+                       r"\(1 of them in two splits.*\n3 .*0_0.*\n6 .*0_0") as err:
+        read_label_csv(path)
+    assert str(path) in str(err.value)
+
+
+def test_pickle_labels_outside_the_scale_and_empty_splits_are_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    data = {s: mmsa_split(n, rng) for s, n in SIZES.items()}
+    data["valid"]["regression_labels"] = np.array([0.5, 9.0, -50.0], dtype=np.float32)
+    with pytest.raises(DataFormatError, match=r"\[valid\].*\[-3, 3\]; 2 label\(s\).*"
+                       r"sample 1: 9, sample 2: -50") as err:
+        load_mmsa(dump(tmp_path / "bad.pkl", data))
+    assert "bad.pkl" in str(err.value)
+    empty = {s: mmsa_split(n, rng) for s, n in SIZES.items()}
+    empty["test"] = {k: v[:0] for k, v in empty["test"].items()}
+    with pytest.raises(DataFormatError, match=r"empty.pkl \[test\]: the split holds no samples"):
+        load_mmsa(dump(tmp_path / "empty.pkl", empty))
+    mult = {s: {"text": np.ones((2, 3, 4)), "audio": np.ones((2, 3, 2)),
+                "vision": np.ones((2, 3, 2)), "labels": np.array([[1.0], [4.5]])}
+            for s in SIZES}  # fmt: skip
+    with pytest.raises(DataFormatError, match=r"\[train\].*'labels'.*sample 1: 4.5"):
+        load_mult(dump(tmp_path / "mult.pkl", mult))
+
+
+def test_mmsa_padding_that_is_not_zero_is_zeroed_and_counted(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(2)
+    data = {s: mmsa_split(n, rng) for s, n in SIZES.items()}
+    data["train"]["audio"][1, 5:] = 7.0  # sample 1 has 3 real audio steps: 2 padding steps
+    data["train"]["vision"][3, 1:] = -1.0  # sample 3 has 1 real frame: 4 padding steps
+    splits = load_mmsa(dump(tmp_path / "padded.pkl", data))
+    train = splits["train"]
+    assert train.info["padding_zeroed"] == {"A": 2, "V": 4}
+    assert not train.features["A"][~train.masks["A"]].any()
+    assert not train.features["V"][~train.masks["V"]].any()
+    out = capsys.readouterr().out
+    assert "padded.pkl [train] audio: set 2 padding steps" in out
+    assert "padded.pkl [train] vision: set 4 padding steps" in out
+
+
+def test_a_folder_given_for_a_pickle_and_a_file_for_a_cache_are_named(tmp_path: Path) -> None:
+    from cormult_lib.data import load_splits
+
+    with pytest.raises(ValueError, match=r"data_path='.*' is a folder; dataset 'mmsa' reads one "
+                       r"pickle file, e.g. .*aligned_50.pkl"):
+        load_splits("mmsa", tmp_path)
+    file = make_mmsa(tmp_path)
+    with pytest.raises(ValueError, match="is a file; dataset 'raw' reads a feature cache folder"):
+        load_splits("raw", file)
 
 
 def test_read_label_csv_missing_file(tmp_path: Path) -> None:

@@ -14,7 +14,11 @@ chapter trains on the same in-memory form as on the synthetic corpus.
 
 Non-finite feature values (CMU-MOSEI's COVAREP audio holds NaN, +inf and -inf) are replaced
 with 0.0 and counted per split and modality, in ``split.info["nonfinite"]`` and by
-:func:`nonfinite_report`; a line is printed for every count that is not zero.
+:func:`nonfinite_report`; a line is printed for every count that is not zero. Likewise MMSA's
+padding steps (past ``*_lengths``) that are not zero are set to zero and counted
+(``split.info["padding_zeroed"]``, a printed line). What cannot be repaired is refused with
+the file, the split and a count: labels outside [-3, 3], an empty split, a clip listed twice
+in a ``label.csv``.
 
 Pickles can run arbitrary code while they load: load only files from a source you trust.
 """
@@ -203,6 +207,15 @@ def read_label_csv(path: str | Path) -> pd.DataFrame:
         )
     df["label"] = labels.astype(np.float64)
     df["id"] = df["video_id"] + "$_$" + df["clip_id"]
+    repeated = df["id"].duplicated(keep=False)
+    if repeated.any():
+        modes = df[repeated].groupby("id")["mode"].agg(lambda m: "/".join(sorted(set(m))))
+        leaks = int((modes.str.contains("/")).sum())
+        raise DataFormatError(
+            f"{path}: {modes.size} clip(s) are listed more than once ({leaks} of them in two "
+            "splits, a train/test leak); each (video_id, clip_id) must appear once, e.g.\n"
+            f"{_sample_rows(df, repeated)}"
+        )
     empty = int((df["text"].str.strip() == "").sum())
     if empty:
         print(f"{path.name}: {empty:,} row(s) with empty text (kept)")
@@ -280,6 +293,15 @@ def _labels(fields: Mapping, key: str, split: str, path: Path) -> np.ndarray:
         raise DataFormatError(
             f"{path} [{split}]: {key!r} holds {int((~np.isfinite(labels)).sum())} non-finite labels"
         )
+    outside = np.flatnonzero((labels < -3) | (labels > 3))
+    if len(outside):
+        examples = ", ".join(f"sample {i}: {labels[i]:g}" for i in outside[:5])
+        raise DataFormatError(
+            f"{path} [{split}]: {key!r} must hold sentiment in [-3, 3]; {len(outside)} label(s) "
+            f"do not ({examples})"
+        )
+    if not len(labels):
+        raise DataFormatError(f"{path} [{split}]: the split holds no samples")
     return labels
 
 
@@ -355,7 +377,7 @@ def _mmsa_split(
 ) -> MultimodalSplit:
     labels = _labels(fields, "regression_labels", split, path)
     sizes = {"regression_labels": len(labels)}
-    features, masks, nonfinite, clipped = {}, {}, {}, {}
+    features, masks, nonfinite, clipped, zeroed = {}, {}, {}, {}, {}
     for m in wanted:
         key = MODALITY_NAMES[m]
         if m == "T":
@@ -393,6 +415,9 @@ def _mmsa_split(
                 sizes[lengths_key] = len(raw) if raw.ndim else 0
                 _check_lengths(sizes, split, path)
                 mask, clipped[m] = _lengths_mask(raw, lengths_key, x.shape[1], split, path)
+                padding = ~mask
+                zeroed[m] = int((x[padding] != 0).any(axis=-1).sum())
+                x[padding] = 0.0  # MMSA pads with zeros; other values there are not data
             else:
                 mask = np.ones(x.shape[:2], dtype=bool)
         features[m], masks[m] = x, mask
@@ -404,7 +429,8 @@ def _mmsa_split(
             meta[key] = _ids(raw, key, split, path)
     _check_lengths(sizes, split, path)
     ids = meta.get("id") or [f"{split}_{i}" for i in range(len(labels))]
-    info = {"source": str(path), "format": "mmsa", "text_features": text_features}
+    info = {"source": str(path), "format": "mmsa", "text_features": text_features,
+            "padding_zeroed": zeroed}
     return _make_split(split, features, masks, labels, ids, meta, nonfinite, info, clipped)
 
 
@@ -459,6 +485,10 @@ def _make_split(
 
 def _print_nonfinite(path: Path, splits: Mapping[str, MultimodalSplit]) -> None:
     for name, split in splits.items():
+        for m, steps in split.info.get("padding_zeroed", {}).items():
+            if steps:
+                print(f"{path.name} [{name}] {MODALITY_NAMES[m]}: set {steps:,} padding steps "
+                      "(past the lengths) that were not zero to zero")
         for m, c in split.info["nonfinite_detail"].items():
             total = sum(c.values())
             if total:

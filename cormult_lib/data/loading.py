@@ -38,6 +38,17 @@ def load_splits(
     if data_path is None:
         raise ValueError(f"dataset={dataset!r} needs data_path, the path of its data")
     path = Path(data_path).expanduser()
+    if dataset == "raw" and path.is_file():
+        raise ValueError(
+            f"data_path={str(data_path)!r} is a file; dataset 'raw' reads a feature cache folder "
+            "(written by cormult-extract, holding manifest.json)"
+        )
+    if dataset != "raw" and path.is_dir():
+        example = "aligned_50.pkl" if dataset == "mmsa" else "mosei_senti_data.pkl"
+        raise ValueError(
+            f"data_path={str(data_path)!r} is a folder; dataset {dataset!r} reads one pickle "
+            f"file, e.g. {path / example}"
+        )
     if dataset == "raw":
         from cormult_lib.features.pipeline import load_feature_cache
 
