@@ -22,6 +22,7 @@ import json
 import math
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -198,6 +199,33 @@ class NotebookRun:
         return path
 
 
+def writable_directory(parameter: str, value: str | Path) -> Path:
+    """``value`` as a folder that exists and can be written (created when missing).
+
+    Raises:
+        ValueError: naming ``parameter`` when ``value`` is a file, cannot be created or is
+            not writable.
+    """
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{parameter}={str(value)!r} is a file, not a folder: pass a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(
+            f"{parameter}={str(value)!r}: the folder cannot be created ({error.strerror})"
+        ) from error
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"{parameter}={str(value)!r}: the folder is not writable ({error.strerror}); pass "
+            "a folder you can write to"
+        ) from error
+    return path
+
+
 def start_notebook(
     name: str,
     *,
@@ -257,10 +285,8 @@ def start_notebook(
             print(f"{parameter}={os.environ[variable]} (from ${variable}, instead of {replaced})")
             directories[parameter] = os.environ[variable]
     output_dir, figures_dir = directories["output_dir"], directories["figures_dir"]
-    outputs = Path(output_dir).expanduser()
-    figures = Path(figures_dir).expanduser()
-    outputs.mkdir(parents=True, exist_ok=True)
-    figures.mkdir(parents=True, exist_ok=True)
+    outputs = writable_directory("output_dir", output_dir)
+    figures = writable_directory("figures_dir", figures_dir)
     seed_everything(seed)
     params = {
         "profile": profile,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -126,8 +127,13 @@ def test_cli_and_raw_dataset(clips, tmp_path):
     args += ["--num-frames", "2", "--feature-dim", "32", "--no-face-crop"]
     with pytest.warns(UserWarning):
         assert main(args) == 0
-    splits = load_splits("raw", cache, modalities="AV")
+    splits = load_feature_cache(cache, modalities="AV")
     assert splits["train"].modalities == ("A", "V")
+    # Three clips do not reach every split: training on them is refused at load time.
+    missing = [name for name in ("train", "valid", "test") if name not in splits]
+    assert missing
+    with pytest.raises(ValueError, match=re.escape(f"split(s) {missing} hold no samples")):
+        load_splits("raw", cache, modalities="AV")
     assert splits["train"].features["V"].shape[1:] == (2, 32)
     with pytest.raises(FileNotFoundError, match="not a feature cache"):
         load_feature_cache(tmp_path)

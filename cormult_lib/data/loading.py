@@ -52,6 +52,15 @@ def load_splits(
     if dataset == "raw":
         from cormult_lib.features.pipeline import load_feature_cache
 
-        return load_feature_cache(path, modalities=wanted)
-    loader = load_mmsa if dataset == "mmsa" else load_mult
-    return loader(path, modalities=wanted)
+        splits = load_feature_cache(path, modalities=wanted)
+    else:
+        loader = load_mmsa if dataset == "mmsa" else load_mult
+        splits = loader(path, modalities=wanted)
+    # Training needs all three: refuse here, not an epoch later inside numpy or torch.
+    empty = [name for name in ("train", "valid", "test") if not len(splits.get(name, ()))]
+    if empty:
+        raise ValueError(
+            f"{path}: the split(s) {empty} hold no samples; training needs train, valid and "
+            "test (for a feature cache: extract clips of every split)"
+        )
+    return splits

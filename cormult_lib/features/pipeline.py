@@ -27,12 +27,13 @@ Command line (also the console script ``cormult-extract``)::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing
 import os
-import tempfile
 import time
 import warnings
+import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,13 +43,16 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from cormult_lib import files
 from cormult_lib.config import FeatureConfig
-from cormult_lib.data.cmu import read_label_csv
+from cormult_lib.data.cmu import DataFormatError, read_label_csv
 from cormult_lib.data.dataset import MultimodalSplit, pad_sequences, parse_modalities
 
 CLIP_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".wav", ".flac", ".mp3")
 MANIFEST = "manifest.json"
 VOCABULARY = "vocabulary.json"
+#: What the vocabulary was built from: the training transcripts' hash and count, the tokenizer.
+VOCABULARY_SOURCE = "vocabulary_source.json"
 LABELS = "labels.csv"
 REPORT = "report.csv"
 
@@ -101,16 +105,9 @@ def cache_path(cache_dir: Path, video_id: str, clip_id: str) -> Path:
 
 
 def write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """``np.savez`` into a temporary file next to ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """``np.savez`` of ``arrays`` to ``path``, never half-written
+    (:func:`cormult_lib.files.write_atomically`)."""
+    files.write_atomically(path, lambda stream: np.savez(stream, **arrays))
 
 
 class ClipFeatureExtractor:
@@ -201,34 +198,98 @@ def _extract_one(job: dict) -> dict:
     }
 
 
-def prepare_cache(cache_dir: Path, labels: pd.DataFrame, config: FeatureConfig) -> Path:
+def read_json(path: Path, what: str) -> object:
+    """``json.loads`` of ``path``; a damaged file raises :class:`DataFormatError` naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataFormatError(
+            f"{path} is not valid JSON ({error}): {what} is damaged (an interrupted write?); "
+            "delete the cache folder and extract again"
+        ) from error
+
+
+def _holds_entries(cache_dir: Path) -> bool:
+    return any((cache_dir / "clips").rglob("*.npz")) if (cache_dir / "clips").is_dir() else False
+
+
+def _vocabulary_source(labels: pd.DataFrame, config: FeatureConfig) -> dict:
+    """What the vocabulary is built from: a hash and the count of the training transcripts."""
+    train_text = labels.loc[labels["mode"] == "train", "text"].tolist()
+    digest = hashlib.sha1("\n".join(train_text).encode()).hexdigest()[:16]
+    return {"train_transcripts": len(train_text), "sha1": digest,
+            "tokenizer": config.tokenizer, "min_token_freq": config.min_token_freq}
+
+
+def prepare_cache(
+    cache_dir: Path,
+    labels: pd.DataFrame,
+    config: FeatureConfig,
+    vocabulary_labels: pd.DataFrame | None = None,
+) -> Path:
     """Create the cache folder, its manifest, label table and vocabulary; check a rerun.
 
-    The vocabulary V is built from the *training* transcripts only (min frequency
-    ``config.min_token_freq``), so valid/test words it has never seen become ``<unk>``.
+    The vocabulary V is built from the *training* transcripts of ``vocabulary_labels`` (the
+    whole table, also when only its first rows are extracted; default ``labels``) with min
+    frequency ``config.min_token_freq``, so valid/test words it has never seen become
+    ``<unk>``. Its
+    source (``vocabulary_source.json``: the count and a hash of those transcripts) is checked
+    on every rerun: a cache whose vocabulary came from other transcripts (another table, or a
+    ``limit``) is refused while it holds features, and rebuilt, with a printed line, while it
+    holds none. A manifest of other settings is likewise replaced when no clip was extracted
+    under it (a first run that failed), and refused otherwise.
     """
     from cormult_lib.features.text import Vocabulary, load_bert_tokenizer, tokenize_with
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     manifest = cache_dir / MANIFEST
+    holds_entries = _holds_entries(cache_dir)
     if manifest.exists():
-        previous = json.loads(manifest.read_text())
+        previous = read_json(manifest, "the cache manifest")
         if previous != config.to_json():
             changed = sorted(k for k in previous if previous.get(k) != config.to_json().get(k))
-            raise ValueError(
-                f"{cache_dir} holds features extracted with other settings (changed: {changed}); "
-                "use a new cache folder or delete this one"
-            )
+            if holds_entries:
+                raise ValueError(
+                    f"{cache_dir} holds features extracted with other settings (changed: "
+                    f"{changed}); use a new cache folder or delete this one"
+                )
+            print(f"{cache_dir}: no clip was extracted under its manifest (changed: {changed}); "
+                  "replacing it")
+            manifest.write_text(json.dumps(config.to_json(), indent=2))
     else:
         manifest.write_text(json.dumps(config.to_json(), indent=2))
     vocabulary_path = cache_dir / VOCABULARY
+    source_path = cache_dir / VOCABULARY_SOURCE
+    if vocabulary_labels is None:
+        vocabulary_labels = labels
+    source = _vocabulary_source(vocabulary_labels, config)
+    if vocabulary_path.exists():
+        built_from = read_json(source_path, "the vocabulary's source") if (
+            source_path.exists()) else None
+        if built_from != source:
+            if holds_entries:
+                raise ValueError(
+                    f"{vocabulary_path} was built from other training transcripts ({built_from}, "
+                    f"now {source}); the cached token ids depend on it: use a new cache folder "
+                    "for this table (or the same limit) or delete this one"
+                )
+            print(f"{vocabulary_path}: built from other transcripts and no clip extracted yet; "
+                  "building it again from this table's training transcripts")
+            vocabulary_path.unlink()
     if not vocabulary_path.exists():
         tokenize = tokenize_with(load_bert_tokenizer(config.tokenizer))
-        train_text = labels.loc[labels["mode"] == "train", "text"]
+        train_text = vocabulary_labels.loc[vocabulary_labels["mode"] == "train", "text"]
         vocabulary = Vocabulary.build(train_text, tokenize, min_freq=config.min_token_freq)
         vocabulary.save(vocabulary_path)
+        source_path.write_text(json.dumps(source, indent=2))
     labels.to_csv(cache_dir / LABELS, index=False)
     return vocabulary_path
+
+
+def readable_entry(path: Path) -> bool:
+    """Whether a cache entry exists and is a complete ``.npz`` (its zip directory is intact;
+    a truncated or foreign file is not)."""
+    return path.is_file() and zipfile.is_zipfile(path)
 
 
 def extract_features(
@@ -254,22 +315,24 @@ def extract_features(
     clips_dir, cache_dir = Path(clips_dir), Path(cache_dir)
     if not clips_dir.is_dir():
         raise FileNotFoundError(f"clips folder {clips_dir} does not exist")
-    labels = read_label_csv(label_csv)
-    if limit is not None:
-        labels = labels.head(limit)
+    table = read_label_csv(label_csv)
+    labels = table if limit is None else table.head(limit)
     build_frame_encoder(config)  # fails fast on missing weights, warns about random ones
-    vocabulary_path = prepare_cache(cache_dir, labels, config)
+    vocabulary_path = prepare_cache(cache_dir, labels, config, vocabulary_labels=table)
 
     report, jobs = ExtractionReport(), []
     for row in labels.itertuples():
         target = cache_path(cache_dir, row.video_id, row.clip_id)
         clip = find_clip(clips_dir, row.video_id, row.clip_id)
-        if target.exists():
+        if readable_entry(target):
             report.rows.append({"id": row.id, "status": "cached", "reason": "", "seconds": 0.0})
         elif clip is None:
             reason = f"no clip file for {row.video_id}/{row.clip_id} under {clips_dir}"
             report.rows.append({"id": row.id, "status": "failed", "reason": reason, "seconds": 0.0})
         else:
+            if target.exists():
+                print(f"{target}: an unreadable cache entry (truncated or damaged); extracting "
+                      "the clip again")
             jobs.append({"id": row.id, "clip": str(clip), "text": row.text, "target": str(target)})
 
     started = time.perf_counter()
@@ -319,23 +382,30 @@ def load_feature_cache(
             f"{cache_dir} is not a feature cache (no {MANIFEST}): create it with "
             "`python -m cormult_lib.features.pipeline CLIPS_DIR LABEL_CSV CACHE_DIR`"
         )
-    config = FeatureConfig(**json.loads((cache_dir / MANIFEST).read_text()))
+    config = FeatureConfig(**read_json(cache_dir / MANIFEST, "the cache manifest"))
     wanted = parse_modalities(modalities)
     labels = read_label_csv(cache_dir / LABELS)
     splits = {}
     for name in ("train", "valid", "test"):
         rows = labels[labels["mode"] == name]
-        entries, kept, missing = [], [], 0
+        entries, kept, missing, unreadable = [], [], 0, []
         for row in rows.itertuples():
             path = cache_path(cache_dir, row.video_id, row.clip_id)
-            if path.exists():
+            if not path.exists():
+                missing += 1
+                continue
+            try:
                 with np.load(path) as data:
                     entries.append({k: data[k] for k in data.files})
-                kept.append(row.Index)
-            else:
+            except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+                unreadable.append(f"{path} ({type(error).__name__})")
                 missing += 1
+                continue
+            kept.append(row.Index)
         if missing:
-            print(f"{cache_dir} [{name}]: {missing} clip(s) of the label table have no features")
+            detail = f"; unreadable: {', '.join(unreadable[:5])}" if unreadable else ""
+            print(f"{cache_dir} [{name}]: {missing} clip(s) of the label table have no features"
+                  f"{detail} (cormult-extract again repairs them)")
         if not entries:
             print(f"{cache_dir} [{name}]: no cached clip, the split is left out")
             continue

@@ -28,10 +28,9 @@ writes checkpoints (which also hold every rank's random streams).
 
 from __future__ import annotations
 
+import hashlib
 import math
-import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
@@ -47,6 +46,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from cormult_lib.device import keep_freed_memory
+from cormult_lib.files import read_torch_state, write_atomically
 from cormult_lib.training.distributed import (
     all_gather_object,
     all_reduce_means,
@@ -133,24 +133,9 @@ def batch_size_of(batch: object) -> int:
 
 
 def save_atomic(obj: object, path: str | Path) -> None:
-    """``torch.save`` that never leaves a half-written file at ``path``.
-
-    The object is written to a temporary file in the same folder, flushed to disk, and then
-    renamed over ``path`` with ``os.replace`` (atomic on POSIX and Windows). If anything fails
-    on the way, ``path`` still holds its previous content and the temporary file is removed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """``torch.save`` that never leaves a half-written file at ``path``
+    (:func:`cormult_lib.files.write_atomically`)."""
+    write_atomically(path, lambda stream: torch.save(obj, stream))
 
 
 def rng_states(device: torch.device, generators: Mapping[str, torch.Generator | None]) -> dict:
@@ -225,6 +210,22 @@ def maybe_compile(model: nn.Module, enabled: bool, backend: str = "inductor") ->
     device = next(model.parameters()).device
     mode = "reduce-overhead" if device.type == "cuda" and backend == "inductor" else None
     return torch.compile(model, backend=backend, mode=mode)
+
+
+def data_fingerprint(loader: Iterable) -> dict | None:
+    """What a loader feeds: ``samples``, ``batch_size`` and ``ids_sha1`` (a hash of the sample
+    ids, when its dataset has them, e.g. a MultimodalSplit); None for a plain iterable."""
+    dataset = getattr(loader, "dataset", None)
+    if dataset is None:
+        return None
+    ids = getattr(getattr(dataset, "split", dataset), "ids", None)
+    digest = None
+    if ids is not None:
+        digest = hashlib.sha1("\n".join(map(str, ids)).encode()).hexdigest()[:16]
+    batch_size = getattr(loader, "batch_size", None) or getattr(
+        getattr(loader, "batch_sampler", None), "batch_size", None
+    )
+    return {"samples": len(dataset), "batch_size": batch_size, "ids_sha1": digest}
 
 
 def _check_settings(saved: Mapping, current: Mapping, path: Path) -> None:
@@ -418,6 +419,8 @@ def fit(
         "amp": amp,
         "seed": seed,
         "world_size": world_size,
+        "train_data": data_fingerprint(train_loader),
+        "valid_data": data_fingerprint(valid_loader),
     }
 
     history: list[dict] = []
@@ -433,7 +436,7 @@ def fit(
                 f"{path}; put it on a file system every rank shares"
             )
     if resuming:
-        state = torch.load(path, map_location=device, weights_only=True)
+        state = read_torch_state(path, "a checkpoint written by fit()", map_location=device)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a checkpoint written by cormult_lib's fit()")
         # Checkpoints from before data-parallel training came from single processes.

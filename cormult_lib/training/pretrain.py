@@ -44,6 +44,7 @@ from cormult_lib.correlation.negatives import (
     make_negatives,
 )
 from cormult_lib.data.dataset import MultimodalSplit, make_loader, parse_modalities
+from cormult_lib.files import read_torch_state
 from cormult_lib.seeding import seed_everything
 from cormult_lib.training.loop import fit, move_to_device, save_atomic
 
@@ -378,15 +379,15 @@ def load_evaluator(path: str | Path, device: str | torch.device = "cpu") -> Pret
         raise FileNotFoundError(
             f"no pre-trained evaluator at {path}; run pretrain_evaluator and save_evaluator first"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    version = state.get("format") if isinstance(state, dict) else None
+    state = read_torch_state(path, "an evaluator written by save_evaluator")
+    version = state.get("format")
     if isinstance(version, int) and version < EVALUATOR_FORMAT:
         raise OutdatedEvaluatorError(
             f"{path} holds an evaluator in format {version} (per-modality layers), written "
             f"before the stacked layers of format {EVALUATOR_FORMAT}: pre-train it again "
             "(chapter 04, or pretrain_evaluator and save_evaluator) or delete the file"
         )
-    if not isinstance(state, dict) or state.get("format") != EVALUATOR_FORMAT:
+    if state.get("format") != EVALUATOR_FORMAT:
         raise ValueError(f"{path} is not an evaluator written by save_evaluator")
     model = build_evaluator(state["settings"])
     model.load_state_dict(state["state_dict"])
