@@ -8,7 +8,11 @@ silent resumes on other data, a vocabulary fixed by a ``--limit`` run, 0600 file
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -197,3 +201,45 @@ def test_damaged_cache_files_are_named_and_a_damaged_entry_is_extracted_again(
     with pytest.raises(ValueError, match=rf"{manifest} is not valid JSON"):
         load_feature_cache(cache)
     assert np.isfinite(splits["train"].features["A"]).all()
+
+
+# ----------------------------------------------------------------------------- processes
+
+PARENT = """
+import multiprocessing, os, sys, time
+from cormult_lib.processes import die_with_parent
+
+def work(parent):
+    die_with_parent(parent)
+    time.sleep(120)
+
+if __name__ == "__main__":
+    child = multiprocessing.get_context("spawn").Process(target=work, args=(os.getpid(),))
+    child.start()
+    print(child.pid, flush=True)
+    time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux's /proc to watch processes")
+def test_workers_die_with_their_parent_after_a_sigkill(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    time.sleep(2)  # the worker has called die_with_parent
+    assert _alive(child)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child), "the worker outlived its killed parent"

@@ -47,6 +47,7 @@ from cormult_lib import files
 from cormult_lib.config import FeatureConfig
 from cormult_lib.data.cmu import DataFormatError, read_label_csv
 from cormult_lib.data.dataset import MultimodalSplit, pad_sequences, parse_modalities
+from cormult_lib.processes import die_with_parent
 
 CLIP_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".wav", ".flac", ".mp3")
 MANIFEST = "manifest.json"
@@ -179,6 +180,14 @@ def _init_worker(config: FeatureConfig, vocabulary_path: Path, threads: int) -> 
     global _WORKER
     torch.set_num_threads(threads)
     _WORKER = ClipFeatureExtractor(config, vocabulary_path)
+
+
+def _init_pool_worker(
+    parent_pid: int, config: FeatureConfig, vocabulary_path: Path, threads: int
+) -> None:
+    """A pool worker: dies with the extractor (even after ``kill -9``), then loads its models."""
+    die_with_parent(parent_pid)
+    _init_worker(config, vocabulary_path, threads)
 
 
 def _extract_one(job: dict) -> dict:
@@ -346,7 +355,10 @@ def extract_features(
         threads = max(1, (os.cpu_count() or 1) // workers)
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
-            workers, context, initializer=_init_worker, initargs=(config, vocabulary_path, threads)
+            workers,
+            context,
+            initializer=_init_pool_worker,
+            initargs=(os.getpid(), config, vocabulary_path, threads),
         ) as pool:
             for future in as_completed([pool.submit(_extract_one, job) for job in jobs]):
                 report.rows.append(future.result())

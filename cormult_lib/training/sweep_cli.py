@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from cormult_lib.processes import die_with_parent
 from cormult_lib.training.chapter_sweeps import SWEEPS, ChapterSweep
 from cormult_lib.training.sweep import SAMPLERS, load_sweep, run_sweep, sweep_status
 
@@ -63,8 +64,11 @@ def _build(args: argparse.Namespace) -> ChapterSweep:
         raise SystemExit(f"--sweep {args.sweep}: {error}") from error
 
 
-def _worker(args: argparse.Namespace, index: int) -> None:
-    """One worker process: build the sweep (loads the data) and run trials until done."""
+def _worker(args: argparse.Namespace, index: int, parent_pid: int | None = None) -> None:
+    """One worker: build the sweep (loads the data) and run trials until done. A worker
+    process (``parent_pid`` given) dies with the command, even after ``kill -9``."""
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     if args.threads:
         import torch
 
@@ -111,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         _worker(args, 0)
     else:
         context = multiprocessing.get_context("spawn")  # no forked torch state
-        processes = [context.Process(target=_worker, args=(args, i)) for i in range(args.workers)]
+        processes = [
+            context.Process(target=_worker, args=(args, i, os.getpid()))
+            for i in range(args.workers)
+        ]
         for process in processes:
             process.start()
         for process in processes:
