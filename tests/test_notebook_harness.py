@@ -126,7 +126,7 @@ def test_write_results(tmp_path: Path) -> None:
     assert "NaN" not in text and "Infinity" not in text
     record = json.loads(text)
     expected = {"notebook", "metrics", "settings", "config", "seed", "device", "wall_time_s"}
-    assert expected | {"versions", "finished_at", "history"} == set(record)
+    assert expected | {"versions", "finished_at", "checks", "history"} == set(record)
     assert record["metrics"] == {"acc2": 0.5, "corr": None, "per_class": [1, 2]}
     assert record["history"] == [None, 1.0]
     assert record["settings"]["output_dir"] == str(run.output_dir)
@@ -284,3 +284,34 @@ def test_runner_runs_with_parameters(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert json.loads(result.read_text()) == {"x": 5}
     out = capsys.readouterr().out
     assert "ok" in out and "01_demo.json" in out
+
+
+def test_lesson_checks_stop_synthetic_runs_and_only_record_on_a_users_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.delenv("CORMULT_STRICT", raising=False)
+    synthetic = start_notebook("01_demo", **good_params(tmp_path))
+    assert synthetic.strict and synthetic.check(True, "fine", "never shown")
+    with pytest.raises(AssertionError, match="check failed: learns. too short a budget"):
+        synthetic.check(False, "learns", "too short a budget")
+    pickle = tmp_path / "data.pkl"
+    pickle.write_bytes(b"")
+    users = start_notebook("01_demo", **{**good_params(tmp_path), "dataset": "mmsa",
+                                         "data_path": str(pickle)})
+    assert not users.strict
+    assert users.check(False, "learns", "too short a budget") is False  # the run goes on
+    assert "WARNING check failed: learns. too short a budget" in capsys.readouterr().out
+    written = json.loads(users.write_results({"mae": 0.7}).read_text())
+    assert written["metrics"] == {"mae": 0.7}, "the results are written despite the failure"
+    assert written["checks"] == [
+        {"check": "learns", "passed": False, "meaning": "too short a budget"}
+    ]
+    assert "1 of 1 lesson checks failed: ['learns']" in capsys.readouterr().out
+    monkeypatch.setenv("CORMULT_STRICT", "1")
+    strict = start_notebook("01_demo", **{**good_params(tmp_path), "dataset": "mmsa",
+                                          "data_path": str(pickle)})
+    with pytest.raises(AssertionError):
+        strict.check(False, "learns", "asked to be strict")
+    monkeypatch.setenv("CORMULT_STRICT", "maybe")
+    with pytest.raises(ValueError, match="CORMULT_STRICT"):
+        start_notebook("01_demo", **good_params(tmp_path))
