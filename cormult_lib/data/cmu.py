@@ -180,6 +180,8 @@ def read_label_csv(path: str | Path) -> pd.DataFrame:
             message shows some offending rows with their line numbers in the file).
     """
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{path} is a folder, not a label.csv file. {LABEL_CSV_HINT}")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file. {LABEL_CSV_HINT}")
     try:
@@ -198,6 +200,12 @@ def read_label_csv(path: str | Path) -> pd.DataFrame:
         raise DataFormatError(
             f"{path}: column 'label' must hold numbers in [-3, 3]; {int(bad.sum())} row(s) do "
             f"not, e.g.\n{_sample_rows(df, bad)}"
+        )
+    bad = (df["video_id"].str.strip() == "") | (df["clip_id"].str.strip() == "")
+    if bad.any():
+        raise DataFormatError(
+            f"{path}: columns 'video_id' and 'clip_id' must name every clip; {int(bad.sum())} "
+            f"row(s) leave one empty, e.g.\n{_sample_rows(df, bad)}"
         )
     bad = ~df["mode"].isin(SPLITS)
     if bad.any():

@@ -133,8 +133,9 @@ MAX_RETRY = 3
 TPE_ATTEMPTS = 20
 #: Attempts to open a new database whose tables another worker is creating at that moment.
 SCHEMA_ATTEMPTS = 5
-# Optuna logs every trial at INFO; the progress bar says the same.
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Optuna logs every trial at INFO and a failed one with its traceback at WARNING; the progress
+# bar says the first, and the exception, which run_sweep lets through, the second.
+optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 @contextmanager
