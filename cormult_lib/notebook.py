@@ -311,6 +311,12 @@ def start_notebook(
             raise ValueError(
                 f"data_path={str(data_path)!r} does not exist: dataset={dataset!r} needs {hint}"
             )
+    elif data_path is not None:
+        real = ", ".join(repr(d) for d in datasets if d in DATA_PATH_HINTS) or "none here"
+        raise ValueError(
+            f"data_path={str(data_path)!r} is given but dataset={dataset!r} reads no file, so "
+            f"it would be ignored: also pass the dataset it belongs to ({real})"
+        )
     directories = {"output_dir": output_dir, "figures_dir": figures_dir}
     for parameter, variable in DIRECTORY_ENV.items():
         if os.environ.get(variable):

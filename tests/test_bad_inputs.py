@@ -129,6 +129,9 @@ CASES: dict[str, tuple[Callable[[Path], object], type[BaseException], str]] = {
     "notebook modalities misspelt": (
         lambda t: _notebook(t, modalities="TX"), ValueError, r"modalities must be .*got 'TX'"),
     "notebook seed negative": (lambda t: _notebook(t, seed=-1), ValueError, r"seed=-1"),
+    "notebook data_path without its dataset": (
+        lambda t: _notebook(t, data_path=str(_csv(t, "x"))), ValueError,
+        r"data_path='.*' is given but dataset='synthetic' reads no file"),
     "CLIP-MSA text stand-in missing": (
         lambda t: EncoderConfig(clip_text=""), ValueError, r"clip_text must be a non-empty"),
     "CLIP-MSA a modality without branches": (
