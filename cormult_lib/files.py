@@ -9,7 +9,9 @@ process killed mid-write (``SIGKILL``: no clean-up runs) leaves its temporary fi
 the next write of the same target removes such leftovers (one writer per target is assumed).
 
 :func:`read_torch_state` loads a ``torch.save`` d dict with ``weights_only=True`` and turns the
-errors of an empty, truncated or foreign file into a :class:`CorruptFileError` naming it.
+errors of an empty, truncated or foreign file into a :class:`CorruptFileError` naming it. It
+first checks the CRC-32 of every member of the file's zip archive: ``torch.load`` itself reads a
+file with a flipped bit without a word and returns wrong weights.
 """
 
 from __future__ import annotations
@@ -83,6 +85,19 @@ def read_torch_state(path: str | Path, what: str, map_location: Any = "cpu") -> 
     advice = "delete it and write it again"
     if path.stat().st_size == 0:
         raise CorruptFileError(f"{path} is empty (0 bytes), not {what}: {advice}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()  # the first member whose CRC-32 does not match
+    except (zipfile.BadZipFile, OSError) as error:
+        raise CorruptFileError(
+            f"{path} cannot be read as {what} (not a complete zip archive: {error}); it may be "
+            f"truncated or not a torch file: {advice}"
+        ) from error
+    if damaged is not None:
+        raise CorruptFileError(
+            f"{path} is damaged: its part {damaged!r} fails its CRC-32 check (a flipped bit or a "
+            f"bad disk), so it is not {what} any more: {advice}"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except _LOAD_ERRORS as error:

@@ -63,9 +63,10 @@ def test_written_files_follow_the_umask_and_leftovers_of_a_killed_write_go(tmp_p
     ("content", "pattern"),
     [
         (b"", r"is empty \(0 bytes\)"),
-        ("truncated", r"cannot be read as .*truncated or damaged"),
+        ("truncated", r"cannot be read as .*truncated"),
         (b"plain text, no torch file", r"cannot be read as"),
         ("tensor", r"holds a Tensor, not"),
+        ("bit flip", r"fails its CRC-32 check"),
     ],
 )
 def test_bad_checkpoint_and_evaluator_files_name_the_file(tmp_path, content, pattern):
@@ -75,6 +76,11 @@ def test_bad_checkpoint_and_evaluator_files_name_the_file(tmp_path, content, pat
         path.write_bytes(path.read_bytes()[:700])
     elif content == "tensor":
         torch.save(torch.zeros(3), path)
+    elif content == "bit flip":  # torch.load alone returns wrong weights without a word
+        torch.save({"weights": torch.arange(1000.0)}, path)
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x10
+        path.write_bytes(bytes(data))
     else:
         path.write_bytes(content)
     with pytest.raises(CorruptFileError, match=pattern) as error:
