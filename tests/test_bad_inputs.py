@@ -17,7 +17,7 @@ from cormult_lib.config import get_config
 from cormult_lib.data import load_splits
 from cormult_lib.data.cmu import DataFormatError, load_mmsa, load_mult, read_label_csv
 from cormult_lib.data.transcripts import load_transcripts
-from cormult_lib.features.clip_msa import EncoderConfig
+from cormult_lib.features.clip_msa import EncoderConfig, load_clip_msa_cache
 from cormult_lib.features.pipeline import load_feature_cache
 from cormult_lib.models.clip_msa import ClipMSA
 from cormult_lib.notebook import start_notebook
@@ -118,6 +118,9 @@ CASES: dict[str, tuple[Callable[[Path], object], type[BaseException], str]] = {
     "feature cache manifest truncated": (
         lambda t: load_feature_cache(_truncated_manifest(t)), DataFormatError,
         r"manifest.json is not valid JSON"),
+    "CLIP-MSA cache manifest truncated": (
+        lambda t: load_clip_msa_cache(_truncated_manifest(t)), DataFormatError,
+        r"manifest.json is not valid JSON: the CLIP-MSA cache manifest is damaged"),
     # parameters and settings
     "profile unknown": (lambda t: get_config("huge"), ValueError, r"profile must be one of"),
     "config field misspelt": (

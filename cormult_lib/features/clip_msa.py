@@ -78,6 +78,7 @@ from cormult_lib.features.pipeline import (
     _merge_report,
     cache_path,
     find_clip,
+    read_json,
     write_atomically,
 )
 from cormult_lib.features.text import MINILM_PACKAGE, _hub_may_download, mean_pool
@@ -1162,7 +1163,7 @@ def _read_manifest(cache_dir: Path) -> dict[str, Any]:
             f"{cache_dir} is not a CLIP-MSA feature cache (no {MANIFEST}): create it with "
             "extract_clip_msa_features(clips_dir, label_csv, cache_dir, config)"
         )
-    manifest = json.loads(path.read_text())
+    manifest = read_json(path, "the CLIP-MSA cache manifest")
     if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
         raise DataFormatError(
             f"{path} is not a CLIP-MSA cache manifest (expected format {CACHE_FORMAT!r}; the "
