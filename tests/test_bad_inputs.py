@@ -120,7 +120,7 @@ CASES: dict[str, tuple[Callable[[Path], object], type[BaseException], str]] = {
         r"manifest.json is not valid JSON"),
     "CLIP-MSA cache manifest truncated": (
         lambda t: load_clip_msa_cache(_truncated_manifest(t)), DataFormatError,
-        r"manifest.json is not valid JSON: the CLIP-MSA cache manifest is damaged"),
+        r"manifest.json is not valid JSON .*: the CLIP-MSA cache manifest is damaged"),
     # parameters and settings
     "profile unknown": (lambda t: get_config("huge"), ValueError, r"profile must be one of"),
     "config field misspelt": (
