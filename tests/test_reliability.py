@@ -249,3 +249,39 @@ def test_workers_die_with_their_parent_after_a_sigkill(tmp_path):
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(child), "the worker outlived its killed parent"
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().split(")")[-1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat_file.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux's /proc to watch processes")
+def test_kill_9_of_cormult_extract_takes_its_pool_workers_with_it(tmp_path):
+    corpus = SyntheticCorpus(DataConfig(n_samples=40), seed=0)
+    table = export_raw_corpus(corpus, tmp_path / "clips", indices=range(40))
+    command = [sys.executable, "-m", "cormult_lib.features.pipeline", str(tmp_path / "clips"),
+               str(table), str(tmp_path / "cache"), "--workers", "2", "--backbone", "resnet18",
+               "--weights", "none", "--image-size", "64", "--num-frames", "2"]  # fmt: skip
+    parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    workers: list[int] = []
+    while time.monotonic() < deadline and parent.poll() is None:
+        workers = _children(parent.pid)
+        if len(workers) >= 2 and any((tmp_path / "cache" / "clips").rglob("*.npz")):
+            break  # the pool is extracting
+        time.sleep(0.1)
+    assert parent.poll() is None and len(workers) >= 2, "the pool never started"
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 15
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(_alive, workers)), "pool workers outlived the killed extractor"
