@@ -140,6 +140,18 @@ def test_output_folders_that_are_files_or_cannot_be_made_name_the_parameter(tmp_
     assert writable_directory("output_dir", tmp_path / "new" / "out").is_dir()
 
 
+def test_an_unwritable_output_folder_names_the_parameter(tmp_path, monkeypatch):
+    import tempfile
+
+    def refuse(*args, **kwargs):  # what a read-only folder does (root ignores chmod)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    with pytest.raises(ValueError, match=r"figures_dir='.*': the folder is not writable "
+                       r"\(Permission denied\)"):
+        writable_directory("figures_dir", tmp_path)
+
+
 # ----------------------------------------------------------------------------- feature cache
 
 
