@@ -326,6 +326,7 @@ def open_storage(storage: str | os.PathLike | BaseStorage, heartbeat_s: int = HE
             f"storage must be a path, a database URL or an Optuna storage, got {storage!r}"
         )
     text = str(storage)
+    lock = None
     if "://" in text:
         url, engine_kwargs = text, {}
     else:
@@ -335,10 +336,14 @@ def open_storage(storage: str | os.PathLike | BaseStorage, heartbeat_s: int = HE
         path.parent.mkdir(parents=True, exist_ok=True)
         # Several processes write one file: wait for a lock instead of failing at once.
         url, engine_kwargs = f"sqlite:///{path}", {"connect_args": {"timeout": 60}}
+        lock = path.with_name(f".{path.name}.lock")
     callback = RetryHeartbeatStaleTrialCallback
+    error: Exception | None = None
     for attempt in range(SCHEMA_ATTEMPTS):
         try:
-            with _stable_api():
+            # Creating the tables of a new database is not safe for two processes at once
+            # ("table studies already exists"): one file lock for SQLite, retries for servers.
+            with _stable_api(), _file_lock(lock):
                 return RDBStorage(
                     url,
                     engine_kwargs=engine_kwargs,
@@ -346,13 +351,31 @@ def open_storage(storage: str | os.PathLike | BaseStorage, heartbeat_s: int = HE
                     grace_period=3 * heartbeat_s,
                     heartbeat_stale_trial_callback=callback(max_retry=MAX_RETRY),
                 )
-        except sqlalchemy.exc.IntegrityError:
-            # Two workers creating the tables of a new database at once: one wins, the other
-            # finds them on its next attempt.
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as race:
+            error = race  # another worker created the tables meanwhile, or held the file
             time.sleep(0.2 * (attempt + 1))
-        except Exception as error:  # a wrong URL, a missing driver, a file that is no database
-            raise ValueError(f"cannot open the sweep storage {text!r}: {error}") from error
-    raise ValueError(f"cannot open the sweep storage {text!r}: its tables could not be created")
+        except Exception as failure:  # a wrong URL, a missing driver, a file that is no database
+            raise ValueError(f"cannot open the sweep storage {text!r}: {failure}") from failure
+    raise ValueError(f"cannot open the sweep storage {text!r}: {error}") from error
+
+
+@contextmanager
+def _file_lock(path: Path | None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created) while the block runs; no-op for None
+    or where ``fcntl`` does not exist (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    if path is None or fcntl is None:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)
