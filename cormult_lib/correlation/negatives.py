@@ -33,10 +33,10 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from cormult_lib.correlation.distances import PAIRS
 from cormult_lib.data.dataset import MODALITIES, parse_modalities
 
 STRATEGIES = ("A", "B", "C", "D")
-PAIRS = (("T", "A"), ("T", "V"), ("A", "V"))
 # CMU-MOSEI's word-aligned features and the synthetic corpus hold one step per word; people say
 # about 2.9 words per second, so one second of audio or video is about three steps.
 WORD_ALIGNED_STEPS_PER_SECOND = 3.0

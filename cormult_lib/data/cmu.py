@@ -34,12 +34,12 @@ import pandas as pd
 
 from cormult_lib.data.dataset import (
     MODALITY_NAMES,
+    SPLITS,
     MultimodalSplit,
     masks_from_lengths,
     parse_modalities,
 )
 
-SPLITS = ("train", "valid", "test")
 LABEL_CSV_COLUMNS = ("video_id", "clip_id", "text", "label", "mode")
 TEXT_FEATURES = ("bert", "ids")
 

@@ -21,6 +21,8 @@ from torch.utils.data import Dataset
 
 MODALITIES = ("T", "A", "V")
 MODALITY_NAMES = {"T": "text", "A": "audio", "V": "vision"}
+#: The three splits of every data set, in this order.
+SPLITS = ("train", "valid", "test")
 
 
 def parse_modalities(modalities: str | Sequence[str], min_count: int = 1) -> tuple[str, ...]:

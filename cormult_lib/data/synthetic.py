@@ -35,10 +35,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from cormult_lib.config import DataConfig
-from cormult_lib.data.dataset import MultimodalSplit, label_to_class, masks_from_lengths
+from cormult_lib.data.dataset import (
+    SPLITS,
+    MultimodalSplit,
+    label_to_class,
+    masks_from_lengths,
+)
 
 DISCREPANCIES = ("voice", "content", "alignment", "clarity")
-SPLITS = ("train", "valid", "test")
 
 # Valence of the sentiment words, on the annotators' [-3, 3] scale.
 POSITIVE_WORDS = {

@@ -81,7 +81,13 @@ from cormult_lib.features.pipeline import (
     read_json,
     write_atomically,
 )
-from cormult_lib.features.text import MINILM_PACKAGE, _hub_may_download, mean_pool
+from cormult_lib.features.text import (
+    MINILM_PACKAGE,
+    _hub_may_download,
+    looks_like_path,
+    mean_pool,
+)
+from cormult_lib.features.vision import check_frames
 
 __all__ = [
     "CACHE_FORMAT",
@@ -421,7 +427,7 @@ def _random_vgg(kind: str) -> VGGFeatures:
 
 
 def _hf_unavailable(encoder: str, source: str, reason: str) -> EncoderUnavailableError:
-    hub = source if not _looks_like_path(source) else DEFAULT_SOURCES[encoder]
+    hub = source if not looks_like_path(source) else DEFAULT_SOURCES[encoder]
     folder = f"models/{hub.split('/')[-1]}"
     model_cls, pre_cls = _SAVE_CLASSES[encoder]
     snippet = (
@@ -438,11 +444,6 @@ def _hf_unavailable(encoder: str, source: str, reason: str) -> EncoderUnavailabl
         f"  * or pass EncoderConfig({encoder}='tiny') / EncoderConfig.tiny() for small randomly "
         "initialised encoders (tests only, meaningless features)."
     )
-
-
-def _looks_like_path(source: str) -> bool:
-    """A hub name is ``name`` or ``org/name``; anything else is meant as a local folder."""
-    return source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source
 
 
 def _local_files_only(name: str) -> bool:
@@ -473,7 +474,7 @@ def _check_source(encoder: str, source: str) -> None:
     path = Path(source).expanduser()
     if path.is_dir():
         return
-    if _looks_like_path(source):
+    if looks_like_path(source):
         raise _hf_unavailable(encoder, source, f"no such folder {path}")
     if _local_files_only(source):
         try:
@@ -495,7 +496,7 @@ def _load_pretrained(encoder: str, source: str, loaders: Sequence[Any]) -> list[
         if not (path / "config.json").is_file():
             raise _hf_unavailable(encoder, source, f"{path} holds no config.json")
         where, local_only = str(path), True
-    elif _looks_like_path(source):
+    elif looks_like_path(source):
         raise _hf_unavailable(encoder, source, f"no such folder {path}")
     else:
         where, local_only = source, _local_files_only(source)
@@ -594,14 +595,6 @@ def _check_waveforms(waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:
             raise ValueError(f"waveforms[{i}] holds non-finite samples")
         out.append(wave)
     return out
-
-
-def _check_frames(frames: np.ndarray) -> None:
-    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
-        shape = getattr(frames, "shape", type(frames).__name__)
-        raise ValueError(f"frames must be a (f, H, W, 3) RGB array, got {shape}")
-    if frames.dtype != np.uint8 or len(frames) == 0:
-        raise ValueError(f"frames must be non-empty uint8, got {frames.dtype} x {len(frames)}")
 
 
 # ----------------------------------------------------------------------------- encoders
@@ -890,7 +883,7 @@ class ClipMSAEncoders(nn.Module):
         """
         from cormult_lib.features.vision import resize_image
 
-        _check_frames(frames)
+        check_frames(frames)
         size = self.config.face_size
         if self.face_cropper is None:
             detected = np.zeros(len(frames), dtype=bool)
@@ -914,7 +907,7 @@ class ClipMSAEncoders(nn.Module):
     def clip_image_input(self, frames: np.ndarray) -> torch.Tensor:
         """CLIP's ``pixel_values`` of each whole frame ``(f, 3, side, side)`` (the processor
         resizes the short side and centre-crops)."""
-        _check_frames(frames)
+        check_frames(frames)
         return self.clip_image_processor(images=list(frames), return_tensors="pt")["pixel_values"]
 
     def prepare(self, transcript: str, waveform: np.ndarray, frames: np.ndarray) -> dict:

@@ -96,7 +96,7 @@ def load_bert_tokenizer(
             raise _unavailable("None", reason)
     source = str(name_or_path)
     path = Path(source).expanduser()
-    is_path = isinstance(name_or_path, Path) or _looks_like_path(source)
+    is_path = isinstance(name_or_path, Path) or looks_like_path(source)
     hub_name = "bert-base-uncased" if is_path else source
     offline = False
     try:
@@ -162,8 +162,9 @@ def _unavailable(
     )
 
 
-def _looks_like_path(source: str) -> bool:
-    """A hub name is ``name`` or ``org/name``; anything else is meant as a local path."""
+def looks_like_path(source: str) -> bool:
+    """A hub name is ``name`` or ``org/name``; anything else (``/``, ``.``, ``~`` at the start,
+    two or more ``/``, a backslash, a ``.txt`` file) is meant as a local path."""
     return (
         source.startswith(("/", ".", "~"))
         or source.count("/") > 1

@@ -175,7 +175,9 @@ def _read_indices(
 # ----------------------------------------------------------------------------- faces
 
 
-def _check_frames(frames: np.ndarray, name: str = "frames") -> None:
+def check_frames(frames: np.ndarray, name: str = "frames") -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``frames`` is a non-empty ``(f, H, W, 3)``
+    uint8 RGB array."""
     if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
         shape = getattr(frames, "shape", type(frames).__name__)
         raise ValueError(f"{name} must be a (f, H, W, 3) RGB array, got {shape}")
@@ -273,7 +275,7 @@ class FaceCropper:
         Returns:
             ``boxes`` ``(f, 4)`` int64 as ``(x, y, side, side)`` and ``detected`` ``(f,)`` bool.
         """
-        _check_frames(frames)
+        check_frames(frames)
         if margin < 0:
             raise ValueError(f"margin must be >= 0, got {margin}")
         height, width = frames.shape[1:3]
@@ -331,7 +333,7 @@ def frames_to_tensor(frames: np.ndarray, size: int = 224) -> torch.Tensor:
     normalised per channel with :data:`IMAGENET_MEAN` / :data:`IMAGENET_STD`, as torchvision's
     ResNet weights expect.
     """
-    _check_frames(frames)
+    check_frames(frames)
     resized = np.stack([resize_image(frame, size) for frame in frames])
     x = torch.from_numpy(resized).permute(0, 3, 1, 2).float().div_(255)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)

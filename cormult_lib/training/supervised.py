@@ -30,10 +30,10 @@ from cormult_lib.config import TrainConfig
 from cormult_lib.data.dataset import MultimodalSplit, make_loader
 from cormult_lib.data.raw_clips import RawClipSplit, raw_clip_loader
 from cormult_lib.metrics import METRIC_KEYS, classification_metrics, regression_metrics
+from cormult_lib.models.mult import HEADS
 from cormult_lib.seeding import seed_everything
 from cormult_lib.training.loop import LossFn, fit, move_to_device
 
-HEADS = ("regression", "classification")
 #: Regression losses: MulT uses L1, CLIP-MSA SmoothL1.
 REGRESSION_LOSSES = ("l1", "smooth_l1")
 
