@@ -16,10 +16,11 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 tutorial: $(STAMP)
-	$(PY) -m cormult_lib.runner
+	$(PY) -m cormult_lib.tutorial.runner
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 
 # One pytest worker per core (pytest-xdist), each file and each notebook kept on one worker,
 # and one torch thread per worker: two workers with a thread each beat one with two threads on

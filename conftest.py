@@ -2,10 +2,10 @@
 
 The notebooks nbval executes write their results, checkpoints and figures where
 ``CORMULT_OUTPUT_DIR`` / ``CORMULT_FIGURES_DIR`` point (see
-:func:`cormult_lib.notebook.start_notebook`): a fresh temporary folder per test run, set here
-(the repository root, so ``pytest notebooks`` alone is covered too) before pytest-xdist starts
-its workers, which inherit it. A test run never reads or leaves artefacts in the repository's
-``outputs/`` and ``figures/``.
+:func:`cormult_lib.tutorial.notebook.start_notebook`): a fresh temporary folder per test run,
+set here (the repository root, so ``pytest notebooks`` alone is covered too) before
+pytest-xdist starts its workers, which inherit it. A test run never reads or leaves artefacts
+in the repository's ``outputs/`` and ``figures/``.
 """
 
 import os

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+from collections.abc import Mapping
 
 import torch
 
@@ -80,3 +81,18 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, _HEAP_LIMIT) and mallopt(_M_TRIM_THRESHOLD, _HEAP_LIMIT))
+
+
+def move_to_device(batch: object, device: torch.device) -> object:
+    """Move every tensor in a (nested) dict/list/tuple to ``device``; leave the rest alone.
+
+    Transfers are ``non_blocking`` on CUDA, which overlaps them with computation when the
+    loader pins memory (as :func:`~cormult_lib.data.dataset.make_loader` does on CUDA).
+    """
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=device.type == "cuda")
+    if isinstance(batch, Mapping):
+        return {key: move_to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(move_to_device(value, device) for value in batch)
+    return batch

@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cormult_lib.layers.stacked import StackedLinear
-from cormult_lib.models.attention import (
+from cormult_lib.nn.attention import (
     MultiHeadAttention,
     TransformerBlock,
     TransformerEncoder,
@@ -16,6 +15,7 @@ from cormult_lib.models.attention import (
     attention_mask,
     valid_ranks,
 )
+from cormult_lib.nn.stacked import StackedLinear
 
 DIM, HEADS = 8, 2
 

@@ -10,8 +10,8 @@ import torch
 from cormult_lib.config import DataConfig
 from cormult_lib.data.synthetic import SyntheticCorpus
 from cormult_lib.data.synthetic_raw import render_raw
-from cormult_lib.features.audio_checks import compare_with_torchaudio, speech_measures
-from cormult_lib.timing import median_seconds
+from cormult_lib.tutorial.audio_checks import compare_with_torchaudio, speech_measures
+from cormult_lib.tutorial.timing import median_seconds
 
 
 def test_compare_with_torchaudio_reports_tiny_differences() -> None:

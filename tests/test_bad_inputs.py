@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 
 from cormult_lib.config import get_config
-from cormult_lib.data import load_splits
 from cormult_lib.data.cmu import DataFormatError, load_mmsa, load_mult, read_label_csv
 from cormult_lib.data.transcripts import load_transcripts
 from cormult_lib.features.clip_msa import EncoderConfig, load_clip_msa_cache
+from cormult_lib.features.loading import load_splits
 from cormult_lib.features.pipeline import load_feature_cache
 from cormult_lib.models.clip_msa import ClipMSA
-from cormult_lib.notebook import start_notebook
 from cormult_lib.stats import paired_bootstrap
 from cormult_lib.training.sweep import grid_points, run_sweep
+from cormult_lib.tutorial.notebook import start_notebook
 
 GOOD_CSV = "video_id,clip_id,text,label,mode\nv,1,hi,1.0,train\nv,2,yo,-1,valid\nv,3,ok,0,test\n"
 SPLITS = ("train", "valid", "test")

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from cormult_lib.training.chapter_sweeps import distance_sweep, shared_space_sweep
 from cormult_lib.training.sweep import load_sweep, sweep_status
-from cormult_lib.training.sweep_cli import main
+from cormult_lib.tutorial.chapter_sweeps import distance_sweep, shared_space_sweep
+from cormult_lib.tutorial.sweep_cli import main
 
 TINY = {"shared_time": [2], "shared_dim": [4, 8], "seeds": [0], "epochs": 1}
 

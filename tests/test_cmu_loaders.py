@@ -385,7 +385,7 @@ def test_mmsa_padding_that_is_not_zero_is_zeroed_and_counted(tmp_path: Path, cap
 
 
 def test_a_folder_given_for_a_pickle_and_a_file_for_a_cache_are_named(tmp_path: Path) -> None:
-    from cormult_lib.data import load_splits
+    from cormult_lib.features.loading import load_splits
 
     with pytest.raises(ValueError, match=r"data_path='.*' is a folder; dataset 'mmsa' reads one "
                        r"pickle file, e.g. .*aligned_50.pkl"):

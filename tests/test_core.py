@@ -15,9 +15,9 @@ from cormult_lib.data.dataset import (
     label_to_class,
     make_loader,
     pad_sequences,
-    parse_modalities,
 )
 from cormult_lib.device import resolve_device
+from cormult_lib.modalities import parse_modalities
 from cormult_lib.seeding import seed_everything
 
 

@@ -14,7 +14,8 @@ import torch
 
 from cormult_lib.config import get_config
 from cormult_lib.correlation.evaluation import separation_auc
-from cormult_lib.data import load_splits, make_loader
+from cormult_lib.data import make_loader
+from cormult_lib.features.loading import load_splits
 from cormult_lib.models import CorMulT
 from cormult_lib.models.clip_msa import ClipMSA
 from cormult_lib.models.mult import build_mult
@@ -148,7 +149,7 @@ def test_stacked_mult_on_cuda_equals_the_cpu() -> None:
 
 
 def test_attention_on_cuda_uses_fused_kernels_with_per_member_rates() -> None:
-    from cormult_lib.layers.functional import attention
+    from cormult_lib.nn.functional import attention
 
     g = torch.Generator(device="cuda").manual_seed(0)
     q, k, v = (

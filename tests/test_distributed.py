@@ -1,6 +1,6 @@
 """Data-parallel training through ``fit``: 2 gloo processes under torchrun vs one process.
 
-Every run is :mod:`cormult_lib.training.ddp_demo` in a subprocess (every rank needs a process
+Every run is :mod:`cormult_lib.tutorial.ddp_demo` in a subprocess (every rank needs a process
 of its own), on the CPU with one thread per process, with the global batch
 16: 8 samples per rank with 2 ranks. The training split (112 samples) is a multiple of 16, and
 ``make_distributed_loader`` shards the same seeded permutation in both cases, so the ranks'
@@ -30,7 +30,6 @@ import torch.distributed as dist
 from cormult_lib.config import DataConfig
 from cormult_lib.data.synthetic import make_synthetic_splits
 from cormult_lib.training import distributed
-from cormult_lib.training.ddp_demo import MeanPoolRegressor, l1_loss
 from cormult_lib.training.distributed import (
     all_reduce_means,
     cleanup,
@@ -39,9 +38,10 @@ from cormult_lib.training.distributed import (
     make_distributed_loader,
 )
 from cormult_lib.training.loop import fit
+from cormult_lib.tutorial.ddp_demo import MeanPoolRegressor, l1_loss
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = "cormult_lib.training.ddp_demo"
+DEMO = "cormult_lib.tutorial.ddp_demo"
 EPOCHS = 4
 COMMON = ["--n-samples", "160", "--seq-len", "12", "--batch-size", "16", "--device", "cpu"]
 # Absolute tolerance for weights, validation predictions and metrics, single vs 2 ranks; see

@@ -15,8 +15,8 @@ from reference.evaluator_v1 import ModalityCorrelationEvaluator as EvaluatorV1
 from reference.mult_v1 import MulT as MulTv1
 
 from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator
-from cormult_lib.layers.functional import attention, dropout, dropout_scale, kept_fraction
 from cormult_lib.models.mult import MulT
+from cormult_lib.nn.functional import attention, dropout, dropout_scale, kept_fraction
 
 DIMS = {"T": 6, "A": 5, "V": 7}
 VOCAB = 30

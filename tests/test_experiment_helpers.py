@@ -13,8 +13,8 @@ import torch
 from cormult_lib.config import DataConfig, get_config
 from cormult_lib.data.synthetic import DISCREPANCIES, correlation_subsets, make_synthetic_splits
 from cormult_lib.models.mult import build_mult
-from cormult_lib.plots import plot_seed_bars, plot_subset_comparison
-from cormult_lib.timing import median_seconds
+from cormult_lib.tutorial.plots import plot_seed_bars, plot_subset_comparison
+from cormult_lib.tutorial.timing import median_seconds
 
 matplotlib.use("Agg")
 

@@ -13,8 +13,9 @@ from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator
 from cormult_lib.data.dataset import make_loader
 from cormult_lib.data.synthetic import make_synthetic_splits
 from cormult_lib.models import CorMulT, LateFusion, MulT
-from cormult_lib.models.mult import directions, last_valid, masked_mean
-from cormult_lib.training.pretrain import pretrain_evaluator, save_evaluator
+from cormult_lib.models.mult import directions
+from cormult_lib.nn.pooling import last_valid, masked_mean
+from cormult_lib.training.pretrain import load_cormult, pretrain_evaluator, save_evaluator
 
 DIMS = {"T": 6, "A": 5, "V": 7}
 TIMES = {"T": 7, "A": 9, "V": 5}
@@ -370,7 +371,7 @@ def test_cormult_from_checkpoint_uses_the_saved_evaluator_and_distance(tmp_path)
     path = save_evaluator(tmp_path / "mce.pt", result)
     torch.manual_seed(0)
     mult = MulT(tiny["train"].dims(), **TINY_MULT).eval()
-    model = CorMulT.from_checkpoint(path, mult, fusion="residual").eval()
+    model = load_cormult(path, mult, fusion="residual").eval()
     assert model.distance.name == "euclidean" and model.distance.scale == result.distance.scale
     batch = next(iter(make_loader(tiny["test"], 4, shuffle=False)))
     expected = CorMulT(mult, result.model, result.distance, fusion="residual")

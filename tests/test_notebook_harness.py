@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from cormult_lib.notebook import (
+from cormult_lib.tutorial.notebook import (
     NotebookRun,
     check_choice,
     check_float,
     check_int,
     start_notebook,
 )
-from cormult_lib.runner import check_notebook, main, parse_value
+from cormult_lib.tutorial.runner import check_notebook, main, parse_value
 
 
 @pytest.fixture(autouse=True)

@@ -20,8 +20,8 @@ from cormult_lib.config import DataConfig, FeatureConfig
 from cormult_lib.data.synthetic import SyntheticCorpus, make_synthetic_splits
 from cormult_lib.data.synthetic_raw import export_raw_corpus
 from cormult_lib.features.pipeline import extract_features
-from cormult_lib.runner import main
 from cormult_lib.stats import verdict
+from cormult_lib.tutorial.runner import main
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))

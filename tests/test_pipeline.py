@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from cormult_lib.config import DataConfig, FeatureConfig
-from cormult_lib.data.loading import load_splits
 from cormult_lib.data.synthetic import SyntheticCorpus
 from cormult_lib.data.synthetic_raw import export_raw_corpus
 from cormult_lib.features import pipeline
+from cormult_lib.features.loading import load_splits
 from cormult_lib.features.pipeline import (
     extract_features,
     load_feature_cache,

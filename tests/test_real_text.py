@@ -18,7 +18,7 @@ from cormult_lib.metrics import regression_metrics
 from cormult_lib.models.sentence import SentenceRegressor
 from cormult_lib.stats import metric_intervals, resampled_metric
 from cormult_lib.training.supervised import predict, train_model
-from cormult_lib.training.text_baseline import (
+from cormult_lib.tutorial.text_baseline import (
     REAL_TEXT_METRICS,
     fit_ridge_on_valid,
     result_entry,

@@ -27,9 +27,9 @@ from cormult_lib.data.synthetic_raw import export_raw_corpus
 from cormult_lib.features.pipeline import extract_features, load_feature_cache
 from cormult_lib.features.text import Vocabulary
 from cormult_lib.files import CorruptFileError, read_torch_state, write_atomically
-from cormult_lib.notebook import writable_directory
 from cormult_lib.training.loop import fit
 from cormult_lib.training.pretrain import load_evaluator
+from cormult_lib.tutorial.notebook import writable_directory
 
 FAST = FeatureConfig(backbone="resnet18", weights=None, image_size=64, num_frames=2, feature_dim=16)
 

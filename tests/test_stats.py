@@ -122,8 +122,8 @@ def test_subsets_are_compared_separately_and_bad_shapes_are_named():
 
 
 def test_compare_models_covers_every_pair_metric_and_subset_and_plots(tmp_path):
-    from cormult_lib.plots import plot_comparisons
     from cormult_lib.stats import compare_models
+    from cormult_lib.tutorial.plots import plot_comparisons
 
     rng = np.random.default_rng(8)
     labels = _labels(rng, 80)

@@ -15,7 +15,6 @@ from sklearn.metrics import r2_score
 
 from cormult_lib.config import DataConfig
 from cormult_lib.data.cmu import read_label_csv
-from cormult_lib.data.probes import AgreementProbe, fit_sentiment_probes, predict_sentiment
 from cormult_lib.data.synthetic import DISCREPANCIES, SyntheticCorpus, make_synthetic_splits
 from cormult_lib.data.synthetic_raw import (
     ensure_raw_corpus,
@@ -25,6 +24,7 @@ from cormult_lib.data.synthetic_raw import (
     speech_envelope,
     write_raw_sample,
 )
+from cormult_lib.tutorial.probes import AgreementProbe, fit_sentiment_probes, predict_sentiment
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.data import DataLoader, TensorDataset
 
+from cormult_lib.device import move_to_device
 from cormult_lib.training import loop
 from cormult_lib.training.loop import PLATEAU_PATIENCE, fit
 
@@ -186,7 +187,7 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
 
 def test_batches_are_moved_and_sized():
     batch = {"x": torch.zeros(3, 2), "ids": ["a", "b", "c"], "m": {"T": torch.ones(3, 5)}}
-    moved = loop.move_to_device(batch, torch.device("cpu"))
+    moved = move_to_device(batch, torch.device("cpu"))
     assert moved["ids"] == ["a", "b", "c"] and torch.equal(moved["m"]["T"], torch.ones(3, 5))
     assert loop.batch_size_of(batch) == 3
     with pytest.raises(ValueError, match="epochs"):

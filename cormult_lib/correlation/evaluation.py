@@ -33,8 +33,8 @@ from cormult_lib.correlation.negatives import (
     make_negatives,
 )
 from cormult_lib.data.dataset import MultimodalSplit, make_loader
+from cormult_lib.device import move_to_device
 from cormult_lib.stats import Comparison, auc_against_chance
-from cormult_lib.training.loop import move_to_device
 
 
 def pair_name(pair: tuple[str, str]) -> str:

@@ -35,7 +35,7 @@ coefficients ``Cor_{T,A}``, ``Cor_{T,V}``, ``Cor_{A,V}`` with a
 :class:`~cormult_lib.correlation.distances.Distance`.
 
 The modalities' encoders have the same shape, so each layer holds one *member* per modality
-(:mod:`cormult_lib.layers.stacked`) and computes all of them in one batched call; modalities of
+(:mod:`cormult_lib.nn.stacked`) and computes all of them in one batched call; modalities of
 different lengths run as separate groups of members. ``tests/test_equivalence.py`` checks the
 outputs and gradients against the per-modality implementation this replaced.
 """
@@ -51,10 +51,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from cormult_lib.correlation.distances import Distance, get_distance, present_pairs
-from cormult_lib.data.dataset import MODALITY_NAMES, parse_modalities
-from cormult_lib.layers.functional import dropout, residual_dropout
-from cormult_lib.layers.positions import SinusoidalPositionalEncoding, valid_ranks
-from cormult_lib.layers.stacked import (
+from cormult_lib.modalities import parse_modalities
+from cormult_lib.nn.checks import check_inputs
+from cormult_lib.nn.functional import dropout, residual_dropout
+from cormult_lib.nn.positions import SinusoidalPositionalEncoding, valid_ranks
+from cormult_lib.nn.stacked import (
     Members,
     MultiHeadAttention,
     StackedLayerNorm,
@@ -150,7 +151,7 @@ class EncoderLayer(nn.Module):
 
     ``forward(x (count, batch, time, d), bias)`` -> the same shape; ``bias`` is the additive
     attention mask of :func:`attention_bias` ``(count * batch, 1, 1, time)``. Attention is
-    :class:`~cormult_lib.layers.stacked.MultiHeadAttention`, the function of
+    :class:`~cormult_lib.nn.stacked.MultiHeadAttention`, the function of
     ``nn.MultiheadAttention``. ``attention_dropout`` (dropout on the attention weights)
     defaults to ``dropout``.
     """
@@ -306,6 +307,7 @@ class ModalityCorrelationEvaluator(nn.Module):
             raise ValueError(f"vocab_size must be >= 2 (0 = <pad>, 1 = <unk>), got {vocab_size}")
         self.input_dims = {m: int(input_dims[m]) for m in self.modalities}
         self.vocab_size = vocab_size if "T" in self.modalities else None
+        self.id_modalities = ("T",) if self.vocab_size is not None else ()
         self.hidden_dim, self.num_layers, self.num_heads = hidden_dim, num_layers, num_heads
         self.ff_dim, self.dropout = ff_dim, dropout
         self.attention_dropout = _or(attention_dropout, dropout)
@@ -324,7 +326,7 @@ class ModalityCorrelationEvaluator(nn.Module):
             }
         )
         # One stack member per modality (member i: self.modalities[i]), see
-        # cormult_lib.layers.stacked: the modalities' encoders run as one batched computation.
+        # cormult_lib.nn.stacked: the modalities' encoders run as one batched computation.
         count = len(self.modalities)
         self.encoders = nn.ModuleList(
             EncoderLayer(hidden_dim, num_heads, ff_dim, dropout, self.attention_dropout, count)
@@ -338,56 +340,6 @@ class ModalityCorrelationEvaluator(nn.Module):
             else None
         )
         self.projections = StackedLinear(count, hidden_dim, shared_dim)
-
-    def _is_ids(self, m: str) -> bool:
-        return m == "T" and self.vocab_size is not None
-
-    def _check_inputs(
-        self, features: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor] | None
-    ) -> dict[str, torch.Tensor]:
-        """Validate shapes and dtypes; returns the masks (all ``True`` where none was given)."""
-        if set(features) != set(self.modalities):
-            raise ValueError(
-                f"evaluator was built for modalities {''.join(self.modalities)}, got features "
-                f"for {''.join(sorted(features))}"
-            )
-        masks = dict(masks or {})
-        batch = {features[m].shape[0] for m in self.modalities}
-        if len(batch) != 1:
-            raise ValueError(f"features have different batch sizes: {sorted(batch)}")
-        for m in self.modalities:
-            x = features[m]
-            name = f"features[{m!r}] ({MODALITY_NAMES[m]})"
-            if self._is_ids(m):
-                if x.ndim != 2 or x.is_floating_point():
-                    raise ValueError(
-                        f"{name} must be integer token ids (batch, time) since vocab_size is set; "
-                        f"got {x.dtype} {tuple(x.shape)}"
-                    )
-            elif x.ndim != 3 or x.shape[2] != self.input_dims[m] or not x.is_floating_point():
-                hint = " (token ids need vocab_size)" if x.ndim == 2 else ""
-                raise ValueError(
-                    f"{name} must be float (batch, time, {self.input_dims[m]}); got {x.dtype} "
-                    f"{tuple(x.shape)}{hint}"
-                )
-            mask = masks.get(m)
-            if mask is None:
-                masks[m] = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-            elif mask.dtype != torch.bool or mask.shape != x.shape[:2]:
-                raise ValueError(
-                    f"masks[{m!r}] must be bool {tuple(x.shape[:2])} (True = real step), got "
-                    f"{mask.dtype} {tuple(mask.shape)}"
-                )
-            if self._is_ids(m) and x.numel():
-                valid = torch.where(masks[m], x, 0)
-                low, high = torch.stack([valid.min(), valid.max()]).tolist()
-                if low < 0 or high >= self.vocab_size:
-                    raise ValueError(
-                        f"{name} holds ids in [{low}, {high}] on real steps, outside "
-                        f"[0, {self.vocab_size}); vocab_size must be the size of the vocabulary "
-                        "that encoded them"
-                    )
-        return masks
 
     def forward(
         self,
@@ -406,7 +358,9 @@ class ModalityCorrelationEvaluator(nn.Module):
             modality -> ``(batch, shared_time, shared_dim)``; zeros for a sample with no valid
             step in that modality.
         """
-        masks = self._check_inputs(features, masks)
+        masks = check_inputs(
+            features, masks, self.input_dims, self.id_modalities, self.vocab_size, exact=True
+        )
         hidden = {}
         for group in stack_groups({m: masks[m].shape[1] for m in self.modalities}):
             h = torch.stack([self.transformations[m](features[m], masks[m]) for m in group])

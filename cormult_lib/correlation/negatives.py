@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from cormult_lib.correlation.distances import PAIRS
-from cormult_lib.data.dataset import MODALITIES, parse_modalities
+from cormult_lib.modalities import MODALITIES, parse_modalities
 
 STRATEGIES = ("A", "B", "C", "D")
 # CMU-MOSEI's word-aligned features and the synthetic corpus hold one step per word; people say

@@ -9,19 +9,13 @@ from cormult_lib.data.cmu import (
     read_label_csv,
 )
 from cormult_lib.data.dataset import (
-    MODALITIES,
     MultimodalDataset,
     MultimodalSplit,
     collate_multimodal,
     make_loader,
-    parse_modalities,
 )
-from cormult_lib.data.loading import DATASETS, load_splits
 
 __all__ = [
-    "DATASETS",
-    "load_splits",
-    "MODALITIES",
     "DataFormatError",
     "MultimodalDataset",
     "MultimodalSplit",
@@ -31,6 +25,5 @@ __all__ = [
     "load_mult",
     "make_loader",
     "nonfinite_report",
-    "parse_modalities",
     "read_label_csv",
 ]

@@ -32,13 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cormult_lib.data.dataset import (
-    MODALITY_NAMES,
-    SPLITS,
-    MultimodalSplit,
-    masks_from_lengths,
-    parse_modalities,
-)
+from cormult_lib.data.dataset import SPLITS, MultimodalSplit, masks_from_lengths
+from cormult_lib.modalities import MODALITY_NAMES, parse_modalities
 
 LABEL_CSV_COLUMNS = ("video_id", "clip_id", "text", "label", "mode")
 TEXT_FEATURES = ("bert", "ids")

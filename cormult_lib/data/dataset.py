@@ -19,22 +19,10 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-MODALITIES = ("T", "A", "V")
-MODALITY_NAMES = {"T": "text", "A": "audio", "V": "vision"}
+from cormult_lib.modalities import MODALITIES, parse_modalities
+
 #: The three splits of every data set, in this order.
 SPLITS = ("train", "valid", "test")
-
-
-def parse_modalities(modalities: str | Sequence[str], min_count: int = 1) -> tuple[str, ...]:
-    """Normalise ``"TAV"``, ``"AT"`` or ``["T", "V"]`` to canonical order ``("T", "A", "V")``."""
-    letters = [m.upper() for m in modalities]
-    unknown = sorted(set(letters) - set(MODALITIES))
-    if unknown or len(set(letters)) != len(letters) or len(letters) < min_count:
-        raise ValueError(
-            f"modalities must be {min_count} or more distinct letters out of 'TAV' "
-            f"(T text, A audio, V vision), got {modalities!r}"
-        )
-    return tuple(m for m in MODALITIES if m in letters)
 
 
 def label_to_class(labels: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -46,7 +46,8 @@ from tqdm.auto import tqdm
 from cormult_lib import files
 from cormult_lib.config import FeatureConfig
 from cormult_lib.data.cmu import DataFormatError, read_label_csv
-from cormult_lib.data.dataset import MultimodalSplit, pad_sequences, parse_modalities
+from cormult_lib.data.dataset import MultimodalSplit, pad_sequences
+from cormult_lib.modalities import parse_modalities
 from cormult_lib.processes import die_with_parent
 
 CLIP_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".wav", ".flac", ".mp3")

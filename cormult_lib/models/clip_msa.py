@@ -37,11 +37,11 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from cormult_lib.data.dataset import MODALITIES
 from cormult_lib.features.clip_msa import ENCODERS, ClipMSAEncoders
-from cormult_lib.models.attention import TransformerEncoder
+from cormult_lib.modalities import MODALITIES
 from cormult_lib.models.co_attention import HierarchicalFusion
-from cormult_lib.models.mult import last_valid, masked_mean
+from cormult_lib.nn.attention import TransformerEncoder
+from cormult_lib.nn.pooling import last_valid, masked_mean
 
 __all__ = ["FUSION_ORDERS", "ClipMSA", "ClipMSAEndToEnd", "ablation_settings"]
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -106,24 +105,6 @@ class CorMulT(nn.Module):
         if freeze_evaluator:
             evaluator.requires_grad_(False)
             evaluator.eval()
-
-    @classmethod
-    def from_checkpoint(
-        cls,
-        path: str | Path,
-        mult: MulT,
-        fusion: str = "product",
-        freeze_evaluator: bool = True,
-        device: str | torch.device = "cpu",
-    ) -> CorMulT:
-        """CorMulT with the evaluator and fitted distance that
-        :func:`~cormult_lib.training.pretrain.save_evaluator` wrote to ``path``; ``mult`` is
-        moved to ``device``."""
-        # Imported here: training builds on models, not the other way round.
-        from cormult_lib.training.pretrain import load_evaluator
-
-        result = load_evaluator(path, device=device)
-        return cls(mult.to(device), result.model, result.distance, fusion, freeze_evaluator)
 
     def train(self, mode: bool = True) -> CorMulT:
         """Set training mode; a frozen evaluator stays in eval mode."""

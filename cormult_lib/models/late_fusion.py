@@ -15,8 +15,10 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from cormult_lib.data.dataset import parse_modalities
-from cormult_lib.models.mult import check_head, check_inputs, masked_mean
+from cormult_lib.modalities import parse_modalities
+from cormult_lib.models.mult import check_head
+from cormult_lib.nn.checks import check_inputs
+from cormult_lib.nn.pooling import masked_mean
 
 
 class LateFusion(nn.Module):

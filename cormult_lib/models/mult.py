@@ -10,7 +10,7 @@ For the modalities present (two or three of T text, A audio, V vision):
    replaces the projection. Text inputs get the embedding dropout first, as in MulT.
 2. **Crossmodal transformers**: one per ordered pair, ``h_{S->T}`` = queries from the target
    ``T``, keys / values from the source ``S``
-   (:class:`~cormult_lib.models.attention.TransformerEncoder`, ``num_layers`` layers).
+   (:class:`~cormult_lib.nn.attention.TransformerEncoder`, ``num_layers`` layers).
 3. **Weighting** (CorMulT section 3.3.2, optional): ``h'_{S->T} = h_{S->T} * w_{S->T}`` with a
    per-sample weight ``w`` ``(batch,)``; CorMulT passes correlation coefficients here.
 4. **Memory**: per target, the concatenation of its crossmodal outputs (``2d`` with three
@@ -49,10 +49,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from cormult_lib.config import ModelConfig
-from cormult_lib.data.dataset import MODALITY_NAMES, parse_modalities
-from cormult_lib.layers.functional import dropout
-from cormult_lib.layers.stacked import stack_groups
-from cormult_lib.models.attention import TransformerEncoder
+from cormult_lib.modalities import parse_modalities
+from cormult_lib.nn.attention import TransformerEncoder
+from cormult_lib.nn.checks import check_inputs
+from cormult_lib.nn.functional import dropout
+from cormult_lib.nn.pooling import last_valid, masked_mean
+from cormult_lib.nn.stacked import stack_groups
 
 HEADS = ("regression", "classification")
 POOLINGS = ("last", "mean")
@@ -71,88 +73,6 @@ def directions(modalities: Sequence[str]) -> tuple[str, ...]:
     """
     order = parse_modalities(modalities)
     return tuple(direction(s, t) for t in order for s in order if s != t)
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` ``(batch, time, d)`` over the steps where ``mask`` ``(batch, time)`` is
-    ``True``: ``(batch, d)``; zeros for a sample without valid steps. Padded values (even NaN)
-    are never read."""
-    total = torch.where(mask[..., None], x, 0.0).sum(dim=1)
-    return total / mask.sum(dim=1, keepdim=True).clamp(min=1).to(total.dtype)
-
-
-def last_valid(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``x`` ``(batch, time, d)`` at the last step where ``mask`` ``(batch, time)`` is ``True``:
-    ``(batch, d)``; zeros for a sample without valid steps. Works for start- and end-padding."""
-    steps = torch.arange(mask.shape[1], device=mask.device)
-    last = torch.where(mask, steps, -1).amax(dim=1)  # (batch,), -1 when empty
-    picked = x[torch.arange(x.shape[0], device=x.device), last.clamp(min=0)]
-    return torch.where((last >= 0)[:, None], picked, 0.0)
-
-
-def check_inputs(
-    features: Mapping[str, torch.Tensor],
-    masks: Mapping[str, torch.Tensor] | None,
-    input_dims: Mapping[str, int],
-    id_modalities: Sequence[str] = (),
-    vocab_size: int | None = None,
-) -> dict[str, torch.Tensor]:
-    """Validate a batch for a model over ``input_dims``' modalities; returns their masks.
-
-    Args:
-        features: modality -> ``(batch, time, input_dims[m])`` float, or ``(batch, time)``
-            integer ids for the modalities in ``id_modalities``. Other modalities are ignored.
-        masks: modality -> ``(batch, time)`` bool, ``True`` on real steps; missing: all real.
-        input_dims: modality -> feature size, for the modalities the model needs.
-        id_modalities: modalities given as token ids in ``[0, vocab_size)``.
-        vocab_size: the size of the vocabulary of those ids.
-
-    Returns:
-        modality -> bool mask ``(batch, time)`` for every modality of ``input_dims``.
-    """
-    masks = dict(masks or {})
-    missing = [m for m in input_dims if m not in features]
-    if missing:
-        raise ValueError(
-            f"features lack modalities {missing}; the model was built for "
-            f"{''.join(input_dims)} and got {''.join(sorted(features))}"
-        )
-    sizes = {m: features[m].shape[0] for m in input_dims}
-    if len(set(sizes.values())) != 1:
-        raise ValueError(f"features have different batch sizes per modality: {sizes}")
-    out = {}
-    for m, dim in input_dims.items():
-        x = features[m]
-        name = f"features[{m!r}] ({MODALITY_NAMES[m]})"
-        if m in id_modalities:
-            if x.ndim != 2 or x.is_floating_point():
-                raise ValueError(
-                    f"{name} must be integer token ids (batch, time) since vocab_size is set; "
-                    f"got {x.dtype} {tuple(x.shape)}"
-                )
-        elif x.ndim != 3 or x.shape[2] != dim or not x.is_floating_point():
-            hint = " (token ids need vocab_size)" if x.ndim == 2 else ""
-            raise ValueError(
-                f"{name} must be float (batch, time, {dim}); got {x.dtype} {tuple(x.shape)}{hint}"
-            )
-        mask = masks.get(m)
-        if mask is None:
-            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-        elif mask.dtype != torch.bool or mask.shape != x.shape[:2]:
-            raise ValueError(
-                f"masks[{m!r}] must be bool {tuple(x.shape[:2])} (True = real step), got "
-                f"{mask.dtype} {tuple(mask.shape)}"
-            )
-        if m in id_modalities and mask.any():
-            valid = x[mask]
-            low, high = int(valid.min()), int(valid.max())
-            if low < 0 or high >= vocab_size:
-                raise ValueError(
-                    f"{name} holds ids in [{low}, {high}] on real steps, outside "
-                    f"[0, {vocab_size}); vocab_size must be the size of the vocabulary"
-                )
-        out[m] = mask
-    return out
 
 
 def check_head(head: str, num_classes: int) -> int:
@@ -313,7 +233,7 @@ class MulT(nn.Module):
         }
         # All crossmodal transformers in one stack (member i: direction self.directions[i]),
         # all memory transformers in another (member i: target self.modalities[i]); see
-        # cormult_lib.models.attention for how a stack computes its members at once.
+        # cormult_lib.nn.attention for how a stack computes its members at once.
         self.crossmodal_encoders = TransformerEncoder(
             hidden_dim,
             num_heads,

@@ -18,12 +18,12 @@ rank its shard of the data and tear the group down::
 and is launched with one process per GPU (or, for gloo on the CPU, per core group)::
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 \
-        -m cormult_lib.training.ddp_demo --out runs/ddp
+        -m cormult_lib.tutorial.ddp_demo --out runs/ddp
 
 (``torchrun`` is the same launcher.) Each rank's batch is the global batch divided by the
 number of ranks: DDP averages the ranks' gradients, so one step of ``W`` ranks on ``B / W``
 samples each equals one step on the ``B`` samples together (up to float summation order).
-:mod:`cormult_lib.training.ddp_demo` is a complete, runnable example.
+:mod:`cormult_lib.tutorial.ddp_demo` is a complete, runnable example.
 
 Shutting down: a CPU (gloo) run can abort at exit ("terminate called ...", SIGABRT) after its
 work is done, when background C++ threads (gloo's workers, the autograd engine's) are still

@@ -45,7 +45,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from cormult_lib.device import keep_freed_memory
+from cormult_lib.device import keep_freed_memory, move_to_device
 from cormult_lib.files import read_torch_state, write_atomically
 from cormult_lib.training.distributed import (
     all_gather_object,
@@ -99,21 +99,6 @@ class _ModelWithLoss(nn.Module):
 
     def forward(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         return self.loss_fn(self.model, batch, generator)
-
-
-def move_to_device(batch: object, device: torch.device) -> object:
-    """Move every tensor in a (nested) dict/list/tuple to ``device``; leave the rest alone.
-
-    Transfers are ``non_blocking`` on CUDA, which overlaps them with computation when the
-    loader pins memory (as :func:`~cormult_lib.data.dataset.make_loader` does on CUDA).
-    """
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=device.type == "cuda")
-    if isinstance(batch, Mapping):
-        return {key: move_to_device(value, device) for key, value in batch.items()}
-    if isinstance(batch, list | tuple):
-        return type(batch)(move_to_device(value, device) for value in batch)
-    return batch
 
 
 def batch_size_of(batch: object) -> int:

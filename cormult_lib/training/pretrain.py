@@ -43,10 +43,14 @@ from cormult_lib.correlation.negatives import (
     check_negative_options,
     make_negatives,
 )
-from cormult_lib.data.dataset import MultimodalSplit, make_loader, parse_modalities
+from cormult_lib.data.dataset import MultimodalSplit, make_loader
+from cormult_lib.device import move_to_device
 from cormult_lib.files import read_torch_state
+from cormult_lib.modalities import parse_modalities
+from cormult_lib.models.cormult import CorMulT
+from cormult_lib.models.mult import MulT
 from cormult_lib.seeding import seed_everything
-from cormult_lib.training.loop import fit, move_to_device, save_atomic
+from cormult_lib.training.loop import fit, save_atomic
 
 #: Training samples embedded to fit the distance (Mahalanobis covariance, coefficient scale).
 FIT_SAMPLES = 1024
@@ -401,6 +405,19 @@ def load_evaluator(path: str | Path, device: str | torch.device = "cpu") -> Pret
         distance=Distance.from_state_dict(distance_state),
         settings=state["settings"],
     )
+
+
+def load_cormult(
+    path: str | Path,
+    mult: MulT,
+    fusion: str = "product",
+    freeze_evaluator: bool = True,
+    device: str | torch.device = "cpu",
+) -> CorMulT:
+    """CorMulT over ``mult`` with the evaluator and fitted distance that :func:`save_evaluator`
+    wrote to ``path``; ``mult`` is moved to ``device``."""
+    result = load_evaluator(path, device=device)
+    return CorMulT(mult.to(device), result.model, result.distance, fusion, freeze_evaluator)
 
 
 def load_or_pretrain(

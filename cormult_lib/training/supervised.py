@@ -29,10 +29,11 @@ from tqdm.auto import tqdm
 from cormult_lib.config import TrainConfig
 from cormult_lib.data.dataset import MultimodalSplit, make_loader
 from cormult_lib.data.raw_clips import RawClipSplit, raw_clip_loader
+from cormult_lib.device import move_to_device
 from cormult_lib.metrics import METRIC_KEYS, classification_metrics, regression_metrics
 from cormult_lib.models.mult import HEADS
 from cormult_lib.seeding import seed_everything
-from cormult_lib.training.loop import LossFn, fit, move_to_device
+from cormult_lib.training.loop import LossFn, fit
 
 #: Regression losses: MulT uses L1, CLIP-MSA SmoothL1.
 REGRESSION_LOSSES = ("l1", "smooth_l1")

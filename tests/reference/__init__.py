@@ -1,7 +1,7 @@
 """Frozen copies of the models as they were before the stacked rewrite (commit 25378d3).
 
 ``attention_v1``, ``mult_v1`` and ``evaluator_v1`` are that commit's
-``cormult_lib/models/attention.py``, ``cormult_lib/models/mult.py`` and
+``cormult_lib/nn/attention.py``, ``cormult_lib/models/mult.py`` and
 ``cormult_lib/correlation/evaluator.py``, unchanged but for their imports. They are not part of
 the library: ``tests/test_equivalence.py`` checks that the faster models compute the same
 function from the same weights, and ``benchmarks/training_benchmark.py --reference`` times

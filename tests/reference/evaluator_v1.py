@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from cormult_lib.correlation.distances import Distance, get_distance, present_pairs
-from cormult_lib.data.dataset import MODALITY_NAMES, parse_modalities
+from cormult_lib.modalities import MODALITY_NAMES, parse_modalities
 
 
 class SinusoidalPositionalEncoding(nn.Module):

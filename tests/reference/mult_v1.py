@@ -10,7 +10,7 @@ For the modalities present (two or three of T text, A audio, V vision):
    replaces the projection. Text inputs get the embedding dropout first, as in MulT.
 2. **Crossmodal transformers**: one per ordered pair, ``h_{S->T}`` = queries from the target
    ``T``, keys / values from the source ``S``
-   (:class:`~cormult_lib.models.attention.TransformerEncoder`, ``num_layers`` layers).
+   (:class:`~cormult_lib.nn.attention.TransformerEncoder`, ``num_layers`` layers).
 3. **Weighting** (CorMulT section 3.3.2, optional): ``h'_{S->T} = h_{S->T} * w_{S->T}`` with a
    per-sample weight ``w`` ``(batch,)``; CorMulT passes correlation coefficients here.
 4. **Memory**: per target, the concatenation of its crossmodal outputs (``2d`` with three
@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cormult_lib.config import ModelConfig
-from cormult_lib.data.dataset import MODALITY_NAMES, parse_modalities
+from cormult_lib.modalities import MODALITY_NAMES, parse_modalities
 from reference.attention_v1 import TransformerEncoder
 
 HEADS = ("regression", "classification")

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cormult_lib.layers.functional import attention
+from cormult_lib.nn.functional import attention
 
 __all__ = [
     "Members",

@@ -2,9 +2,9 @@
 
 Usage (also installed as the console script ``cormult-run``)::
 
-    python -m cormult_lib.runner                          # every notebooks/NN_*.ipynb, in order
-    python -m cormult_lib.runner notebooks/02_correlation.ipynb -p profile paper -p seed 3
-    python -m cormult_lib.runner -p dataset mmsa -p data_path /data/MOSEI/Processed/aligned_50.pkl
+    cormult-run                                          # every notebooks/NN_*.ipynb, in order
+    cormult-run notebooks/02_correlation.ipynb -p profile paper -p seed 3
+    cormult-run -p dataset mmsa -p data_path /data/MOSEI/Processed/aligned_50.pkl
 
 ``-p NAME VALUE`` overrides a parameter of every notebook run. The value is read as YAML, so
 ``3`` is an int, ``0.5`` a float, ``true`` a bool and ``null`` None; ``None``, ``True`` and
@@ -102,7 +102,7 @@ def parse_value(text: str) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m cormult_lib.runner``."""
+    """The command line of ``python -m cormult_lib.tutorial.runner``."""
     parser = argparse.ArgumentParser(
         prog="cormult-run",
         description="Execute the tutorial notebooks with papermill and report where results went.",

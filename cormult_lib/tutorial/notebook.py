@@ -35,8 +35,8 @@ import torch
 
 import cormult_lib
 from cormult_lib.config import PRESETS, ExperimentConfig, get_config
-from cormult_lib.data.dataset import parse_modalities
 from cormult_lib.device import describe_device, resolve_device
+from cormult_lib.modalities import parse_modalities
 from cormult_lib.seeding import seed_everything
 
 # What ``data_path`` has to point at for each real data set, shown when it is missing.

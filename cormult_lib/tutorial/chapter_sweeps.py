@@ -10,7 +10,7 @@ Each returns a :class:`ChapterSweep`: the grid, the seeds, the ``run_point`` fun
 name of its Optuna study, which is derived from every setting that is fixed over the grid
 (profile, data, budget, sampler, device type). The notebook and any number of command-line
 workers given the same settings therefore work on the *same* study: start workers with
-``cormult-sweep`` (:mod:`cormult_lib.training.sweep_cli`) and the chapter finds their trials.
+``cormult-sweep`` (:mod:`cormult_lib.tutorial.sweep_cli`) and the chapter finds their trials.
 The torch thread count is not part of the name: it changes float sums in the last digits, not
 the method, and a sweep spread over machines cannot keep it equal; each trial records it.
 """
@@ -28,9 +28,9 @@ from cormult_lib.config import get_config
 from cormult_lib.correlation.distances import DISTANCES
 from cormult_lib.correlation.evaluation import separation_auc
 from cormult_lib.correlation.negatives import STRATEGIES
-from cormult_lib.data import load_splits
 from cormult_lib.data.dataset import MultimodalSplit
 from cormult_lib.device import resolve_device
+from cormult_lib.features.loading import load_splits
 from cormult_lib.training.sweep import (
     DISTANCE_GRIDS,
     SAMPLERS,

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from cormult_lib.config import DataConfig
 from cormult_lib.data.cmu import load_mmsa, load_mult
-from cormult_lib.data.dataset import MultimodalSplit, parse_modalities
+from cormult_lib.data.dataset import MultimodalSplit
 from cormult_lib.data.synthetic import make_synthetic_splits
+from cormult_lib.modalities import parse_modalities
 
 DATASETS = ("synthetic", "mmsa", "mult", "raw")
 

@@ -3,9 +3,9 @@ r"""Data-parallel training of a small sentiment regressor with :func:`fit`, for 
 Two processes on the CPU (gloo), or one per GPU (NCCL, the default when CUDA is available)::
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 \
-        -m cormult_lib.training.ddp_demo --out runs/ddp --epochs 5
+        -m cormult_lib.tutorial.ddp_demo --out runs/ddp --epochs 5
 
-Started without the launcher (``python -m cormult_lib.training.ddp_demo --out DIR``) the same
+Started without the launcher (``python -m cormult_lib.tutorial.ddp_demo --out DIR``) the same
 code trains in one process; with the same ``--batch-size`` (the *global* batch, split evenly
 over the ranks) and a training split whose size it divides, both see the same batches and end
 with nearly the same weights.
@@ -46,7 +46,7 @@ from cormult_lib.config import DataConfig
 from cormult_lib.data.dataset import MultimodalSplit, make_loader
 from cormult_lib.data.synthetic import make_synthetic_splits
 from cormult_lib.metrics import regression_metrics
-from cormult_lib.models.mult import masked_mean
+from cormult_lib.nn.pooling import masked_mean
 from cormult_lib.training.distributed import (
     DistInfo,
     cleanup,

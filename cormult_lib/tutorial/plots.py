@@ -618,7 +618,7 @@ def plot_metric_intervals(
     """One panel per metric: each model's value with its 95% interval.
 
     ``entries``: model name -> ``{metric: {"value", "ci_low", "ci_high"}, "n_test": n}``, as
-    :func:`~cormult_lib.training.text_baseline.result_entry` returns.
+    :func:`~cormult_lib.tutorial.text_baseline.result_entry` returns.
     """
     if not entries:
         raise ValueError("entries is empty: nothing to plot")

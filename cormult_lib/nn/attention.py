@@ -15,9 +15,9 @@ Per layer (:class:`TransformerBlock`, pre-LayerNorm, as MulT)::
 ``LN_a`` normalises queries and keys/values with the same LayerNorm, as MulT's code does. The
 encoder (:class:`TransformerEncoder`) first scales its inputs by ``sqrt(d)``, adds sinusoidal
 positions and applies the embedding dropout (to the source too), runs the layers and ends with
-a LayerNorm. Attention (:class:`~cormult_lib.layers.stacked.MultiHeadAttention`) has its own
+a LayerNorm. Attention (:class:`~cormult_lib.nn.stacked.MultiHeadAttention`) has its own
 query / key / value / output projections and computes ``softmax(Q K^T / sqrt(d_head)) V`` per
-head (:func:`~cormult_lib.layers.functional.attention`).
+head (:func:`~cormult_lib.nn.functional.attention`).
 
 Masks (``True`` on real steps) make padding irrelevant: padded input steps are zeroed (so
 garbage, even NaN, cannot leak), keys on padded steps are ignored, and the ``p``-th *valid*
@@ -39,7 +39,7 @@ lengths (aligned data) but lets the first of 50 queries see 451 of 500 unaligned
 memory transformers of the same shape. Run one after another, each of their small products and
 kernels pays PyTorch's per-call overhead, which dominates at these sizes. Every module here
 therefore holds ``count`` independent members (``count = 1`` is a plain transformer) built from
-the layers of :mod:`cormult_lib.layers.stacked`: a weight ``W`` of ``nn.Linear(d_in, d_out)``
+the layers of :mod:`cormult_lib.nn.stacked`: a weight ``W`` of ``nn.Linear(d_in, d_out)``
 becomes a parameter ``(count, d_out, d_in)``, the inputs of all members arrive stacked
 ``(count, batch, time, d)``, and one batched product ``torch.baddbmm`` computes
 ``x_i W_i^T + b_i`` for every member ``i`` at once; the attention heads of all members and
@@ -47,7 +47,7 @@ samples form the batch of one attention call. Member ``i`` computes exactly what
 transformer with its weights would (``tests/test_attention.py`` compares them). Members whose
 inputs differ in length cannot share a stack; the caller passes ``members`` to run a subset.
 
-Attention and dropout go through :mod:`cormult_lib.layers.functional` (cheaper dropout masks
+Attention and dropout go through :mod:`cormult_lib.nn.functional` (cheaper dropout masks
 and a written-out attention on the CPU; PyTorch's fused kernels on CUDA).
 """
 
@@ -60,9 +60,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cormult_lib.layers.functional import dropout, residual_dropout
-from cormult_lib.layers.positions import SinusoidalPositionalEncoding, valid_ranks
-from cormult_lib.layers.stacked import (
+from cormult_lib.nn.functional import dropout, residual_dropout
+from cormult_lib.nn.positions import SinusoidalPositionalEncoding, valid_ranks
+from cormult_lib.nn.stacked import (
     Members,
     MultiHeadAttention,
     StackedLayerNorm,

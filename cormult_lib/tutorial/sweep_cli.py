@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 from cormult_lib.processes import die_with_parent
-from cormult_lib.training.chapter_sweeps import SWEEPS, ChapterSweep
 from cormult_lib.training.sweep import SAMPLERS, load_sweep, run_sweep, sweep_status
+from cormult_lib.tutorial.chapter_sweeps import SWEEPS, ChapterSweep
 
 DEFAULT_STORAGE = Path("outputs") / "sweeps.db"
 

@@ -1,0 +1,15 @@
+"""The machinery that serves the notebooks, not the models: the top layer of the library.
+
+Modules:
+    runner: ``make tutorial`` / ``cormult-run``, every chapter headless with papermill.
+    notebook: the harness each chapter starts with (parameters, output folders, results JSON,
+        computed checks).
+    plots: the chapters' figures.
+    probes: linear probes that read what a feature or an embedding holds.
+    audio_checks: chapter 01's checks of a log-Mel spectrogram against its waveform.
+    timing: wall-clock timing of a chapter's steps.
+    chapter_sweeps: the sweeps of chapters 05 and 06 on the Optuna engine of
+        :mod:`cormult_lib.training.sweep`; sweep_cli runs them from a shell (``cormult-sweep``).
+    ddp_demo: the two-process DistributedDataParallel demonstration.
+    text_baseline: chapter 09's text-only baselines on real transcripts.
+"""
