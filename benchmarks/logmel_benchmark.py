@@ -15,7 +15,7 @@ import torch
 import torchaudio
 
 from cormult_lib.features.audio import LogMel
-from cormult_lib.timing import median_seconds
+from cormult_lib.tutorial.timing import median_seconds
 
 
 def parse_args() -> argparse.Namespace:

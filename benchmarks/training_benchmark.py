@@ -49,9 +49,9 @@ from cormult_lib.models.clip_msa import ClipMSA
 from cormult_lib.models.cormult import CorMulT
 from cormult_lib.models.mult import MulT, build_mult, mult_arguments
 from cormult_lib.seeding import seed_everything
-from cormult_lib.timing import median_seconds
 from cormult_lib.training.loop import make_optimizer, maybe_compile
 from cormult_lib.training.pretrain import embed_together, evaluator_arguments
+from cormult_lib.tutorial.timing import median_seconds
 
 DIMS = {"T": 300, "A": 74, "V": 35}
 STEPS = 50
