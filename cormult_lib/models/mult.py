@@ -38,6 +38,12 @@ much padding it has, where it is, or what it holds; masks are assumed contiguous
 real steps). ``use_padding_mask=False`` reproduces MulT's code: attention then sees every step
 with positions counted from the first step; only the zeroing of padded inputs and pooling
 still read the masks.
+
+**Weights of the official MulT code** (``yaohungt/Multimodal-Transformer``, ``MULTModel``):
+:func:`mult_from_official` builds a :class:`MulT` configured as that code is (causal attention
+with its ``"shifted"`` rule, no padding mask, kernel-1 projections, fairseq's positional table)
+and maps an official state dict onto it (:data:`OFFICIAL_ENCODERS`,
+:data:`OFFICIAL_LAYER_PARAMETERS`).
 """
 
 from __future__ import annotations
@@ -139,6 +145,12 @@ class MulT(nn.Module):
         vocab_size: text comes as token ids ``(batch, time)`` (0 = padding) in
             ``[0, vocab_size)``; ``None``: text is float features.
         max_len: longest sequence (positional encoding).
+        positional: layout of the sinusoidal positions of every transformer, ``"tutorial"``
+            (interleaved, counted from 0; the default) or ``"fairseq"`` (the official MulT
+            code's); see :mod:`cormult_lib.nn.positions`.
+        causal_rule: how ``causal`` attention lines up unequal lengths, ``"relative"`` (the
+            default) or ``"shifted"`` (MulT's code); see
+            :func:`~cormult_lib.nn.attention.attention_mask`.
 
     Attributes:
         modalities: the modalities used, canonical order (``("T", "A", "V")``).
@@ -169,6 +181,8 @@ class MulT(nn.Module):
         num_classes: int = 7,
         vocab_size: int | None = None,
         max_len: int = 1024,
+        positional: str = "tutorial",
+        causal_rule: str = "relative",
     ):
         super().__init__()
         self.modalities = parse_modalities(
@@ -194,6 +208,7 @@ class MulT(nn.Module):
         self.id_modalities = ("T",) if self.vocab_size is not None else ()
         self.hidden_dim, self.pooling, self.head = hidden_dim, pooling, head
         self.causal, self.use_padding_mask = causal, use_padding_mask
+        self.positional, self.causal_rule = positional, causal_rule
         self.directions = directions(self.modalities)
         #: Zero steps added (left, right) before each convolution.
         self.conv_padding = {
@@ -230,6 +245,8 @@ class MulT(nn.Module):
             "embed_dropout": embed_dropout,
             "causal": causal,
             "max_len": max_len,
+            "positional": positional,
+            "causal_rule": causal_rule,
         }
         # All crossmodal transformers in one stack (member i: direction self.directions[i]),
         # all memory transformers in another (member i: target self.modalities[i]); see
@@ -469,3 +486,262 @@ def build_mult(
     """A :class:`MulT` with the sizes and dropouts of a :class:`~cormult_lib.config.ModelConfig`
     (:func:`mult_arguments`)."""
     return MulT(input_dims, modalities, **mult_arguments(config), head=head, vocab_size=vocab_size)
+
+
+# --- Weights of the official MulT code (yaohungt/Multimodal-Transformer, src/models.py) -------
+
+#: The official ``MULTModel``'s transformers -> (this project's stack, member key). The official
+#: ``trans_X_with_Y`` takes queries from X and keys / values from Y: direction ``"Y->X"``
+#: (l = T text, a = A audio, v = V vision). Its memory transformer ``trans_X_mem`` is the
+#: member of target X.
+OFFICIAL_ENCODERS: dict[str, tuple[str, str]] = {
+    "trans_l_with_a": ("crossmodal_encoders", "A->T"),
+    "trans_l_with_v": ("crossmodal_encoders", "V->T"),
+    "trans_a_with_l": ("crossmodal_encoders", "T->A"),
+    "trans_a_with_v": ("crossmodal_encoders", "V->A"),
+    "trans_v_with_l": ("crossmodal_encoders", "T->V"),
+    "trans_v_with_a": ("crossmodal_encoders", "A->V"),
+    "trans_l_mem": ("memory_encoders", "T"),
+    "trans_a_mem": ("memory_encoders", "A"),
+    "trans_v_mem": ("memory_encoders", "V"),
+}
+
+#: Inside layer ``i`` of one official ``TransformerEncoder`` -> inside layer ``i`` of a stacked
+#: :class:`~cormult_lib.nn.attention.TransformerEncoder`. A stacked parameter holds one member
+#: per transformer on its first axis (:mod:`cormult_lib.nn.stacked`): the official tensor
+#: ``(...)`` becomes ``stacked[member]`` of the stacked ``(count, ...)``. Shapes are the same
+#: (``in_proj`` rows: queries ``[0, d)``, keys ``[d, 2d)``, values ``[2d, 3d)`` in both).
+OFFICIAL_LAYER_PARAMETERS: dict[str, str] = {
+    "self_attn.in_proj_weight": "attention.in_proj.weight",  # (3d, d)
+    "self_attn.in_proj_bias": "attention.in_proj.bias",  # (3d,)
+    "self_attn.out_proj.weight": "attention.out_proj.weight",  # (d, d)
+    "self_attn.out_proj.bias": "attention.out_proj.bias",  # (d,)
+    "layer_norms.0.weight": "norm_attention.weight",  # (d,) before attention
+    "layer_norms.0.bias": "norm_attention.bias",
+    "layer_norms.1.weight": "norm_feed_forward.weight",  # (d,) before the feed-forward
+    "layer_norms.1.bias": "norm_feed_forward.bias",
+    "fc1.weight": "fc1.weight",  # (4d, d)
+    "fc1.bias": "fc1.bias",  # (4d,)
+    "fc2.weight": "fc2.weight",  # (d, 4d)
+    "fc2.bias": "fc2.bias",  # (d,)
+}
+
+#: Official encoder-level parameters -> stacked ones (the final LayerNorm), member as above.
+OFFICIAL_ENCODER_PARAMETERS: dict[str, str] = {
+    "layer_norm.weight": "norm.weight",  # (d,)
+    "layer_norm.bias": "norm.bias",
+}
+
+#: Buffers of each official encoder that hold no weights (fairseq's version stamp ``[2.0]`` and
+#: the positional module's dtype probe): their keys must be there, their values are dropped.
+OFFICIAL_IGNORED_BUFFERS: tuple[str, ...] = ("version", "embed_positions._float_tensor")
+
+#: The official projections -> the modality they project. ``proj_X`` is ``Conv1d(d_in, d,
+#: kernel_size=1, bias=False)``, weight ``(d, d_in, 1)``, as ``projections[m]`` here; the
+#: official code skips it when ``d_in == d`` but still stores it: then it must be there and is
+#: dropped (``nn.Identity`` here).
+OFFICIAL_PROJECTIONS: dict[str, str] = {
+    "proj_l.weight": "T",
+    "proj_a.weight": "A",
+    "proj_v.weight": "V",
+}
+
+#: Top-level official parameters -> this project's.
+OFFICIAL_TOP_PARAMETERS: dict[str, str] = {
+    **{key: f"projections.{m}.weight" for key, m in OFFICIAL_PROJECTIONS.items()},
+    "proj1.weight": "proj1.weight",  # (6d, 6d)
+    "proj1.bias": "proj1.bias",
+    "proj2.weight": "proj2.weight",
+    "proj2.bias": "proj2.bias",
+    "out_layer.weight": "out_layer.weight",  # (output_dim, 6d)
+    "out_layer.bias": "out_layer.bias",
+}
+
+#: The official ``main.py`` defaults that :func:`mult_from_official` starts from.
+OFFICIAL_OPTIONS: dict[str, object] = {
+    "attn_dropout": 0.1,
+    "attn_dropout_audio": 0.0,  # --attn_dropout_a
+    "attn_dropout_vision": 0.0,  # --attn_dropout_v
+    "relu_dropout": 0.1,
+    "res_dropout": 0.1,
+    "embed_dropout": 0.2,
+    "out_dropout": 0.0,
+    "causal": True,  # --attn_mask (store_false: on unless given)
+    "causal_rule": "shifted",
+    "use_padding_mask": False,
+    "positional": "fairseq",
+    "pooling": "last",
+}
+
+#: :class:`MulT` arguments that the official checkpoint decides (refused in ``options``).
+OFFICIAL_FIXED = ("modalities", "hidden_dim", "kernel_sizes", "head", "num_classes", "vocab_size")
+
+#: Official key -> (this project's key or ``None`` when dropped, member or ``None``, shape).
+_Layout = dict[str, tuple[str | None, int | None, tuple[int, ...]]]
+
+
+def _official_layout(model: MulT) -> _Layout:
+    """Every key of the official state dict that fits ``model``, where it goes and its shape."""
+    own = model.state_dict()
+    layout: _Layout = {}
+    for official, project in OFFICIAL_TOP_PARAMETERS.items():
+        if project in own:
+            layout[official] = (project, None, tuple(own[project].shape))
+        else:  # a skipped projection (d_in == d): stored (d, d, 1), unused
+            layout[official] = (None, None, (model.hidden_dim, model.hidden_dim, 1))
+    for name, (stack, key) in OFFICIAL_ENCODERS.items():
+        keys = model.directions if stack == "crossmodal_encoders" else model.modalities
+        member = keys.index(key)
+        names = dict(OFFICIAL_ENCODER_PARAMETERS)
+        for i in range(len(getattr(model, stack).layers)):
+            names.update(
+                {f"layers.{i}.{a}": f"layers.{i}.{b}" for a, b in OFFICIAL_LAYER_PARAMETERS.items()}
+            )
+        for official, project in names.items():
+            target = f"{stack}.{project}"
+            layout[f"{name}.{official}"] = (target, member, tuple(own[target].shape[1:]))
+        for buffer in OFFICIAL_IGNORED_BUFFERS:
+            layout[f"{name}.{buffer}"] = (None, None, (1,))
+    unmapped = set(own) - {project for project, _, _ in layout.values()}
+    if unmapped:  # the tables above must cover every parameter of the model
+        raise RuntimeError(f"no official key maps to {sorted(unmapped)}")
+    return layout
+
+
+def _listed(keys: Sequence[str], limit: int = 5) -> str:
+    """``'a', 'b' and 3 more`` for an error message."""
+    shown = ", ".join(repr(k) for k in keys[:limit])
+    return shown if len(keys) <= limit else f"{shown} and {len(keys) - limit} more"
+
+
+def _required(state: Mapping[str, torch.Tensor], key: str, purpose: str) -> torch.Tensor:
+    if key not in state:
+        raise ValueError(f"official MulT state dict lacks key {key!r} ({purpose})")
+    return torch.as_tensor(state[key])
+
+
+def mult_from_official(
+    state_dict: Mapping[str, torch.Tensor],
+    input_dims: Mapping[str, int],
+    num_heads: int,
+    num_layers: int,
+    **options,
+) -> MulT:
+    """A :class:`MulT` holding the weights of the official MulT code's ``MULTModel``.
+
+    The official configuration (``yaohungt/Multimodal-Transformer``, ``src/models.py`` and the
+    defaults of ``main.py``), which the returned model follows:
+
+    * modalities T, A, V with all six crossmodal transformers (``--lonly``, ``--aonly`` and
+      ``--vonly`` all on, the official default; its partial modes are not supported);
+    * hidden size ``d = 30`` for every modality (hard-coded there; read here from
+      ``proj_l.weight``); memory transformers of ``2d`` and ``max(num_layers, 3)`` layers;
+    * projections ``Conv1d(d_in, d, kernel_size=1, bias=False)``, skipped when ``d_in == d``
+      (their weight is still stored; it must be there and is dropped);
+    * causal attention (``--attn_mask`` is on unless given) with its diagonal shifted by the
+      length difference (``causal_rule="shifted"``), and no padding mask;
+    * fairseq's positional table (sines | cosines, positions from 1; ``positional="fairseq"``,
+      see :mod:`cormult_lib.nn.positions`, also for how it counts padding);
+    * the last step of each memory transformer, a residual MLP and ``out_layer``: one output
+      (``output_dim`` 1, CMU-MOSI / MOSEI) gives ``head="regression"`` with ``(batch,)``
+      scores where the official model returns ``(batch, 1)``; more outputs (IEMOCAP: 8) give
+      ``head="classification"`` with those logits;
+    * dropouts of ``main.py``: attention 0.1 (sources audio and vision 0.0), ReLU 0.1, residual
+      0.1, embedding 0.2, output 0.0 (:data:`OFFICIAL_OPTIONS`).
+
+    ``num_heads`` (``main.py``: 5) cannot be read from the weights; ``num_layers`` (``--nlevels``,
+    5) is checked against them. The official ``save_model`` pickles the whole module: with the
+    official code importable, ``torch.load(path, weights_only=False).state_dict()`` is the
+    ``state_dict`` to pass. In eval mode the result computes the official model's function on
+    inputs without padding (every step real, as the official code sees them); padding is read
+    from masks here and from zero features there (:mod:`cormult_lib.nn.positions`).
+
+    Args:
+        state_dict: the official ``MULTModel.state_dict()`` (mapping: :data:`OFFICIAL_ENCODERS`,
+            :data:`OFFICIAL_LAYER_PARAMETERS`, :data:`OFFICIAL_ENCODER_PARAMETERS`,
+            :data:`OFFICIAL_TOP_PARAMETERS`).
+        input_dims: ``{"T": orig_d_l, "A": orig_d_a, "V": orig_d_v}``.
+        num_heads: attention heads (must divide ``d``).
+        num_layers: layers of each crossmodal transformer.
+        **options: other :class:`MulT` arguments, overriding :data:`OFFICIAL_OPTIONS` (dropouts
+            for fine-tuning, ``max_len``, ...); those of :data:`OFFICIAL_FIXED` are refused.
+
+    Returns:
+        A :class:`MulT` (training mode, as built) with the official weights; ``forward``
+        takes ``(batch, time_m, d_in)`` features as usual.
+
+    Raises:
+        ValueError: the state dict lacks a key, has an unexpected one or a tensor of another
+            shape than this configuration needs (the message names the key).
+        TypeError: ``options`` holds an argument of :data:`OFFICIAL_FIXED`.
+    """
+    fixed = [name for name in OFFICIAL_FIXED if name in options]
+    if fixed:
+        raise TypeError(f"mult_from_official: {fixed} are set by the official checkpoint")
+    hidden = int(_required(state_dict, "proj_l.weight", "it gives the hidden size").shape[0])
+    outputs = int(_required(state_dict, "out_layer.weight", "it gives the outputs").shape[0])
+    head = "regression" if outputs == 1 else "classification"
+    model = MulT(
+        input_dims,
+        "TAV",
+        hidden_dim=hidden,
+        num_heads=num_heads,
+        num_layers=num_layers,
+        kernel_sizes=(1, 1, 1),
+        head=head,
+        num_classes=max(outputs, 2),
+        **{**OFFICIAL_OPTIONS, **options},
+    )
+    layout = _official_layout(model)
+    _check_official(state_dict, layout, model, num_layers)
+    weights = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    with torch.no_grad():
+        for key, (project, member, _) in layout.items():
+            if project is None:
+                continue
+            value = torch.as_tensor(state_dict[key])
+            target = weights[project] if member is None else weights[project][member]
+            target.copy_(value)
+    model.load_state_dict(weights)
+    return model
+
+
+def _check_official(
+    state_dict: Mapping[str, torch.Tensor], layout: _Layout, model: MulT, num_layers: int
+) -> None:
+    """Refuse a state dict whose keys or shapes differ from ``layout``, naming the key."""
+    layers_hint = (
+        f" (num_layers={num_layers}: crossmodal transformers have layers 0..{num_layers - 1}, "
+        f"memory transformers 0..{max(num_layers, 3) - 1})"
+    )
+    missing = [key for key in layout if key not in state_dict]
+    if missing:
+        hint = layers_hint if any(".layers." in key for key in missing) else ""
+        absent = sorted(
+            {key.split(".")[0] for key in missing if key.startswith("trans_")}
+            - {key.split(".")[0] for key in state_dict}
+        )
+        if absent:
+            hint = (
+                f" (no weights at all for {absent}: the official partial modes --lonly, "
+                "--aonly and --vonly are not supported)"
+            )
+        raise ValueError(f"official MulT state dict lacks key {_listed(missing)}{hint}")
+    unexpected = [key for key in state_dict if key not in layout]
+    if unexpected:
+        hint = layers_hint if any(".layers." in key for key in unexpected) else ""
+        raise ValueError(f"official MulT state dict has unexpected key {_listed(unexpected)}{hint}")
+    for key, (_, _, shape) in layout.items():
+        got = tuple(torch.as_tensor(state_dict[key]).shape)
+        if got == shape:
+            continue
+        hint = f" (d = {model.hidden_dim} from 'proj_l.weight')"
+        if key in OFFICIAL_PROJECTIONS:
+            m = OFFICIAL_PROJECTIONS[key]
+            hint = (
+                f" (kernel-1 Conv1d from input_dims[{m!r}] = {model.input_dims[m]} to "
+                f"d = {model.hidden_dim})"
+            )
+        raise ValueError(
+            f"official MulT state dict key {key!r} has shape {got}, expected {shape}{hint}"
+        )

@@ -14,10 +14,11 @@ Per layer (:class:`TransformerBlock`, pre-LayerNorm, as MulT)::
 
 ``LN_a`` normalises queries and keys/values with the same LayerNorm, as MulT's code does. The
 encoder (:class:`TransformerEncoder`) first scales its inputs by ``sqrt(d)``, adds sinusoidal
-positions and applies the embedding dropout (to the source too), runs the layers and ends with
-a LayerNorm. Attention (:class:`~cormult_lib.nn.stacked.MultiHeadAttention`) has its own
-query / key / value / output projections and computes ``softmax(Q K^T / sqrt(d_head)) V`` per
-head (:func:`~cormult_lib.nn.functional.attention`).
+positions (``positional``: the tutorial's interleaved table or fairseq's, see
+:mod:`cormult_lib.nn.positions`) and applies the embedding dropout (to the source too), runs the
+layers and ends with a LayerNorm. Attention (:class:`~cormult_lib.nn.stacked.MultiHeadAttention`)
+has its own query / key / value / output projections and computes
+``softmax(Q K^T / sqrt(d_head)) V`` per head (:func:`~cormult_lib.nn.functional.attention`).
 
 Masks (``True`` on real steps) make padding irrelevant: padded input steps are zeroed (so
 garbage, even NaN, cannot leak), keys on padded steps are ignored, and the ``p``-th *valid*
@@ -29,11 +30,13 @@ the residual passes ``x`` on unchanged, never NaN.
 **Causal attention** (``causal=True``, off by default): a query may not see the future. With
 ``n_q`` valid query steps and ``n_k`` valid key steps, the query of valid rank ``i`` may see the
 key of valid rank ``j`` when ``j * n_q < (i + 1) * n_k``, i.e. when the key lies before the
-query's *relative* position ``(i + 1) / n_q`` in its own sequence. For self-attention
-(``n_q = n_k``) this is the usual ``j <= i``; the last query always sees every key and every
-query sees at least the first key. MulT's code instead shifts the diagonal by the length
-difference (query ``i`` sees keys ``j <= i + |time_s - time_x|``), which coincides for equal
-lengths (aligned data) but lets the first of 50 queries see 451 of 500 unaligned audio steps.
+query's *relative* position ``(i + 1) / n_q`` in its own sequence (``causal_rule="relative"``,
+the default). For self-attention (``n_q = n_k``) this is the usual ``j <= i``; the last query
+always sees every key and every query sees at least the first key. MulT's code instead shifts
+the diagonal by the length difference (query ``i`` sees keys ``j <= i + |time_s - time_x|``),
+which coincides for equal lengths (aligned data) but lets the first of 50 queries see 451 of 500
+unaligned audio steps; ``causal_rule="shifted"`` reproduces it (with valid counts ``n_q``,
+``n_k`` in place of the lengths) for weights trained by that code.
 
 **Stacks of transformers.** MulT runs six crossmodal transformers (one per direction) and three
 memory transformers of the same shape. Run one after another, each of their small products and
@@ -61,7 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cormult_lib.nn.functional import dropout, residual_dropout
-from cormult_lib.nn.positions import SinusoidalPositionalEncoding, valid_ranks
+from cormult_lib.nn.positions import positional_encoding, valid_ranks
 from cormult_lib.nn.stacked import (
     Members,
     MultiHeadAttention,
@@ -70,9 +73,15 @@ from cormult_lib.nn.stacked import (
     attention_bias,
 )
 
+#: How a causal mask lines up queries and keys of unequal lengths (module docstring).
+CAUSAL_RULES = ("relative", "shifted")
+
 
 def attention_mask(
-    query_mask: torch.Tensor, key_mask: torch.Tensor, causal: bool = False
+    query_mask: torch.Tensor,
+    key_mask: torch.Tensor,
+    causal: bool = False,
+    causal_rule: str = "relative",
 ) -> torch.Tensor:
     """Which keys each query may attend to, ``True`` = allowed.
 
@@ -80,11 +89,16 @@ def attention_mask(
         query_mask: ``(batch, time_q)`` bool, ``True`` on real query steps.
         key_mask: ``(batch, time_k)`` bool, ``True`` on real key steps.
         causal: also hide the future (see the module docstring for unequal lengths).
+        causal_rule: ``"relative"`` (key rank ``j`` visible from query rank ``i`` when
+            ``j * n_q < (i + 1) * n_k``) or ``"shifted"`` (MulT's code: ``j <= i + |n_k - n_q|``),
+            with ``n_q``, ``n_k`` the valid steps of the row.
 
     Returns:
         ``(batch, 1, 1, time_k)`` without ``causal``, else ``(batch, 1, time_q, time_k)``;
         broadcasts over the heads of :class:`MultiHeadAttention`.
     """
+    if causal_rule not in CAUSAL_RULES:
+        raise ValueError(f"causal_rule must be one of {CAUSAL_RULES}, got {causal_rule!r}")
     allowed = key_mask[:, None, None, :]
     if not causal:
         return allowed
@@ -92,7 +106,10 @@ def attention_mask(
     n_k = key_mask.sum(dim=1).clamp(min=1)[:, None, None]
     query_rank = valid_ranks(query_mask)[:, :, None]
     key_rank = valid_ranks(key_mask)[:, None, :]
-    visible = key_rank * n_q < (query_rank + 1) * n_k  # (batch, time_q, time_k)
+    if causal_rule == "relative":
+        visible = key_rank * n_q < (query_rank + 1) * n_k  # (batch, time_q, time_k)
+    else:
+        visible = key_rank <= query_rank + (n_k - n_q).abs()
     return allowed & visible[:, None]
 
 
@@ -163,6 +180,11 @@ class TransformerEncoder(nn.Module):
         causal: hide future keys (module docstring); off by default.
         max_len: longest sequence the positional encoding covers.
         count: members (independent transformers with their own weights).
+        positional: layout of the sinusoidal positions, ``"tutorial"`` (interleaved, from 0;
+            the default) or ``"fairseq"`` (the official MulT's: sine half, cosine half, from
+            1); see :mod:`cormult_lib.nn.positions`.
+        causal_rule: how ``causal`` aligns unequal lengths, ``"relative"`` (default) or
+            ``"shifted"`` (MulT's code); see :func:`attention_mask`.
     """
 
     def __init__(
@@ -177,15 +199,20 @@ class TransformerEncoder(nn.Module):
         causal: bool = False,
         max_len: int = 1024,
         count: int = 1,
+        positional: str = "tutorial",
+        causal_rule: str = "relative",
     ):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
+        if causal_rule not in CAUSAL_RULES:
+            raise ValueError(f"causal_rule must be one of {CAUSAL_RULES}, got {causal_rule!r}")
         self.dim, self.causal, self.max_len, self.count = dim, causal, max_len, count
+        self.positional, self.causal_rule = positional, causal_rule
         self.scale = math.sqrt(dim)
-        self.positions = SinusoidalPositionalEncoding(dim, max_len)
+        self.positions = positional_encoding(positional, dim, max_len)  # checks ``positional``
         self.embed_dropout = embed_dropout
         self.layers = nn.ModuleList(
             TransformerBlock(dim, num_heads, attn_dropout, relu_dropout, res_dropout, count)
@@ -272,10 +299,12 @@ class TransformerEncoder(nn.Module):
             # Every sample has the same causal pattern: one (1, 1, time_x, time_s) bias.
             whole_x = torch.ones(1, x.shape[2], dtype=torch.bool, device=x.device)
             whole_s = torch.ones(1, context_mask.shape[2], dtype=torch.bool, device=x.device)
-            bias, _ = attention_bias(attention_mask(whole_x, whole_s, causal=True))
+            bias, _ = attention_bias(
+                attention_mask(whole_x, whole_s, causal=True, causal_rule=self.causal_rule)
+            )
         elif not unmasked:
             allowed = attention_mask(
-                mask.flatten(0, 1), context_mask.flatten(0, 1), self.causal
+                mask.flatten(0, 1), context_mask.flatten(0, 1), self.causal, self.causal_rule
             )  # (count * batch, 1, time_x or 1, time_s)
             bias, has_key = attention_bias(allowed)
             has_key = has_key.view(count, batch, *has_key.shape[1:])
