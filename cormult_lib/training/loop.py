@@ -24,44 +24,70 @@ trains a ``DistributedDataParallel`` replica on its shard of the data, the logge
 averaged over all ranks' samples so every rank sees the same history and takes the same
 early-stopping, schedule and model-selection decisions, and only rank 0 shows progress bars and
 writes checkpoints (which also hold every rank's random streams).
+
+:func:`fit` itself is the loop; each of its concerns is a small unit of its own:
+
+- :mod:`~cormult_lib.training.epoch`: one pass over a loader (:class:`~.epoch.EpochRunner`),
+  the loss protocol (:data:`~.epoch.LossFn`) and :func:`~.epoch.batch_size_of`;
+- :mod:`~cormult_lib.training.precision`: autocast, gradient scaling, clipping and the
+  optimiser step (:class:`~.precision.MixedPrecision`);
+- :mod:`~cormult_lib.training.early_stopping`: the best epoch, its weights and patience
+  (:class:`~.early_stopping.EarlyStopping`);
+- :mod:`~cormult_lib.training.checkpoints`: the resumable checkpoint
+  (:class:`~.checkpoints.Checkpoint`), random-stream states and data fingerprints;
+- :mod:`~cormult_lib.training.data_parallel`: whether to train data-parallel, and the
+  ``DistributedDataParallel`` replicas.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
-import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from cormult_lib.device import keep_freed_memory, move_to_device
-from cormult_lib.files import read_torch_state, write_atomically
-from cormult_lib.training.distributed import (
-    all_gather_object,
-    all_reduce_means,
-    broadcast_object,
-    rank_and_world_size,
+from cormult_lib.device import keep_freed_memory
+from cormult_lib.training.checkpoints import (
+    CHECKPOINT_FORMAT,
+    Checkpoint,
+    data_fingerprint,
+    save_atomic,
 )
+from cormult_lib.training.data_parallel import replicate, resolve_distributed
+from cormult_lib.training.distributed import broadcast_object
+from cormult_lib.training.early_stopping import EarlyStopping
+from cormult_lib.training.epoch import EpochRunner, LossFn, batch_size_of
+from cormult_lib.training.precision import MixedPrecision
 
-LossFn = Callable[[nn.Module, dict, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
-CHECKPOINT_FORMAT = 1
+# Names other modules import from here, wherever they are defined.
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "PLATEAU_FACTOR",
+    "PLATEAU_PATIENCE",
+    "VALID_SEED_OFFSET",
+    "FitResult",
+    "LossFn",
+    "batch_size_of",
+    "fit",
+    "make_optimizer",
+    "maybe_compile",
+    "save_atomic",
+]
+
 # ReduceLROnPlateau: halve the learning rate after this many epochs without a better
 # validation loss.
 PLATEAU_FACTOR = 0.5
 PLATEAU_PATIENCE = 2
 # Offset between the training and the validation loss stream, so they never coincide.
 VALID_SEED_OFFSET = 1_000_003
+# The first columns of the history, in this order.
+HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "lr", "seconds"]
 
 
 @dataclass
@@ -84,94 +110,6 @@ class FitResult:
     stopped_early: bool
 
 
-class _ModelWithLoss(nn.Module):
-    """The model and its loss as one module, for ``DistributedDataParallel`` to wrap.
-
-    DDP synchronises gradients only for computations that run inside its ``forward``. Running
-    the whole ``loss_fn`` there lets the loss call any method of the plain model (an encoder,
-    a projection head), not only ``model(...)``, and still have every gradient averaged.
-    """
-
-    def __init__(self, model: nn.Module, loss_fn: LossFn):
-        super().__init__()
-        self.model = model
-        self.loss_fn = loss_fn
-
-    def forward(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-        return self.loss_fn(self.model, batch, generator)
-
-
-def batch_size_of(batch: object) -> int:
-    """The number of samples in a batch: the first dimension of its first tensor."""
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0]) if batch.ndim else 1
-    values: Iterable = ()
-    if isinstance(batch, Mapping):
-        values = batch.values()
-    elif isinstance(batch, list | tuple):
-        values = batch
-    for value in values:
-        size = batch_size_of(value)
-        if size:
-            return size
-    return 0
-
-
-def save_atomic(obj: object, path: str | Path) -> None:
-    """``torch.save`` that never leaves a half-written file at ``path``
-    (:func:`cormult_lib.files.write_atomically`)."""
-    write_atomically(path, lambda stream: torch.save(obj, stream))
-
-
-def rng_states(device: torch.device, generators: Mapping[str, torch.Generator | None]) -> dict:
-    """Every random stream a run touches, in a form ``torch.load(weights_only=True)`` reads."""
-    name, keys, position, has_gauss, cached = np.random.get_state()  # noqa: NPY002
-    states = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": (name, keys.tolist(), position, has_gauss, cached),
-        "generators": {k: g.get_state() for k, g in generators.items() if g is not None},
-    }
-    if device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_rng_states(
-    states: Mapping, device: torch.device, generators: Mapping[str, torch.Generator | None]
-) -> None:
-    """Undo :func:`rng_states`: set every stream back to the saved state."""
-    torch.set_rng_state(states["torch"])
-    random.setstate(_as_tuples(states["python"]))
-    name, keys, position, has_gauss, cached = states["numpy"]
-    np.random.set_state(  # noqa: NPY002 - the legacy global stream is what libraries use
-        (name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached)
-    )
-    for key, generator in generators.items():
-        if generator is None:
-            continue
-        if key not in states["generators"]:
-            raise ValueError(
-                f"the checkpoint holds no state for the {key!r} generator; it was written by "
-                "a run without one. Start again with resume=False."
-            )
-        generator.set_state(states["generators"][key])
-    if device.type == "cuda" and "cuda" in states:
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def _as_tuples(value: object) -> object:
-    """Lists back to tuples (``random.setstate`` insists on tuples)."""
-    if isinstance(value, list | tuple):
-        return tuple(_as_tuples(v) for v in value)
-    return value
-
-
-def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached copy of the model's weights that later training does not change."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
 def make_optimizer(
     params: Iterable[nn.Parameter] | list[dict], lr: float, weight_decay: float = 0.0
 ) -> torch.optim.Adam:
@@ -179,6 +117,18 @@ def make_optimizer(
     every parameter in one kernel instead of a loop of small ones (on the CPU and on CUDA; the
     same update as the default implementation up to float rounding)."""
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, scheduler: str | None
+) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+    """``fit``'s ``scheduler``: ``"plateau"`` multiplies the learning rate by
+    ``PLATEAU_FACTOR`` after ``PLATEAU_PATIENCE`` epochs without a lower validation loss."""
+    if scheduler is None:
+        return None
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE
+    )
 
 
 def maybe_compile(model: nn.Module, enabled: bool, backend: str = "inductor") -> nn.Module:
@@ -197,75 +147,45 @@ def maybe_compile(model: nn.Module, enabled: bool, backend: str = "inductor") ->
     return torch.compile(model, backend=backend, mode=mode)
 
 
-def data_fingerprint(loader: Iterable) -> dict | None:
-    """What a loader feeds: ``samples``, ``batch_size`` and ``ids_sha1`` (a hash of the sample
-    ids, when its dataset has them, e.g. a MultimodalSplit); None for a plain iterable."""
-    dataset = getattr(loader, "dataset", None)
-    if dataset is None:
-        return None
-    ids = getattr(getattr(dataset, "split", dataset), "ids", None)
-    digest = None
-    if ids is not None:
-        digest = hashlib.sha1("\n".join(map(str, ids)).encode()).hexdigest()[:16]
-    batch_size = getattr(loader, "batch_size", None) or getattr(
-        getattr(loader, "batch_sampler", None), "batch_size", None
-    )
-    return {"samples": len(dataset), "batch_size": batch_size, "ids_sha1": digest}
-
-
-def _check_settings(saved: Mapping, current: Mapping, path: Path) -> None:
-    changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
-    if changed:
-        details = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in changed.items())
-        raise ValueError(
-            f"checkpoint {path} was written with other training settings ({details}); "
-            "resuming would mix two runs. Delete it or call fit(..., resume=False)."
+def _check_arguments(
+    model: nn.Module,
+    epochs: int,
+    lr: float,
+    grad_clip: float | None,
+    patience: int | None,
+    scheduler: str | None,
+) -> None:
+    """Refuse arguments of :func:`fit` it cannot train with."""
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+    if grad_clip is not None and not grad_clip > 0:
+        raise ValueError(f"grad_clip must be positive or None, got {grad_clip!r}")
+    if patience is not None and (not isinstance(patience, int) or patience < 1):
+        raise ValueError(f"patience must be a positive int or None, got {patience!r}")
+    if scheduler not in ("plateau", None):
+        raise ValueError(f"scheduler must be 'plateau' or None, got {scheduler!r}")
+    if isinstance(model, DistributedDataParallel):
+        raise TypeError(
+            "pass the plain model: fit wraps it in DistributedDataParallel itself when a "
+            "process group is running (distributed=None or True)"
         )
 
 
-def _resolve_distributed(
-    distributed: bool | None, device: str | torch.device
-) -> tuple[bool, int, int, torch.device]:
-    """``fit``'s ``distributed`` and ``device`` arguments to ``(distributed, rank, world_size,
-    device)``; a bare ``"cuda"`` becomes this rank's current GPU in a data-parallel run."""
-    group_running = dist.is_available() and dist.is_initialized()
-    if distributed is None:
-        distributed = group_running
-    elif distributed and not group_running:
-        raise RuntimeError(
-            "distributed=True needs a process group: launch with torchrun and call "
-            "cormult_lib.training.distributed.init_distributed() before fit"
-        )
-    device = torch.device(device)
-    if not distributed:
-        return False, 0, 1, device
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    if dist.get_backend() == "nccl" and device.type != "cuda":
-        raise ValueError(f"the NCCL backend trains on this rank's GPU, got device={device}")
-    return True, *rank_and_world_size(), device
+def _history_row(epoch: int, lr: float, train: dict[str, float], valid: dict[str, float]) -> dict:
+    """An epoch's row: ``epoch``, both losses, ``lr``, then ``train_<key>`` and
+    ``valid_<key>`` for every extra of the loss."""
+    row = {"epoch": epoch, "train_loss": train["loss"], "valid_loss": valid["loss"], "lr": lr}
+    row.update({f"train_{k}": v for k, v in train.items() if k != "loss"})
+    row.update({f"valid_{k}": v for k, v in valid.items() if k != "loss"})
+    return row
 
 
-def _replicate(
-    model: nn.Module, loss_fn: LossFn, device: torch.device, train_loader: Iterable
-) -> DistributedDataParallel:
-    """``model`` and ``loss_fn`` wrapped for data-parallel training on ``device``.
-
-    DDP broadcasts rank 0's weights and buffers, so every replica starts alike. A training
-    loader with a length must have the same on every rank: a rank that runs out of batches
-    first would leave the others waiting forever in the gradient all-reduce.
-    """
-    if hasattr(train_loader, "__len__"):
-        lengths = all_gather_object(len(train_loader))
-        if len(set(lengths)) > 1:
-            raise ValueError(
-                f"the ranks' training loaders have {lengths} batches; DDP needs the same "
-                "number on every rank (use make_distributed_loader(..., even=True))"
-            )
-    return DistributedDataParallel(
-        _ModelWithLoss(model, loss_fn),
-        device_ids=[device.index] if device.type == "cuda" else None,
-    )
+def _history_frame(history: list[dict]) -> pd.DataFrame:
+    """The history rows as a table, ``HISTORY_COLUMNS`` first."""
+    frame = pd.DataFrame(history)
+    return frame[HISTORY_COLUMNS + [c for c in frame.columns if c not in HISTORY_COLUMNS]]
 
 
 def fit(
@@ -343,7 +263,6 @@ def fit(
             shows progress bars and writes ``checkpoint_path``, which every rank must be able
             to read to resume, with the same number of ranks. ``False`` with a group running:
             every process trains on its own (e.g. one configuration of a sweep per rank).
-
         param_groups: Adam's parameter groups when parts of the model need their own
             learning rate (each dict holds ``params`` and may hold ``lr``); ``None``: every
             parameter of ``model`` at ``lr``.
@@ -359,208 +278,71 @@ def fit(
         A :class:`FitResult`; ``model`` holds the best validation epoch's weights (on every
         rank, the plain model).
     """
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
-    if grad_clip is not None and not grad_clip > 0:
-        raise ValueError(f"grad_clip must be positive or None, got {grad_clip!r}")
-    if patience is not None and (not isinstance(patience, int) or patience < 1):
-        raise ValueError(f"patience must be a positive int or None, got {patience!r}")
-    if scheduler not in ("plateau", None):
-        raise ValueError(f"scheduler must be 'plateau' or None, got {scheduler!r}")
-    if isinstance(model, DistributedDataParallel):
-        raise TypeError(
-            "pass the plain model: fit wraps it in DistributedDataParallel itself when a "
-            "process group is running (distributed=None or True)"
-        )
-    distributed, rank, world_size, device = _resolve_distributed(distributed, device)
+    _check_arguments(model, epochs, lr, grad_clip, patience, scheduler)
+    distributed, rank, world_size, device = resolve_distributed(distributed, device)
     if device.type == "cpu":
         keep_freed_memory()
-    amp = device.type == "cuda" if amp is None else bool(amp)
-    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     model.to(device)
-    replicas = _replicate(model, loss_fn, device, train_loader) if distributed else None
+    replicas = replicate(model, loss_fn, device, train_loader) if distributed else None
     runner = maybe_compile(model, compile)
-
     params = model.parameters() if param_groups is None else param_groups
     optimizer = make_optimizer(params, lr, weight_decay)
-    plateau = (
-        torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE
-        )
-        if scheduler == "plateau"
-        else None
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=amp and amp_dtype == torch.float16)
+    plateau = make_scheduler(optimizer, scheduler)
+    precision = MixedPrecision(device, amp)
+    show_progress = progress and rank == 0
+    run_epoch = EpochRunner(
+        model=model, loss_fn=loss_fn, runner=runner, replicas=replicas, optimizer=optimizer,
+        precision=precision, grad_clip=grad_clip, device=device, progress=show_progress,
+    )  # fmt: skip
     loss_generator = torch.Generator().manual_seed(seed)
-    streams = {"shuffle": generator, "loss": loss_generator}
     settings = {
-        "lr": lr,
-        "weight_decay": weight_decay,
-        "grad_clip": grad_clip,
-        "patience": patience,
-        "scheduler": scheduler,
-        "amp": amp,
-        "seed": seed,
-        "world_size": world_size,
+        "lr": lr, "weight_decay": weight_decay, "grad_clip": grad_clip, "patience": patience,
+        "scheduler": scheduler, "amp": precision.enabled, "seed": seed, "world_size": world_size,
         "train_data": data_fingerprint(train_loader),
         "valid_data": data_fingerprint(valid_loader),
-    }
-
+    }  # fmt: skip
+    checkpoint = Checkpoint(
+        checkpoint_path, settings, model=model, optimizer=optimizer, scheduler=plateau,
+        scaler=precision.scaler, generators={"shuffle": generator, "loss": loss_generator},
+        device=device, rank=rank, distributed=distributed,
+    )  # fmt: skip
+    early = EarlyStopping(model, patience)
     history: list[dict] = []
-    best_state = _state_copy(model)
-    best_loss, best_epoch, bad_epochs, stopped_early, start = math.inf, 0, 0, False, 1
-    path = None if checkpoint_path is None else Path(checkpoint_path)
-    resuming = path is not None and resume and path.exists()
-    if distributed:
-        seen = all_gather_object(resuming)
-        if any(seen) and not all(seen):
-            raise RuntimeError(
-                f"only the ranks {[r for r, f in enumerate(seen) if f]} see the checkpoint "
-                f"{path}; put it on a file system every rank shares"
-            )
-    if resuming:
-        state = read_torch_state(path, "a checkpoint written by fit()", map_location=device)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a checkpoint written by cormult_lib's fit()")
-        # Checkpoints from before data-parallel training came from single processes.
-        _check_settings({"world_size": 1, **state["settings"]}, settings, path)
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as err:
-            raise ValueError(
-                f"checkpoint {path} holds weights of a different model; delete it or call "
-                "fit(..., resume=False)"
-            ) from err
-        optimizer.load_state_dict(state["optimizer"])
-        if plateau is not None:
-            plateau.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        # A data-parallel checkpoint holds every rank's streams; a single process's only "rng".
-        restore_rng_states(state.get("rng_per_rank", [state["rng"]])[rank], device, streams)
-        history = list(state["history"])
-        best_state, best_loss = state["best_state"], state["best_loss"]
-        best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]
-        stopped_early = state["stopped_early"]
-        start = state["epoch"] + 1
+    start = 1
+    if checkpoint.found(resume):
+        saved = checkpoint.restore()
+        early.load_state_dict(saved)
+        history, start = list(saved["history"]), saved["epoch"] + 1
 
-    def autocast():
-        return torch.autocast(device.type, dtype=amp_dtype) if amp else nullcontext()
-
-    def run_epoch(loader: Iterable, train: bool, epoch: int, stream: torch.Generator) -> dict:
-        model.train(train)
-        totals: dict[str, float] = {}
-        count = 0
-        bar = tqdm(
-            loader,
-            desc=f"epoch {epoch} {'train' if train else 'valid'}",
-            leave=False,
-            disable=not show_progress,
-        )
-        for batch in bar:
-            batch = move_to_device(batch, device)
-            n = batch_size_of(batch) or 1
-            with torch.set_grad_enabled(train), autocast():
-                if train and replicas is not None:
-                    loss, extras = replicas(batch, stream)  # gradients averaged over ranks
-                else:
-                    loss, extras = loss_fn(runner, batch, stream)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"epoch {epoch}: the {'training' if train else 'validation'} loss is "
-                    f"{value} on a batch; check the inputs for NaN/inf and lower lr"
-                )
-            if train:
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-            for key, item in {"loss": value, **extras}.items():
-                totals[key] = totals.get(key, 0.0) + float(item) * n
-            count += n
-            bar.set_postfix(loss=f"{value:.4f}")
-        if distributed:
-            means, count = all_reduce_means(totals, count, device)  # over every rank's samples
-        else:
-            means = {key: total / count for key, total in totals.items()} if count else {}
-        if count == 0:
-            raise ValueError(f"the {'training' if train else 'validation'} loader is empty")
-        return means
-
-    show_progress = progress and rank == 0
     sampler = getattr(train_loader, "sampler", None)
     epoch_bar = tqdm(
-        range(start, epochs + 1), desc="epochs", disable=not show_progress or stopped_early
+        range(start, epochs + 1), desc="epochs", disable=not show_progress or early.stopped
     )
     for epoch in epoch_bar:
-        if stopped_early:
+        if early.stopped:
             break
         began = time.perf_counter()
         current_lr = optimizer.param_groups[0]["lr"]
         if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+            sampler.set_epoch(epoch)  # a DistributedSampler reshuffles every epoch
         if on_epoch_start is not None:
             on_epoch_start(model, epoch)
         train_means = run_epoch(train_loader, True, epoch, loss_generator)
         valid_stream = torch.Generator().manual_seed(seed + VALID_SEED_OFFSET)
         valid_means = run_epoch(valid_loader, False, epoch, valid_stream)
-        row = {
-            "epoch": epoch,
-            "train_loss": train_means.pop("loss"),
-            "valid_loss": valid_means.pop("loss"),
-            "lr": current_lr,
-        }
-        row.update({f"train_{k}": v for k, v in train_means.items()})
-        row.update({f"valid_{k}": v for k, v in valid_means.items()})
+        row = _history_row(epoch, current_lr, train_means, valid_means)
         if log_extra is not None:
             row.update({k: float(v) for k, v in log_extra(model, epoch).items()})
         row["seconds"] = time.perf_counter() - began
         if distributed:
             # Rank 0's row, bit for bit: every rank then takes the same decisions below.
             row = broadcast_object(row)
-        valid_loss = row["valid_loss"]
-        if valid_loss < best_loss:
-            best_loss, best_epoch, bad_epochs = valid_loss, epoch, 0
-            best_state = _state_copy(model)
-        else:
-            bad_epochs += 1
+        early.update(row["valid_loss"], epoch, model, last_epoch=epochs)
         if plateau is not None:
-            plateau.step(valid_loss)
-        stopped_early = patience is not None and bad_epochs >= patience and epoch < epochs
+            plateau.step(row["valid_loss"])
         history.append(row)
-        epoch_bar.set_postfix(train=f"{row['train_loss']:.4f}", valid=f"{valid_loss:.4f}")
-        if path is not None:
-            rng = rng_states(device, streams)
-            # Every rank's streams (they differ when, e.g., dropout is seeded per rank).
-            per_rank = {"rng_per_rank": all_gather_object(rng)} if distributed else {}
-            if rank == 0:
-                save_atomic(
-                    {
-                        "format": CHECKPOINT_FORMAT,
-                        "epoch": epoch,
-                        "settings": settings,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": None if plateau is None else plateau.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "rng": rng,
-                        "history": history,
-                        "best_state": best_state,
-                        "best_loss": best_loss,
-                        "best_epoch": best_epoch,
-                        "bad_epochs": bad_epochs,
-                        "stopped_early": stopped_early,
-                        **per_rank,
-                    },
-                    path,
-                )
-    model.load_state_dict(best_state)
-    columns = ["epoch", "train_loss", "valid_loss", "lr", "seconds"]
-    frame = pd.DataFrame(history)
-    frame = frame[columns + [c for c in frame.columns if c not in columns]]
-    return FitResult(model=model, history=frame, best_epoch=best_epoch, stopped_early=stopped_early)
+        epoch_bar.set_postfix(train=f"{row['train_loss']:.4f}", valid=f"{row['valid_loss']:.4f}")
+        checkpoint.save(epoch, history, early.state_dict())
+
+    model.load_state_dict(early.best_state)
+    return FitResult(model, _history_frame(history), early.best_epoch, early.stopped)
