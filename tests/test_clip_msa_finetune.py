@@ -11,15 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from cormult_lib.config import DataConfig, TrainConfig
+from cormult_lib.config import ENCODERS, MINILM, DataConfig, EncoderConfig, TrainConfig
 from cormult_lib.data.raw_clips import RawClipSplit, raw_clip_loader
 from cormult_lib.data.synthetic import SyntheticCorpus
 from cormult_lib.data.synthetic_raw import export_raw_corpus
-from cormult_lib.features.clip_msa import (
-    ENCODERS,
-    MINILM,
-    ClipMSAEncoders,
-    EncoderConfig,
+from cormult_lib.features.clip_encoders import ClipMSAEncoders
+from cormult_lib.features.clip_msa_cache import (
     extract_clip_msa_features,
     load_clip_msa_cache,
     prepare_raw_clips,

@@ -104,10 +104,11 @@ def test_clip_msa_trains_on_cuda() -> None:
 def test_clip_msa_fine_tunes_encoders_on_cuda(tmp_path) -> None:
     """End to end on the GPU with AMP: prepared clips are moved there batch by batch and only
     the fine-tuned encoder moves."""
-    from cormult_lib.config import DataConfig
+    from cormult_lib.config import DataConfig, EncoderConfig
     from cormult_lib.data.synthetic import SyntheticCorpus
     from cormult_lib.data.synthetic_raw import export_raw_corpus
-    from cormult_lib.features.clip_msa import ClipMSAEncoders, EncoderConfig, prepare_raw_clips
+    from cormult_lib.features.clip_encoders import ClipMSAEncoders
+    from cormult_lib.features.clip_msa_cache import prepare_raw_clips
     from cormult_lib.models.clip_msa import ClipMSAEndToEnd
 
     corpus = SyntheticCorpus(DataConfig(n_samples=30), seed=0)

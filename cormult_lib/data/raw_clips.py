@@ -4,7 +4,7 @@ Frozen encoders give the same output every epoch, so chapter 08 caches their out
 trains on small vectors (:class:`~cormult_lib.data.dataset.MultimodalSplit`). A fine-tuned
 encoder changes every step, so it must see its *inputs* every step: token ids, waveforms,
 face crops, frames. A :class:`RawClipSplit` holds those, already preprocessed (one dict of CPU
-tensors per clip, made by :meth:`~cormult_lib.features.clip_msa.ClipMSAEncoders.prepare`),
+tensors per clip, made by :meth:`~cormult_lib.features.clip_encoders.ClipMSAEncoders.prepare`),
 so an epoch decodes nothing.
 
 Batches are ``{"labels": (batch,), "inputs": [clip dict, ...]}``: clips differ in their

@@ -22,7 +22,7 @@ import io
 import math
 import subprocess
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -532,3 +532,25 @@ def _decode_with_ffmpeg(path: Path, sample_rate: int) -> tuple[np.ndarray, int]:
     if data.shape[0] == 0:
         raise AudioLoadError(f"{path} has no audio track (ffmpeg decoded zero samples)")
     return data.T, rate
+
+
+def resample(waveform: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """``waveform`` ``(samples,)`` from ``source_rate`` to ``target_rate`` Hz
+    (``torchaudio.functional.resample``)."""
+    if source_rate == target_rate:
+        return waveform
+    tensor = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
+    return torchaudio.functional.resample(tensor, source_rate, target_rate).numpy()
+
+
+def check_waveforms(waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``waveforms`` as float32 arrays; refuses one that is not 1-D, empty or non-finite."""
+    out = []
+    for i, wave in enumerate(waveforms):
+        wave = np.asarray(wave, dtype=np.float32)
+        if wave.ndim != 1 or wave.size == 0:
+            raise ValueError(f"waveforms[{i}] must be a non-empty 1-D array, got {wave.shape}")
+        if not np.isfinite(wave).all():
+            raise ValueError(f"waveforms[{i}] holds non-finite samples")
+        out.append(wave)
+    return out

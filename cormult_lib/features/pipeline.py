@@ -11,12 +11,11 @@ extension). Per clip the pipeline extracts the three streams of CorMulT section 
 * ``vision`` ResNet features F_V, ``(f, i)``, of ``num_frames`` uniformly sampled (face-cropped)
   frames.
 
-The cache is ``<cache>/clips/<video_id>/<clip_id>.npz``, one file per clip, written atomically
-(a temporary file renamed into place), so a killed run leaves no half-written entry and a rerun
-skips every clip already there. ``<cache>/manifest.json`` records the settings: a rerun with
-different settings is refused instead of mixing features. Clips that fail are skipped, listed
-with the reason in ``<cache>/report.csv`` and counted in the final report, never dropped
-silently. :func:`load_feature_cache` turns the cache into the usual ``MultimodalSplit`` dict
+The cache is a :class:`~cormult_lib.features.cache.FeatureCache`: one ``.npz`` per clip
+under ``<cache>/clips/``, written atomically and resumed on a rerun, settings in
+``manifest.json`` (a rerun with other settings is refused instead of mixing features), failures
+listed with their reason in ``report.csv``. The vocabulary V is saved beside them.
+:func:`load_feature_cache` turns the cache into the usual ``MultimodalSplit`` dict
 (``dataset="raw"`` in the notebooks).
 
 Command line (also the console script ``cormult-extract``)::
@@ -33,9 +32,7 @@ import multiprocessing
 import os
 import time
 import warnings
-import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,73 +40,32 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from cormult_lib import files
 from cormult_lib.config import FeatureConfig
-from cormult_lib.data.cmu import DataFormatError, read_label_csv
+from cormult_lib.data.cmu import read_label_csv
 from cormult_lib.data.dataset import MultimodalSplit, pad_sequences
+from cormult_lib.features.cache import (
+    ExtractionReport,
+    FeatureCache,
+    PendingClip,
+    read_json,
+    write_entry,
+)
 from cormult_lib.modalities import parse_modalities
 from cormult_lib.processes import die_with_parent
 
-CLIP_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".wav", ".flac", ".mp3")
-MANIFEST = "manifest.json"
+CACHE_FORMAT = "cormult_lib.feature_cache"
+CACHE_VERSION = 1
 VOCABULARY = "vocabulary.json"
 #: What the vocabulary was built from: the training transcripts' hash and count, the tokenizer.
 VOCABULARY_SOURCE = "vocabulary_source.json"
-LABELS = "labels.csv"
-REPORT = "report.csv"
 
 
-@dataclass
-class ExtractionReport:
-    """What a run did: per clip its status (``done``, ``cached``, ``failed``) and why."""
-
-    rows: list[dict] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=["id", "status", "reason", "seconds"])
-
-    def counts(self) -> dict[str, int]:
-        counts = self.table["status"].value_counts()
-        return {s: int(counts.get(s, 0)) for s in ("done", "cached", "failed")}
-
-    def summary(self) -> str:
-        c = self.counts()
-        rate = c["done"] / self.seconds if self.seconds > 0 else float("nan")
-        lines = [
-            f"{c['done']} clips extracted, {c['cached']} already cached, {c['failed']} failed "
-            f"in {self.seconds:.1f} s ({rate:.2f} clips/s)"
-        ]
-        failed = self.table[self.table["status"] == "failed"]
-        lines += [f"  failed {row.id}: {row.reason}" for row in failed.itertuples()]
-        return "\n".join(lines)
-
-
-def find_clip(clips_dir: Path, video_id: str, clip_id: str) -> Path | None:
-    """The file of one clip in ``clips_dir`` (CMU's ``Raw`` layout or flat names), or None."""
-    stems = [
-        Path("Raw") / video_id / clip_id,
-        Path(video_id) / clip_id,
-        Path(f"{video_id}_{clip_id}"),
-        Path(f"{video_id}$_${clip_id}"),
-    ]
-    for stem in stems:
-        for ext in CLIP_EXTENSIONS:
-            candidate = clips_dir / stem.with_name(stem.name + ext)
-            if candidate.is_file():
-                return candidate
-    return None
-
-
-def cache_path(cache_dir: Path, video_id: str, clip_id: str) -> Path:
-    return cache_dir / "clips" / video_id / f"{clip_id}.npz"
-
-
-def write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """``np.savez`` of ``arrays`` to ``path``, never half-written
-    (:func:`cormult_lib.files.write_atomically`)."""
-    files.write_atomically(path, lambda stream: np.savez(stream, **arrays))
+def feature_cache(cache_dir: str | Path) -> FeatureCache:
+    """The CorMulT feature cache in ``cache_dir``."""
+    return FeatureCache(
+        cache_dir, CACHE_FORMAT, CACHE_VERSION, "",
+        "`cormult-extract CLIPS_DIR LABEL_CSV CACHE_DIR`",
+    )
 
 
 class ClipFeatureExtractor:
@@ -191,36 +147,20 @@ def _init_pool_worker(
     _init_worker(config, vocabulary_path, threads)
 
 
-def _extract_one(job: dict) -> dict:
+def _extract_one(job: PendingClip) -> dict:
     """Extract one clip in a worker and write its cache entry; never raises for a bad clip."""
     started = time.perf_counter()
     try:
-        arrays = _WORKER(Path(job["clip"]), job["text"])
-        write_atomically(Path(job["target"]), arrays)
+        write_entry(job.target, _WORKER(job.clip, job.text))
         status, reason = "done", ""
     except Exception as error:  # a bad clip is reported, not fatal
         status, reason = "failed", f"{type(error).__name__}: {error}"
     return {
-        "id": job["id"],
+        "id": job.id,
         "status": status,
         "reason": reason,
         "seconds": round(time.perf_counter() - started, 3),
     }
-
-
-def read_json(path: Path, what: str) -> object:
-    """``json.loads`` of ``path``; a damaged file raises :class:`DataFormatError` naming it."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataFormatError(
-            f"{path} is not valid JSON ({error}): {what} is damaged (an interrupted write?); "
-            "delete the cache folder and extract again"
-        ) from error
-
-
-def _holds_entries(cache_dir: Path) -> bool:
-    return any((cache_dir / "clips").rglob("*.npz")) if (cache_dir / "clips").is_dir() else False
 
 
 def _vocabulary_source(labels: pd.DataFrame, config: FeatureConfig) -> dict:
@@ -251,23 +191,9 @@ def prepare_cache(
     """
     from cormult_lib.features.text import Vocabulary, load_bert_tokenizer, tokenize_with
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    manifest = cache_dir / MANIFEST
-    holds_entries = _holds_entries(cache_dir)
-    if manifest.exists():
-        previous = read_json(manifest, "the cache manifest")
-        if previous != config.to_json():
-            changed = sorted(k for k in previous if previous.get(k) != config.to_json().get(k))
-            if holds_entries:
-                raise ValueError(
-                    f"{cache_dir} holds features extracted with other settings (changed: "
-                    f"{changed}); use a new cache folder or delete this one"
-                )
-            print(f"{cache_dir}: no clip was extracted under its manifest (changed: {changed}); "
-                  "replacing it")
-            manifest.write_text(json.dumps(config.to_json(), indent=2))
-    else:
-        manifest.write_text(json.dumps(config.to_json(), indent=2))
+    cache = feature_cache(cache_dir)
+    cache.settle_manifest(config.to_json())
+    holds_entries = cache.holds_entries()
     vocabulary_path = cache_dir / VOCABULARY
     source_path = cache_dir / VOCABULARY_SOURCE
     if vocabulary_labels is None:
@@ -292,14 +218,7 @@ def prepare_cache(
         vocabulary = Vocabulary.build(train_text, tokenize, min_freq=config.min_token_freq)
         vocabulary.save(vocabulary_path)
         source_path.write_text(json.dumps(source, indent=2))
-    labels.to_csv(cache_dir / LABELS, index=False)
     return vocabulary_path
-
-
-def readable_entry(path: Path) -> bool:
-    """Whether a cache entry exists and is a complete ``.npz`` (its zip directory is intact;
-    a truncated or foreign file is not)."""
-    return path.is_file() and zipfile.is_zipfile(path)
 
 
 def extract_features(
@@ -330,20 +249,8 @@ def extract_features(
     build_frame_encoder(config)  # fails fast on missing weights, warns about random ones
     vocabulary_path = prepare_cache(cache_dir, labels, config, vocabulary_labels=table)
 
-    report, jobs = ExtractionReport(), []
-    for row in labels.itertuples():
-        target = cache_path(cache_dir, row.video_id, row.clip_id)
-        clip = find_clip(clips_dir, row.video_id, row.clip_id)
-        if readable_entry(target):
-            report.rows.append({"id": row.id, "status": "cached", "reason": "", "seconds": 0.0})
-        elif clip is None:
-            reason = f"no clip file for {row.video_id}/{row.clip_id} under {clips_dir}"
-            report.rows.append({"id": row.id, "status": "failed", "reason": reason, "seconds": 0.0})
-        else:
-            if target.exists():
-                print(f"{target}: an unreadable cache entry (truncated or damaged); extracting "
-                      "the clip again")
-            jobs.append({"id": row.id, "clip": str(clip), "text": row.text, "target": str(target)})
+    report = ExtractionReport()
+    jobs = feature_cache(cache_dir).pending(labels, clips_dir, report)
 
     started = time.perf_counter()
     progress = tqdm(total=len(jobs), desc="extracting clips", unit="clip")
@@ -366,17 +273,8 @@ def extract_features(
                 progress.update()
     progress.close()
     report.seconds = time.perf_counter() - started
-    _merge_report(cache_dir / REPORT, report.table)
-    print(report.summary())
+    feature_cache(cache_dir).record(report)
     return report
-
-
-def _merge_report(path: Path, table: pd.DataFrame) -> None:
-    """Keep one row per clip: this run's status replaces an earlier run's."""
-    if path.exists():
-        earlier = pd.read_csv(path, dtype={"reason": str}, keep_default_na=False)
-        table = pd.concat([earlier[~earlier["id"].isin(table["id"])], table])
-    table.to_csv(path, index=False)
 
 
 def load_feature_cache(
@@ -389,48 +287,20 @@ def load_feature_cache(
     of the label table without a cache entry are left out and counted in ``info["missing"]``; a
     split without any cached clip is left out of the dict (both are printed).
     """
-    cache_dir = Path(cache_dir)
-    if not (cache_dir / MANIFEST).is_file():
-        raise FileNotFoundError(
-            f"{cache_dir} is not a feature cache (no {MANIFEST}): create it with "
-            "`python -m cormult_lib.features.pipeline CLIPS_DIR LABEL_CSV CACHE_DIR`"
-        )
-    config = FeatureConfig(**read_json(cache_dir / MANIFEST, "the cache manifest"))
+    cache = feature_cache(cache_dir)
+    config = FeatureConfig(**cache.read_manifest()["settings"])
     wanted = parse_modalities(modalities)
-    labels = read_label_csv(cache_dir / LABELS)
+    streams = {"T": ("text", config.text_seq_len), "A": ("audio", None), "V": ("vision", None)}
     splits = {}
-    for name in ("train", "valid", "test"):
-        rows = labels[labels["mode"] == name]
-        entries, kept, missing, unreadable = [], [], 0, []
-        for row in rows.itertuples():
-            path = cache_path(cache_dir, row.video_id, row.clip_id)
-            if not path.exists():
-                missing += 1
-                continue
-            try:
-                with np.load(path) as data:
-                    entries.append({k: data[k] for k in data.files})
-            except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-                unreadable.append(f"{path} ({type(error).__name__})")
-                missing += 1
-                continue
-            kept.append(row.Index)
-        if missing:
-            detail = f"; unreadable: {', '.join(unreadable[:5])}" if unreadable else ""
-            print(f"{cache_dir} [{name}]: {missing} clip(s) of the label table have no features"
-                  f"{detail} (cormult-extract again repairs them)")
-        if not entries:
-            print(f"{cache_dir} [{name}]: no cached clip, the split is left out")
-            continue
+    for name, cached in cache.read_splits().items():
+        entries, meta = cached.entries, cached.meta
         features, masks = {}, {}
-        streams = {"T": ("text", config.text_seq_len), "A": ("audio", None), "V": ("vision", None)}
         for m in wanted:
             key, length = streams[m]
             sequences = [e[key] for e in entries]
             if m == "A" and audio_pool > 1:
                 sequences = [_pool_frames(s, audio_pool) for s in sequences]
             features[m], masks[m] = pad_sequences(sequences, length)
-        meta = labels.loc[kept].reset_index(drop=True)
         meta["faces_detected"] = [float(e["face_detected"].mean()) for e in entries]
         splits[name] = MultimodalSplit(
             features=features,
@@ -439,10 +309,8 @@ def load_feature_cache(
             ids=meta["id"].tolist(),
             meta=meta,
             name=f"raw[{name}]",
-            info={"missing": missing, "extraction": config.to_json()},
+            info={"missing": cached.missing, "extraction": config.to_json()},
         )
-    if not splits:
-        raise ValueError(f"{cache_dir} holds no cached clip of its label table")
     return splits
 
 

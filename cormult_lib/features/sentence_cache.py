@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cormult_lib.features.pipeline import write_atomically
+from cormult_lib.features.cache import write_entry
 from cormult_lib.features.text import MiniLMEncoder
 
 #: Files of a saved transformers model that define its outputs.
@@ -77,6 +77,6 @@ def cached_sentence_embeddings(
     start = time.perf_counter()
     vectors = encoder.sentence_embeddings(texts).numpy().astype(np.float32)
     seconds = time.perf_counter() - start
-    write_atomically(target, {"embeddings": vectors})
+    write_entry(target, {"embeddings": vectors})
     print(f"{name}: encoded {len(texts):,} texts in {seconds:.0f} s, saved to {target}")
     return vectors

@@ -107,7 +107,7 @@ def load_bert_tokenizer(
         elif is_path:
             raise _unavailable(source, "no such file or directory")
         else:
-            offline = not _hub_may_download(source)
+            offline = not hub_may_download(source)
             tokenizer = BertTokenizer.from_pretrained(source, local_files_only=offline)
     except (OSError, ValueError) as err:
         raise _unavailable(source, f"loading failed ({err})", hub_name) from err
@@ -173,7 +173,7 @@ def looks_like_path(source: str) -> bool:
     )
 
 
-def _hub_may_download(name: str, filename: str = "vocab.txt") -> bool:
+def hub_may_download(name: str, filename: str = "vocab.txt") -> bool:
     """Whether ``from_pretrained(name)`` may go to the network: not under ``HF_HUB_OFFLINE``,
     not when ``filename`` of ``name`` is already cached, and only when the hub host answers
     within ``HUB_PROBE_TIMEOUT_S``. Shared by the CLIP-MSA encoders (``"config.json"``)."""

@@ -37,7 +37,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from cormult_lib.features.clip_msa import ENCODERS, ClipMSAEncoders
+from cormult_lib.config import ENCODERS
+from cormult_lib.features.clip_encoders import ClipMSAEncoders
 from cormult_lib.modalities import MODALITIES
 from cormult_lib.models.co_attention import HierarchicalFusion
 from cormult_lib.nn.attention import TransformerEncoder
