@@ -11,6 +11,7 @@ machine. Override single fields with :func:`get_config`, for example
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -314,3 +315,94 @@ class EncoderConfig:
         if unknown:
             raise ValueError(f"unknown EncoderConfig fields {unknown}")
         return cls(**data)
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+SHARED_SPACE_GRIDS: dict[str, dict[str, tuple[int, ...]]] = {
+    "quick": {"shared_time": (2, 8, 32), "shared_dim": (8, 32, 128)},
+    "standard": {"shared_time": (2, 8, 32), "shared_dim": (8, 32, 128)},
+    "paper": {
+        "shared_time": (2, 4, 8, 16, 32, 64, 128),
+        "shared_dim": tuple(range(50, 1001, 50)),
+    },
+}
+"""Axes of the shared-space sweep (CorMulT section 4.4): ``t`` = ``shared_time``, ``o`` =
+``shared_dim``. ``"paper"``: ``t`` in 2, 4, ..., 128 and ``o`` in 50, 100, ..., 1000 (140
+settings), each with the five seeds of ``SWEEP_SEEDS["paper"]``; the paper pre-trained the evaluator
+on the first 10% of CMU-MOSEI for this sweep. ``"quick"``: 9 settings for a tutorial run;
+``"standard"``: the same 9 with five seeds."""
+
+#: The five measures of :mod:`cormult_lib.correlation.distances` (a test keeps the two equal).
+DISTANCE_NAMES = ("cosine", "euclidean", "manhattan", "chebyshev", "mahalanobis")
+DISTANCE_GRIDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "quick": {"distance": DISTANCE_NAMES},
+    "standard": {"distance": DISTANCE_NAMES},
+    "paper": {"distance": DISTANCE_NAMES},
+}
+"""Axis of the distance-measure sweep (CorMulT section 4.3, Table 3): the five measures of
+:mod:`cormult_lib.correlation.distances`, the same in both profiles. As for the shared-space
+sweep, the paper trained on the first 10% of CMU-MOSEI, over the five seeds of
+``SWEEP_SEEDS["paper"]``."""
+
+SWEEP_SEEDS: dict[str, tuple[int, ...]] = {
+    "quick": (0, 1),
+    "standard": (0, 1, 2, 3, 4),
+    "paper": (0, 1, 2, 3, 4),
+}
+"""Seeds per setting: five in the paper and the standard run, two for a quick run."""
+
+#: Budgets of chapter 05's distance sweep, smaller than the profiles' own (ten or twenty-five
+#: runs); ``paper`` uses its profile's own config.
+DISTANCE_BUDGETS = {
+    "quick": {"pretrain_epochs": 3, "pretrain_batch_size": 16, "epochs": 2},
+    "standard": {"pretrain_epochs": 12, "pretrain_batch_size": 16, "epochs": 5},
+}
+
+
+# ----------------------------------------------------------------------------- chapters
+
+CHAPTER_BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
+    "01_spectrograms": {  # the timing batch: clips x seconds of noise
+        "quick": {"timing_clips": 16, "timing_seconds": 4},
+        "standard": {"timing_clips": 32, "timing_seconds": 10},
+        "paper": {"timing_clips": 32, "timing_seconds": 10},
+    },
+    "04_mce_pretraining": {  # Table 5's ablation: quick's stays on the loss plateau
+        "quick": {"ablation_clips": 96, "ablation_epochs": 3, "ablation_seeds": 2},
+        "standard": {"ablation_clips": 300, "ablation_epochs": 10, "ablation_seeds": 3},
+        "paper": {"ablation_clips": 300, "ablation_epochs": 10, "ablation_seeds": 3},
+    },
+    "08_clip_msa": {  # synthetic clips rendered, and d of every representation (paper 128)
+        "quick": {"n_clips": 480, "dim": 32},
+        "standard": {"n_clips": 1200, "dim": 32},
+        "paper": {"n_clips": 1200, "dim": 128},
+    },
+    "09_real_text": {  # rows per split (empty: all) and fine-tuning epochs
+        "quick": {"limits": {"train": 600, "valid": 200, "test": 600}, "finetune_epochs": 1},
+        "standard": {"limits": {}, "finetune_epochs": 1},
+        "paper": {"limits": {}, "finetune_epochs": 3},
+    },
+}
+"""What a chapter runs beyond its :class:`ExperimentConfig`, per profile: the values its
+``None`` parameters take (:func:`chapter_budget`)."""
+
+
+def chapter_budget(chapter: str, profile: str, **given: Any) -> dict[str, Any]:
+    """``CHAPTER_BUDGETS[chapter][profile]`` with every value of ``given`` that is not None
+    in its place: a notebook's parameter overrides its profile's budget.
+
+    >>> chapter_budget("08_clip_msa", "quick", n_clips=None, dim=64)
+    {'n_clips': 480, 'dim': 64}
+    """
+    if chapter not in CHAPTER_BUDGETS:
+        raise ValueError(f"no budgets for chapter {chapter!r}; known: {sorted(CHAPTER_BUDGETS)}")
+    if profile not in CHAPTER_BUDGETS[chapter]:
+        raise ValueError(f"profile must be one of {sorted(CHAPTER_BUDGETS[chapter])}, got "
+                         f"{profile!r}")
+    budget = copy.deepcopy(CHAPTER_BUDGETS[chapter][profile])
+    unknown = sorted(set(given) - set(budget))
+    if unknown:
+        raise ValueError(f"{chapter} has no budget {unknown}; known: {sorted(budget)}")
+    budget.update({k: v for k, v in given.items() if v is not None})
+    return budget

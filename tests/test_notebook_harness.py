@@ -11,13 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from cormult_lib.tutorial.notebook import (
-    NotebookRun,
-    check_choice,
-    check_float,
-    check_int,
-    start_notebook,
-)
+from cormult_lib.parameters import check_choice, check_float, check_int
+from cormult_lib.tutorial.notebook import NotebookRun, start_notebook
 from cormult_lib.tutorial.runner import check_notebook, main, parse_value
 
 

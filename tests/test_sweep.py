@@ -20,19 +20,17 @@ import optuna
 import pandas as pd
 import pytest
 
+from cormult_lib.config import DISTANCE_GRIDS, SHARED_SPACE_GRIDS, SWEEP_SEEDS
 from cormult_lib.training.sweep import (
-    DISTANCE_GRIDS,
-    SEEDS,
-    SHARED_SPACE_GRIDS,
     grid_points,
     load_sweep,
-    open_storage,
     run_sweep,
     study_name,
     summarize_sweep,
     sweep_seeds,
     sweep_status,
 )
+from cormult_lib.training.sweep_storage import open_storage
 
 AXES = {"shared_time": (2, 8, 32), "distance": ("cosine", "euclidean")}
 SEED_LIST = (0, 1)
@@ -83,7 +81,7 @@ def test_grid_points_order_and_validation() -> None:
     assert len(grid_points(SHARED_SPACE_GRIDS["paper"])) == 7 * 20
     assert SHARED_SPACE_GRIDS["paper"]["shared_dim"][-1] == 1000
     assert DISTANCE_GRIDS["paper"] == DISTANCE_GRIDS["quick"]
-    assert SEEDS["paper"] == (0, 1, 2, 3, 4)
+    assert SWEEP_SEEDS["paper"] == (0, 1, 2, 3, 4)
     with pytest.raises(TypeError, match="axis 'o'.*list"):
         grid_points({"t": (2,), "o": ([1, 2],)})
     with pytest.raises(TypeError, match="axis 'o'.*int64"):
@@ -255,7 +253,7 @@ def test_summarize_sweep_by_hand() -> None:
 
 
 def test_sweep_seeds_default_and_checked() -> None:
-    assert sweep_seeds(None, "quick") == list(SEEDS["quick"])
+    assert sweep_seeds(None, "quick") == list(SWEEP_SEEDS["quick"])
     assert sweep_seeds(None, "paper") == [0, 1, 2, 3, 4]
     assert sweep_seeds([3, 7], "quick") == [3, 7]
     for bad in ([], [1, 1], [-1], [1.5], "01"):

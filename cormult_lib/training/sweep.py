@@ -29,7 +29,7 @@ sweep live.
 Example::
 
     from cormult_lib.training.sweep import (
-        SEEDS, SHARED_SPACE_GRIDS, grid_points, load_sweep, run_sweep, summarize_sweep,
+        grid_points, load_sweep, run_sweep, summarize_sweep,
     )
 
     def run_point(settings: dict, seed: int) -> dict[str, float]:
@@ -37,7 +37,7 @@ Example::
         return {"roc_auc": auc}
 
     points = grid_points(SHARED_SPACE_GRIDS["quick"])
-    run_sweep(points, SEEDS["quick"], run_point, "runs/sweeps.db", study="shared-space")
+    run_sweep(points, SWEEP_SEEDS["quick"], run_point, "runs/sweeps.db", study="shared-space")
     # ... the same call in a second process or on a second machine adds a worker; then:
     table = load_sweep("runs/sweeps.db", "shared-space")
     summary = summarize_sweep(table, by=["shared_time", "shared_dim"], metrics=["roc_auc"])
@@ -52,33 +52,28 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
-import sqlalchemy.exc
 import torch
-from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from sklearn.model_selection import ParameterGrid
 from tqdm.auto import tqdm
 
-from cormult_lib.correlation.distances import DISTANCES
+from cormult_lib.config import SWEEP_SEEDS
+from cormult_lib.training.sweep_storage import HEARTBEAT_S, open_storage, stable_api
 
 __all__ = [
-    "DISTANCE_GRIDS",
     "SAMPLERS",
-    "SEEDS",
-    "SHARED_SPACE_GRIDS",
     "SweepStatus",
     "count_finished",
     "grid_points",
     "load_sweep",
-    "open_storage",
     "run_sweep",
     "study_name",
     "summarize_sweep",
@@ -86,65 +81,19 @@ __all__ = [
     "sweep_status",
 ]
 
-SHARED_SPACE_GRIDS: dict[str, dict[str, tuple[int, ...]]] = {
-    "quick": {"shared_time": (2, 8, 32), "shared_dim": (8, 32, 128)},
-    "standard": {"shared_time": (2, 8, 32), "shared_dim": (8, 32, 128)},
-    "paper": {
-        "shared_time": (2, 4, 8, 16, 32, 64, 128),
-        "shared_dim": tuple(range(50, 1001, 50)),
-    },
-}
-"""Axes of the shared-space sweep (CorMulT section 4.4): ``t`` = ``shared_time``, ``o`` =
-``shared_dim``. ``"paper"``: ``t`` in 2, 4, ..., 128 and ``o`` in 50, 100, ..., 1000 (140
-settings), each with the five seeds of ``SEEDS["paper"]``; the paper pre-trained the evaluator
-on the first 10% of CMU-MOSEI for this sweep. ``"quick"``: 9 settings for a tutorial run;
-``"standard"``: the same 9 with five seeds."""
-
-DISTANCE_GRIDS: dict[str, dict[str, tuple[str, ...]]] = {
-    "quick": {"distance": tuple(DISTANCES)},
-    "standard": {"distance": tuple(DISTANCES)},
-    "paper": {"distance": tuple(DISTANCES)},
-}
-"""Axis of the distance-measure sweep (CorMulT section 4.3, Table 3): the five measures of
-:mod:`cormult_lib.correlation.distances`, the same in both profiles. As for the shared-space
-sweep, the paper trained on the first 10% of CMU-MOSEI, over the five seeds of
-``SEEDS["paper"]``."""
-
-SEEDS: dict[str, tuple[int, ...]] = {
-    "quick": (0, 1),
-    "standard": (0, 1, 2, 3, 4),
-    "paper": (0, 1, 2, 3, 4),
-}
-"""Seeds per setting: five in the paper and the standard run, two for a quick run."""
-
 #: Columns of a sweep table besides the settings and the metrics.
 RESERVED_COLUMNS = ("seed", "wall_s", "key", "trial")
 _SCALAR_TYPES = (str, int, float, bool, type(None))
 #: ``"grid"``: every (point, seed) once (``GridSampler``); ``"tpe"``: ``n_trials`` trials
 #: chosen by Optuna's TPE sampler over the same axes and seeds, minimising ``objective``.
 SAMPLERS = ("grid", "tpe")
-#: Seconds between heartbeats of a running trial; a trial silent for ``GRACE_S`` is stale.
-HEARTBEAT_S = 10
-GRACE_S = 30
 #: How often a worker with nothing to claim looks again for a stale or retried trial.
 POLL_S = 1.0
-MAX_RETRY = 3
 #: A TPE worker stops after this many trials per wanted trial (duplicates are pruned).
 TPE_ATTEMPTS = 20
-#: Attempts to open a new database whose tables another worker is creating at that moment.
-SCHEMA_ATTEMPTS = 5
 # Optuna logs every trial at INFO and a failed one with its traceback at WARNING; the progress
 # bar says the first, and the exception, which run_sweep lets through, the second.
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-
-
-@contextmanager
-def _stable_api() -> Iterator[None]:
-    """Silence Optuna's ExperimentalWarning for the heartbeat and the retry of stale trials
-    (marked experimental since Optuna 2.8); tests/test_sweep.py pins their behaviour."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
 
 
 def _check_scalar(value: object, where: str) -> None:
@@ -247,12 +196,15 @@ def study_name(stem: str, fixed: Mapping[str, object]) -> str:
 
 
 def sweep_seeds(seeds: Sequence[int] | None, grid: str) -> list[int]:
-    """The seeds of a sweep: ``SEEDS[grid]`` for ``None``, else ``seeds`` checked (a non-empty
-    list of distinct non-negative ints), e.g. a notebook's ``seeds`` parameter."""
+    """The seeds of a sweep: ``SWEEP_SEEDS[grid]`` (:mod:`cormult_lib.config`) for ``None``, else
+    ``seeds`` checked (a non-empty list of distinct non-negative ints), e.g. a notebook's ``seeds``
+    parameter."""
     if seeds is None:
-        if grid not in SEEDS:
-            raise ValueError(f"grid={grid!r} has no default seeds; known grids: {tuple(SEEDS)}")
-        return list(SEEDS[grid])
+        if grid not in SWEEP_SEEDS:
+            raise ValueError(
+                f"grid={grid!r} has no default seeds; known grids: {tuple(SWEEP_SEEDS)}"
+            )
+        return list(SWEEP_SEEDS[grid])
     if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence) or not seeds:
         raise ValueError(f"seeds must be None or a non-empty list of ints, got {seeds!r}")
     if any(type(s) is not int or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
@@ -295,87 +247,12 @@ def _check_seeds(seeds: Sequence[int]) -> list[int]:
     return list(seeds)
 
 
-def _check_seeds(seeds: Sequence[int]) -> list[int]:
-    if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence):
-        raise TypeError(f"seeds must be a sequence of ints, got {seeds!r}")
-    for seed in seeds:
-        if type(seed) is not int:
-            raise TypeError(f"seeds must be ints, got {seed!r} of type {type(seed).__name__}")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct, got {tuple(seeds)}")
-    return list(seeds)
-
-
 def _column(values: list) -> pd.Series:
     """A settings column: a typed dtype when every value has the same type, else object
     (so ``None`` stays ``None`` and ``1`` stays an int next to ``None`` or ``"1"``)."""
     if len({type(value) for value in values}) == 1 and values[0] is not None:
         return pd.Series(values)
     return pd.Series(values, dtype=object)
-
-
-def open_storage(storage: str | os.PathLike | BaseStorage, heartbeat_s: int = HEARTBEAT_S):
-    """An Optuna storage for ``storage``: a path -> an SQLite file (parent folders created),
-    a URL with ``://`` -> that database, an Optuna storage -> itself. SQL storages send a
-    heartbeat every ``heartbeat_s`` seconds from running trials and queue a trial again when its
-    heartbeat stops for ``3 * heartbeat_s`` seconds (up to ``MAX_RETRY`` times)."""
-    if isinstance(storage, BaseStorage):
-        return storage
-    if not isinstance(storage, str | os.PathLike) or not str(storage):
-        raise TypeError(
-            f"storage must be a path, a database URL or an Optuna storage, got {storage!r}"
-        )
-    text = str(storage)
-    lock = None
-    if "://" in text:
-        url, engine_kwargs = text, {}
-    else:
-        path = Path(text).expanduser().resolve()
-        if path.is_dir():
-            raise ValueError(f"storage {path} is a folder; give the path of an SQLite file")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Several processes write one file: wait for a lock instead of failing at once.
-        url, engine_kwargs = f"sqlite:///{path}", {"connect_args": {"timeout": 60}}
-        lock = path.with_name(f".{path.name}.lock")
-    callback = RetryHeartbeatStaleTrialCallback
-    error: Exception | None = None
-    for attempt in range(SCHEMA_ATTEMPTS):
-        try:
-            # Creating the tables of a new database is not safe for two processes at once
-            # ("table studies already exists"): one file lock for SQLite, retries for servers.
-            with _stable_api(), _file_lock(lock):
-                return RDBStorage(
-                    url,
-                    engine_kwargs=engine_kwargs,
-                    heartbeat_interval=heartbeat_s,
-                    grace_period=3 * heartbeat_s,
-                    heartbeat_stale_trial_callback=callback(max_retry=MAX_RETRY),
-                )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as race:
-            error = race  # another worker created the tables meanwhile, or held the file
-            time.sleep(0.2 * (attempt + 1))
-        except Exception as failure:  # a wrong URL, a missing driver, a file that is no database
-            raise ValueError(f"cannot open the sweep storage {text!r}: {failure}") from failure
-    raise ValueError(f"cannot open the sweep storage {text!r}: {error}") from error
-
-
-@contextmanager
-def _file_lock(path: Path | None) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created) while the block runs; no-op for None
-    or where ``fcntl`` does not exist (Windows)."""
-    try:
-        import fcntl
-    except ImportError:
-        fcntl = None
-    if path is None or fcntl is None:
-        yield
-        return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)
@@ -590,7 +467,7 @@ def run_sweep(
     ran = 0
     with tqdm(total=total, desc=f"sweep {study}", disable=not progress) as bar:
         while True:
-            with _stable_api():
+            with stable_api():
                 optuna.storages.fail_stale_trials(opened)  # killed workers' trials: requeued
             untried = _requeue_lost(opened, pairs) if sampler == "grid" else [None]
             status = _status(opened, total)
@@ -605,7 +482,7 @@ def run_sweep(
                     break  # cannot happen unless trials vanish; load_sweep shows what is there
                 time.sleep(POLL_S)  # other workers' trials: wait until they finish or go stale
                 continue
-            with _stable_api():
+            with stable_api():
                 opened.optimize(trial_body, n_trials=1)
             ran += 1
     return load_sweep(storage, study)

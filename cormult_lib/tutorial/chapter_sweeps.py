@@ -24,17 +24,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from cormult_lib.config import get_config
+from cormult_lib.config import DISTANCE_BUDGETS, DISTANCE_GRIDS, SHARED_SPACE_GRIDS, get_config
 from cormult_lib.correlation.distances import DISTANCES
 from cormult_lib.correlation.evaluation import separation_auc
 from cormult_lib.correlation.negatives import STRATEGIES
 from cormult_lib.data.dataset import MultimodalSplit
 from cormult_lib.device import resolve_device
 from cormult_lib.features.loading import load_splits
+from cormult_lib.parameters import check_choice, check_int
 from cormult_lib.training.sweep import (
-    DISTANCE_GRIDS,
     SAMPLERS,
-    SHARED_SPACE_GRIDS,
     grid_points,
     study_name,
     sweep_seeds,
@@ -98,17 +97,6 @@ def _sweep(
         sampler=fixed["sampler"],
         splits=splits,
     )
-
-
-def _check_choice(name: str, value: object, allowed: Sequence) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r}: expected one of {list(allowed)}")
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    if type(value) is not int or value < 1:
-        raise ValueError(f"{name}={value!r}: expected a positive int")
-    return value
 
 
 def _check_modalities(modalities: object) -> None:
@@ -176,14 +164,14 @@ def shared_space_sweep(
 
     grid = grid or profile
     _check_modalities(modalities)
-    _check_choice("grid", grid, tuple(SHARED_SPACE_GRIDS))
-    _check_choice("strategy", strategy, STRATEGIES)
-    _check_choice("sampler", sampler, SAMPLERS)
-    _check_positive_int("epochs", epochs)
+    check_choice("grid", grid, tuple(SHARED_SPACE_GRIDS))
+    check_choice("strategy", strategy, STRATEGIES)
+    check_choice("sampler", sampler, SAMPLERS)
+    check_int("epochs", epochs, minimum=1)
     config = get_config(profile)
     small = profile in ("quick", "standard")  # more updates per epoch at the small scale
     batch = batch_size or (16 if small else config.correlation.batch_size)
-    _check_positive_int("batch_size", batch)
+    check_int("batch_size", batch, minimum=1)
     axes = _axes(SHARED_SPACE_GRIDS, grid, {"shared_time": shared_time, "shared_dim": shared_dim})
     device = resolve_device(device, verbose=False)
     splits = _subset_train(load_splits(dataset, data_path, modalities, config.data, seed),
@@ -217,10 +205,6 @@ def shared_space_sweep(
 
 
 #: Chapter 05's budgets: the profiles' own are too long for ten or twenty-five runs.
-DISTANCE_BUDGETS = {
-    "quick": {"pretrain_epochs": 3, "pretrain_batch_size": 16, "epochs": 2},
-    "standard": {"pretrain_epochs": 12, "pretrain_batch_size": 16, "epochs": 5},
-}
 #: Metrics of CorMulT on the test split that a distance point records.
 DISTANCE_TEST_METRICS = ("acc7", "acc2_has0", "acc2_non0", "f1_non0", "mae", "corr")
 
@@ -261,10 +245,10 @@ def distance_sweep(
 
     grid = grid or profile
     _check_modalities(modalities)
-    _check_choice("grid", grid, tuple(DISTANCE_GRIDS))
-    _check_choice("strategy", strategy, STRATEGIES)
-    _check_choice("fusion", fusion, FUSIONS)
-    _check_choice("sampler", sampler, SAMPLERS)
+    check_choice("grid", grid, tuple(DISTANCE_GRIDS))
+    check_choice("strategy", strategy, STRATEGIES)
+    check_choice("fusion", fusion, FUSIONS)
+    check_choice("sampler", sampler, SAMPLERS)
     config = get_config(profile)
     own = DISTANCE_BUDGETS.get(profile, {
         "pretrain_epochs": config.correlation.epochs,
@@ -277,7 +261,7 @@ def distance_sweep(
         "epochs": epochs or own["epochs"],
     }
     for name, value in budget.items():
-        _check_positive_int(name, value)
+        check_int(name, value, minimum=1)
     axes = _axes(DISTANCE_GRIDS, grid, {"distance": distances})
     device = resolve_device(device, verbose=False)
     splits = _subset_train(load_splits(dataset, data_path, modalities, config.data, seed),

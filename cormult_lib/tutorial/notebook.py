@@ -24,7 +24,7 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ import cormult_lib
 from cormult_lib.config import PRESETS, ExperimentConfig, get_config
 from cormult_lib.device import describe_device, resolve_device
 from cormult_lib.modalities import parse_modalities
+from cormult_lib.parameters import check_choice, check_int
 from cormult_lib.seeding import seed_everything
 
 # What ``data_path`` has to point at for each real data set, shown when it is missing.
@@ -67,53 +68,6 @@ RESULT_KEYS = (
     "finished_at",
     "checks",
 )
-
-
-def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
-    """Return ``value`` if it is one of ``allowed``, else raise ``ValueError`` naming ``name``.
-
-    >>> check_choice("pooling", "mean", ("mean", "max"))
-    'mean'
-    """
-    allowed = tuple(allowed)
-    if value not in allowed:
-        expected = ", ".join(repr(option) for option in allowed)
-        raise ValueError(f"{name}={value!r} is not allowed: expected one of {expected}")
-    return value
-
-
-def check_int(name: str, value: Any, minimum: int | None = None) -> int:
-    """Return ``value`` as an ``int`` if it is an integer (not a bool) and ``>= minimum``.
-
-    >>> check_int("epochs", 3, minimum=1)
-    3
-    """
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ValueError(f"{name}={value!r} is not valid: expected an integer")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name}={value!r} is not valid: expected an integer >= {minimum}")
-    return int(value)
-
-
-def check_float(
-    name: str, value: Any, minimum: float | None = None, maximum: float | None = None
-) -> float:
-    """Return ``value`` as a ``float`` if it is a number (not a bool, not NaN) within bounds.
-
-    Both bounds are inclusive. Integers are accepted, so ``-p lr 1`` works as well as ``1.0``.
-
-    >>> check_float("dropout", 0.1, minimum=0.0, maximum=1.0)
-    0.1
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ValueError(f"{name}={value!r} is not valid: expected a number")
-    if math.isnan(value):
-        raise ValueError(f"{name}={value!r} is not valid: expected a number, not NaN")
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        low = "-inf" if minimum is None else minimum
-        high = "inf" if maximum is None else maximum
-        raise ValueError(f"{name}={value!r} is not valid: expected a number in [{low}, {high}]")
-    return float(value)
 
 
 def to_json_value(value: Any) -> Any:
