@@ -1,7 +1,10 @@
 """cormult_lib: the library behind the CorMulT / CLIP-MSA tutorial notebooks.
 
-The folders follow the pipeline: ``data`` -> features -> correlation -> models -> training ->
-``metrics`` / plots. Notebooks call into it; it holds every piece of logic.
+Layers, bottom to top, each importing only from those below it (``make lint`` enforces it):
+the foundation modules (``config``, ``modalities``, ``parameters``, ``seeding``, ``device``,
+``files``, ``processes``), ``nn``, ``data``, ``metrics`` / ``stats``, ``features``,
+``correlation``, ``models``, ``training``, and ``tutorial`` (what serves the notebooks). The
+notebooks call into it; it holds every piece of logic.
 """
 
 from cormult_lib.config import ExperimentConfig, get_config
