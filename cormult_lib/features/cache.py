@@ -36,7 +36,7 @@ import pandas as pd
 
 from cormult_lib import files
 from cormult_lib.data.cmu import DataFormatError, read_label_csv
-from cormult_lib.data.dataset import SPLITS
+from cormult_lib.data.dataset import SPLITS, MultimodalSplit
 
 CLIP_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".wav", ".flac", ".mp3")
 MANIFEST = "manifest.json"
@@ -91,6 +91,28 @@ class CachedSplit:
     entries: list[dict[str, np.ndarray]]
     meta: pd.DataFrame
     missing: int
+
+    def to_split(
+        self,
+        features: dict[str, np.ndarray],
+        masks: dict[str, np.ndarray],
+        name: str,
+        info: Mapping[str, Any],
+    ) -> MultimodalSplit:
+        """The split of these clips with ``features`` / ``masks`` built from the entries:
+        labels and ids from ``meta``, which gains ``faces_detected`` (each clip's share of
+        frames with a detected face); ``info`` gains ``missing``."""
+        meta = self.meta.copy()
+        meta["faces_detected"] = [float(e["face_detected"].mean()) for e in self.entries]
+        return MultimodalSplit(
+            features=features,
+            masks=masks,
+            labels=meta["label"].to_numpy(np.float32),
+            ids=meta["id"].tolist(),
+            meta=meta,
+            name=name,
+            info={**info, "missing": self.missing},
+        )
 
 
 def find_clip(clips_dir: Path, video_id: str, clip_id: str) -> Path | None:

@@ -150,7 +150,7 @@ def load_clip_msa_cache(
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     splits = {}
     for name, cached in cache.read_splits(("T", "A", "V", "face_detected")).items():
-        entries, meta = cached.entries, cached.meta
+        entries = cached.entries
         for entry in entries:
             for m in "TAV":
                 if entry[m].ndim != 2 or entry[m].shape[1] != sum(branch_dims[m]):
@@ -168,18 +168,13 @@ def load_clip_msa_cache(
         features["V"] = np.stack([v for v, _ in resampled]).astype(np.float32)
         masks["V"] = np.stack([mask for _, mask in resampled])
         detected = np.concatenate([e["face_detected"].astype(bool) for e in entries])
-        meta["faces_detected"] = [float(e["face_detected"].mean()) for e in entries]
-        splits[name] = MultimodalSplit(
-            features=features,
-            masks=masks,
-            labels=meta["label"].to_numpy(np.float32),
-            ids=meta["id"].tolist(),
-            meta=meta,
-            name=f"clip_msa[{name}]",
-            info={
+        splits[name] = cached.to_split(
+            features,
+            masks,
+            f"clip_msa[{name}]",
+            {
                 "branch_dims": branch_dims,
                 "face_detected_share": float(detected.mean()),
-                "missing": cached.missing,
                 "extraction": config.to_json(),
                 "random_init": list(manifest.get("random_init", [])),
             },

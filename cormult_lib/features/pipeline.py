@@ -293,7 +293,7 @@ def load_feature_cache(
     streams = {"T": ("text", config.text_seq_len), "A": ("audio", None), "V": ("vision", None)}
     splits = {}
     for name, cached in cache.read_splits().items():
-        entries, meta = cached.entries, cached.meta
+        entries = cached.entries
         features, masks = {}, {}
         for m in wanted:
             key, length = streams[m]
@@ -301,15 +301,8 @@ def load_feature_cache(
             if m == "A" and audio_pool > 1:
                 sequences = [_pool_frames(s, audio_pool) for s in sequences]
             features[m], masks[m] = pad_sequences(sequences, length)
-        meta["faces_detected"] = [float(e["face_detected"].mean()) for e in entries]
-        splits[name] = MultimodalSplit(
-            features=features,
-            masks=masks,
-            labels=meta["label"].to_numpy(np.float32),
-            ids=meta["id"].tolist(),
-            meta=meta,
-            name=f"raw[{name}]",
-            info={"missing": cached.missing, "extraction": config.to_json()},
+        splits[name] = cached.to_split(
+            features, masks, f"raw[{name}]", {"extraction": config.to_json()}
         )
     return splits
 
