@@ -50,7 +50,7 @@ from cormult_lib.modalities import parse_modalities
 from cormult_lib.models.cormult import CorMulT
 from cormult_lib.models.mult import MulT
 from cormult_lib.seeding import seed_everything
-from cormult_lib.training.loop import fit, save_atomic
+from cormult_lib.training.loop import FitResult, fit, save_atomic
 
 #: Training samples embedded to fit the distance (Mahalanobis covariance, coefficient scale).
 FIT_SAMPLES = 1024
@@ -63,24 +63,24 @@ class OutdatedEvaluatorError(ValueError):
 
 
 @dataclass
-class PretrainResult:
-    """A pre-trained evaluator and what it takes to use it.
+class PretrainResult(FitResult):
+    """A pre-trained evaluator and what it takes to use it: :func:`fit`'s result (``model``
+    with the weights of its best validation epoch, in eval mode; ``history``, where
+    ``train_LOSS_T``, ... are the per-modality parts of Eq. 8; ``best_epoch``;
+    ``stopped_early``) and
 
     Attributes:
-        model: the evaluator with the weights of its best validation epoch, in eval mode.
-        history: :func:`~cormult_lib.training.loop.fit`'s history (``train_LOSS_T``, ... are the
-            per-modality parts of Eq. 8).
         distance: the distance fitted on training embeddings; ``model.coefficients(features,
             masks, distance)`` gives the coefficients ``Cor``.
         settings: how the evaluator was built and trained: ``config`` (the
             :class:`~cormult_lib.config.CorrelationConfig` as a dict), ``modalities``,
             ``input_dims``, ``vocab_size``, ``max_len``, ``cross_attention``, ``strategy``,
             ``steps_per_second``, ``negative_options``, ``anchor``, ``seed``,
-            ``train_fingerprint``, ``best_epoch``, ``stopped_early``.
+            ``train_fingerprint``, ``best_epoch``, ``stopped_early`` (what a saved evaluator
+            records).
     """
 
     model: ModalityCorrelationEvaluator
-    history: pd.DataFrame
     distance: Distance
     settings: dict
 
@@ -323,7 +323,9 @@ def pretrain_evaluator(
         "stopped_early": result.stopped_early,
     }
     result.model.eval()
-    return PretrainResult(result.model, result.history, final, settings)
+    return PretrainResult(
+        result.model, result.history, result.best_epoch, result.stopped_early, final, settings
+    )
 
 
 def evaluator_arguments(config: CorrelationConfig) -> dict:
@@ -402,6 +404,8 @@ def load_evaluator(path: str | Path, device: str | torch.device = "cpu") -> Pret
     return PretrainResult(
         model=model,
         history=pd.DataFrame(state["history"]),
+        best_epoch=int(state["settings"]["best_epoch"]),
+        stopped_early=bool(state["settings"]["stopped_early"]),
         distance=Distance.from_state_dict(distance_state),
         settings=state["settings"],
     )

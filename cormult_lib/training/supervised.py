@@ -16,7 +16,6 @@ reported.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,19 +32,10 @@ from cormult_lib.device import move_to_device
 from cormult_lib.metrics import METRIC_KEYS, classification_metrics, regression_metrics
 from cormult_lib.models.mult import HEADS
 from cormult_lib.seeding import seed_everything
-from cormult_lib.training.loop import LossFn, fit
+from cormult_lib.training.loop import FitResult, LossFn, fit
 
 #: Regression losses: MulT uses L1, CLIP-MSA SmoothL1.
 REGRESSION_LOSSES = ("l1", "smooth_l1")
-
-
-@dataclass
-class TrainedModel:
-    """A model with the weights of its best validation epoch and its training history."""
-
-    model: nn.Module
-    history: pd.DataFrame
-    best_epoch: int
 
 
 def _head_of(model: nn.Module) -> str:
@@ -118,7 +108,7 @@ def train_model(
     checkpoint_path: str | Path | None = None,
     resume: bool = True,
     progress: bool = True,
-) -> TrainedModel:
+) -> FitResult:
     """Train ``model`` on ``train_split``, choosing the best epoch on ``valid_split``.
 
     Args:
@@ -137,7 +127,8 @@ def train_model(
         checkpoint_path, resume: :func:`fit`'s checkpoint after every epoch.
 
     Returns:
-        A :class:`TrainedModel`; the test split was not used.
+        :func:`~cormult_lib.training.loop.fit`'s :class:`~cormult_lib.training.loop.FitResult`,
+        model in eval mode; the test split was not used.
     """
     head = _head_of(model)
     generator = torch.Generator().manual_seed(seed)
@@ -167,7 +158,7 @@ def train_model(
         compile=config.compile,
     )
     result.model.eval()
-    return TrainedModel(result.model, result.history, result.best_epoch)
+    return result
 
 
 @torch.no_grad()

@@ -299,7 +299,7 @@ def distance_sweep(
         return {
             "pretrain_loss": float(pretrained.history["valid_loss"].min()),
             "pretrain_first_loss": float(pretrained.history["valid_loss"].iloc[0]),
-            "pretrain_best_epoch": int(pretrained.settings["best_epoch"]),
+            "pretrain_best_epoch": pretrained.best_epoch,
             "auc": float(auc["auc"].mean()),
             **{f"auc_{s}": float(group["auc"].mean()) for s, group in auc.groupby("strategy")},
             **{key: float(metrics[key]) for key in DISTANCE_TEST_METRICS},
