@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cormult_lib.config import CorrelationConfig, get_config
 from cormult_lib.correlation.distances import Distance
-from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator
+from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator, evaluator_arguments
 from cormult_lib.correlation.losses import correlation_triplet_loss
 from cormult_lib.correlation.negatives import changed_pairs, make_negatives
 from cormult_lib.data.dataset import make_loader
@@ -50,7 +50,7 @@ from cormult_lib.models.cormult import CorMulT
 from cormult_lib.models.mult import MulT, build_mult, mult_arguments
 from cormult_lib.seeding import seed_everything
 from cormult_lib.training.loop import make_optimizer, maybe_compile
-from cormult_lib.training.pretrain import embed_together, evaluator_arguments
+from cormult_lib.training.pretrain import embed_together
 from cormult_lib.tutorial.timing import median_seconds
 
 DIMS = {"T": 300, "A": 74, "V": 35}
@@ -188,7 +188,7 @@ def evaluator_step(evaluator_class, config: CorrelationConfig, device, optimizer
 def clip_msa_step(batch: int, dim: int, device: torch.device):
     """One training step of CLIP-MSA's fusion model on cached encoder outputs."""
     seed_everything(0)
-    model = ClipMSA(CLIP_MSA_BRANCHES, dim=dim, num_heads=4).to(device).train()
+    model = ClipMSA(CLIP_MSA_BRANCHES, hidden_dim=dim, num_heads=4).to(device).train()
     dims = {m: sum(sizes) for m, sizes in CLIP_MSA_BRANCHES.items()}
     features, masks = random_batch(batch, {m: dims[m] for m in "TA"}, device, frames=1)
     frames, frame_masks = random_batch(batch, {"V": dims["V"]}, device, CLIP_MSA_FRAMES)

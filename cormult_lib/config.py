@@ -110,6 +110,17 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class ClipMSAConfig:
+    """CLIP-MSA's fusion model on cached encoder outputs (CLIP-MSA section 2.3; the paper's d
+    is 128, the ``paper`` preset's)."""
+
+    hidden_dim: int = 32
+    num_heads: int = 4
+    frame_layers: int = 1
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """The shared training loop. ``compile``: :func:`torch.compile` the model (with CUDA graphs
     on CUDA; see :func:`~cormult_lib.training.loop.maybe_compile`), off by default."""
@@ -133,6 +144,7 @@ class ExperimentConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    clip_msa: ClipMSAConfig = field(default_factory=ClipMSAConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict:
@@ -176,6 +188,7 @@ PRESETS: dict[str, ExperimentConfig] = {
             attn_dropout=0.1,
             out_dropout=0.1,
         ),
+        clip_msa=ClipMSAConfig(hidden_dim=128),
         train=TrainConfig(epochs=20, batch_size=16, lr=1e-3, grad_clip=1.0, patience=5, n_seeds=5),
     ),
 }
@@ -194,7 +207,7 @@ def get_config(profile: str = "quick", **overrides: dict) -> ExperimentConfig:
         if section not in {f.name for f in fields(ExperimentConfig)} or section == "profile":
             raise ValueError(
                 f"unknown config section {section!r}; "
-                "expected data, features, correlation, model or train"
+                "expected data, features, correlation, model, clip_msa or train"
             )
         current = getattr(config, section)
         known = {f.name for f in fields(current)}
@@ -373,10 +386,10 @@ CHAPTER_BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
         "standard": {"ablation_clips": 300, "ablation_epochs": 10, "ablation_seeds": 3},
         "paper": {"ablation_clips": 300, "ablation_epochs": 10, "ablation_seeds": 3},
     },
-    "08_clip_msa": {  # synthetic clips rendered, and d of every representation (paper 128)
-        "quick": {"n_clips": 480, "dim": 32},
-        "standard": {"n_clips": 1200, "dim": 32},
-        "paper": {"n_clips": 1200, "dim": 128},
+    "08_clip_msa": {  # synthetic clips rendered (the model's sizes: ClipMSAConfig)
+        "quick": {"n_clips": 480},
+        "standard": {"n_clips": 1200},
+        "paper": {"n_clips": 1200},
     },
     "09_real_text": {  # rows per split (empty: all) and fine-tuning epochs
         "quick": {"limits": {"train": 600, "valid": 200, "test": 600}, "finetune_epochs": 1},
@@ -392,8 +405,8 @@ def chapter_budget(chapter: str, profile: str, **given: Any) -> dict[str, Any]:
     """``CHAPTER_BUDGETS[chapter][profile]`` with every value of ``given`` that is not None
     in its place: a notebook's parameter overrides its profile's budget.
 
-    >>> chapter_budget("08_clip_msa", "quick", n_clips=None, dim=64)
-    {'n_clips': 480, 'dim': 64}
+    >>> chapter_budget("04_mce_pretraining", "quick", ablation_clips=None, ablation_seeds=5)
+    {'ablation_clips': 96, 'ablation_epochs': 3, 'ablation_seeds': 5}
     """
     if chapter not in CHAPTER_BUDGETS:
         raise ValueError(f"no budgets for chapter {chapter!r}; known: {sorted(CHAPTER_BUDGETS)}")

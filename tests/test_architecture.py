@@ -70,8 +70,9 @@ def test_presets_live_in_config_and_match_the_library():
 
 
 def test_chapter_budget_takes_given_values_and_refuses_unknown_ones():
-    assert chapter_budget("08_clip_msa", "quick", n_clips=None, dim=64) == {
-        "n_clips": CHAPTER_BUDGETS["08_clip_msa"]["quick"]["n_clips"], "dim": 64,
+    quick = CHAPTER_BUDGETS["04_mce_pretraining"]["quick"]
+    assert chapter_budget("04_mce_pretraining", "quick", ablation_clips=None, ablation_seeds=5) == {
+        **quick, "ablation_seeds": 5,
     }
     budget = chapter_budget("09_real_text", "quick")
     budget["limits"]["train"] = 1  # a copy: the preset is untouched

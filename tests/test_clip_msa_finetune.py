@@ -78,7 +78,7 @@ def test_frozen_end_to_end_equals_the_cached_path(clips, raw, tmp_path):
         cached = load_clip_msa_cache(tmp_path / "cache")
     encoders = ClipMSAEncoders(CONFIG)
     torch.manual_seed(0)
-    head = ClipMSA(encoders.branch_dims, dim=16).eval()
+    head = ClipMSA(encoders.branch_dims, hidden_dim=16).eval()
     end_to_end = ClipMSAEndToEnd(encoders, head).eval()
     for name in ("train", "test"):
         order = [cached[name].ids.index(i) for i in raw[name].ids]
@@ -98,7 +98,8 @@ def test_finetuning_trains_exactly_the_named_encoders(raw):
     encoders = ClipMSAEncoders(CONFIG)
     before = _weights(encoders)
     torch.manual_seed(0)
-    model = ClipMSAEndToEnd(encoders, ClipMSA(encoders.branch_dims, dim=16), ["albert", "vgg"])
+    head = ClipMSA(encoders.branch_dims, hidden_dim=16)
+    model = ClipMSAEndToEnd(encoders, head, ["albert", "vgg"])
     trainable = {
         n for n in ENCODERS if any(p.requires_grad for p in getattr(encoders, n).parameters())
     }
@@ -133,7 +134,7 @@ def test_finetuning_trains_exactly_the_named_encoders(raw):
 def test_finetuning_clip_trains_the_text_standin_too(clips):
     encoders = ClipMSAEncoders(EncoderConfig.tiny(num_frames=3, clip_text=MINILM))
     splits, _ = prepare_raw_clips(*clips, encoders, limit=6, progress=False)
-    model = ClipMSAEndToEnd(encoders, ClipMSA(encoders.branch_dims, dim=16), ["clip"])
+    model = ClipMSAEndToEnd(encoders, ClipMSA(encoders.branch_dims, hidden_dim=16), ["clip"])
     model.train()
     assert encoders.text_standin.training and not encoders.albert.training
     batch = next(iter(raw_clip_loader(splits["train"], 4, shuffle=False)))
@@ -147,7 +148,7 @@ def test_finetuning_clip_trains_the_text_standin_too(clips):
 
 def test_finetune_names_are_checked():
     encoders = ClipMSAEncoders(CONFIG)
-    head = ClipMSA(encoders.branch_dims, dim=16)
+    head = ClipMSA(encoders.branch_dims, hidden_dim=16)
     with pytest.raises(ValueError, match="unknown encoders"):
         ClipMSAEndToEnd(encoders, head, ["bert"])
     with pytest.raises(TypeError, match="list of encoder names"):
@@ -158,7 +159,7 @@ def test_finetune_names_are_checked():
 
 def test_encoders_train_at_their_own_learning_rate(raw):
     encoders = ClipMSAEncoders(CONFIG)
-    head = ClipMSA(encoders.branch_dims, dim=16)
+    head = ClipMSA(encoders.branch_dims, hidden_dim=16)
     model = ClipMSAEndToEnd(encoders, head, ["vgg"], encoder_lr=1e-5)
     groups = model.param_groups(1e-3)
     assert [g["lr"] for g in groups] == [1e-3, 1e-5]
@@ -172,7 +173,7 @@ def test_encoders_train_at_their_own_learning_rate(raw):
         encoders = ClipMSAEncoders(CONFIG)
         before = _weights(encoders)["vgg"]
         torch.manual_seed(0)
-        head = ClipMSA(encoders.branch_dims, dim=16)
+        head = ClipMSA(encoders.branch_dims, hidden_dim=16)
         model = ClipMSAEndToEnd(encoders, head, ["vgg"], encoder_lr=encoder_lr)
         train_model(model, raw["train"], raw["valid"], config, loss="smooth_l1", progress=False)
         after = _weights(encoders)["vgg"]

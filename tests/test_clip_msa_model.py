@@ -109,7 +109,7 @@ def test_hierarchical_fusion_order_and_maps() -> None:
 
 def test_clip_msa_shapes_and_padding() -> None:
     torch.manual_seed(4)
-    model = ClipMSA(BRANCHES, dim=8, num_heads=2).eval()
+    model = ClipMSA(BRANCHES, hidden_dim=8, num_heads=2).eval()
     features, masks = _inputs()
     out = model(features, masks)
     assert out.shape == (5,) and torch.isfinite(out).all()
@@ -129,7 +129,7 @@ def test_clip_msa_shapes_and_padding() -> None:
 def test_ablations_use_exactly_their_branches(name: str) -> None:
     settings = ablation_settings()[name]
     torch.manual_seed(5)
-    model = ClipMSA(BRANCHES, dim=8, num_heads=2, **settings).eval()
+    model = ClipMSA(BRANCHES, hidden_dim=8, num_heads=2, **settings).eval()
     features, masks = _inputs()
     out = model(features, masks)
     for m, (specific, _) in BRANCHES.items():
@@ -148,7 +148,7 @@ def test_ablations_use_exactly_their_branches(name: str) -> None:
 @pytest.mark.parametrize("use_specific", ["AV", "TV", "TA", ""])
 def test_use_specific_drops_exactly_those_specific_branches(use_specific: str) -> None:
     torch.manual_seed(6)
-    model = ClipMSA(BRANCHES, dim=8, num_heads=2, use_specific=use_specific).eval()
+    model = ClipMSA(BRANCHES, hidden_dim=8, num_heads=2, use_specific=use_specific).eval()
     features, masks = _inputs()
     out = model(features, masks)
     assert out.shape == (5,) and torch.isfinite(out).all()
@@ -193,7 +193,7 @@ def test_training_learns_and_a_lone_last_sample_is_dropped() -> None:
     config = replace(TrainConfig(), epochs=12, batch_size=32, lr=3e-3, patience=20)
     torch.manual_seed(0)
     trained = train_model(
-        ClipMSA(BRANCHES, dim=16, num_heads=2),
+        ClipMSA(BRANCHES, hidden_dim=16, num_heads=2),
         train,
         valid,
         config,

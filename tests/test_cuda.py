@@ -88,7 +88,7 @@ def test_clip_msa_trains_on_cuda() -> None:
 
     torch.manual_seed(0)
     trained = train_model(
-        ClipMSA(dims, dim=16, num_heads=2),
+        ClipMSA(dims, hidden_dim=16, num_heads=2),
         split(129, "train"),
         split(64, "valid"),
         replace(get_config("quick").train, epochs=8, lr=3e-3),
@@ -118,7 +118,7 @@ def test_clip_msa_fine_tunes_encoders_on_cuda(tmp_path) -> None:
     clip_before = [p.detach().clone() for p in encoders.clip.parameters()]
     vgg_before = [p.detach().clone() for p in encoders.vgg.parameters()]
     torch.manual_seed(0)
-    model = ClipMSAEndToEnd(encoders, ClipMSA(encoders.branch_dims, dim=16), ["vgg"], 1e-4)
+    model = ClipMSAEndToEnd(encoders, ClipMSA(encoders.branch_dims, hidden_dim=16), ["vgg"], 1e-4)
     config = replace(get_config("quick").train, epochs=2, batch_size=8)
     trained = train_model(
         model, raw["train"], raw["valid"], config, loss="smooth_l1", device="cuda", progress=False

@@ -276,9 +276,9 @@ def test_cross_attention_mixes_modalities() -> None:
 def test_defaults_follow_the_authors_and_describe_counts_parameters() -> None:
     model = ModalityCorrelationEvaluator({"T": 1, "A": 74, "V": 35}, vocab_size=500)
     assert (model.hidden_dim, model.num_layers, model.num_heads, model.ff_dim) == (128, 3, 4, 256)
-    assert model.dropout == model.attention_dropout == 0.1
+    assert model.dropout == model.attn_dropout == 0.1
     assert model.encoders[0].attention.dropout == (0.1, 0.1, 0.1)  # one rate per modality
-    fast = ModalityCorrelationEvaluator({"A": 5, "V": 7}, **SMALL, attention_dropout=0.0)
+    fast = ModalityCorrelationEvaluator({"A": 5, "V": 7}, **SMALL, attn_dropout=0.0)
     assert fast.encoders[1].attention.dropout == (0.0, 0.0)
     assert fast.cross.attention.dropout == (0.0, 0.0)
     assert fast.encoders[1].feed_forward.dropout == 0.1

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cormult_lib.config import CorrelationConfig
 from cormult_lib.correlation.distances import Distance, get_distance, present_pairs
 from cormult_lib.modalities import parse_modalities
 from cormult_lib.nn.checks import check_inputs
@@ -152,7 +153,7 @@ class EncoderLayer(nn.Module):
     ``forward(x (count, batch, time, d), bias)`` -> the same shape; ``bias`` is the additive
     attention mask of :func:`attention_bias` ``(count * batch, 1, 1, time)``. Attention is
     :class:`~cormult_lib.nn.stacked.MultiHeadAttention`, the function of
-    ``nn.MultiheadAttention``. ``attention_dropout`` (dropout on the attention weights)
+    ``nn.MultiheadAttention``. ``attn_dropout`` (dropout on the attention weights)
     defaults to ``dropout``.
     """
 
@@ -162,12 +163,12 @@ class EncoderLayer(nn.Module):
         num_heads: int,
         ff_dim: int,
         dropout: float = 0.1,
-        attention_dropout: float | None = None,
+        attn_dropout: float | None = None,
         count: int = 1,
     ):
         super().__init__()
         self.norm_input = StackedLayerNorm(count, dim)
-        self.attention = MultiHeadAttention(dim, num_heads, _or(attention_dropout, dropout), count)
+        self.attention = MultiHeadAttention(dim, num_heads, _or(attn_dropout, dropout), count)
         self.dropout = dropout
         self.norm_attention = StackedLayerNorm(count, dim)
         self.feed_forward = FeedForward(dim, ff_dim, dropout, count)
@@ -193,11 +194,11 @@ class CrossModalAttention(nn.Module):
         num_heads: int,
         ff_dim: int,
         dropout: float = 0.1,
-        attention_dropout: float | None = None,
+        attn_dropout: float | None = None,
         count: int = 1,
     ):
         super().__init__()
-        self.attention = MultiHeadAttention(dim, num_heads, _or(attention_dropout, dropout), count)
+        self.attention = MultiHeadAttention(dim, num_heads, _or(attn_dropout, dropout), count)
         self.dropout = dropout
         self.norm_attention = StackedLayerNorm(count, dim)
         self.feed_forward = FeedForward(dim, ff_dim, dropout, count)
@@ -265,7 +266,7 @@ class ModalityCorrelationEvaluator(nn.Module):
         num_heads: attention heads (authors: 4); must divide ``hidden_dim``.
         ff_dim: feed-forward width (authors: 256).
         dropout: dropout everywhere (authors: 0.1).
-        attention_dropout: dropout on the attention weights; ``None``: ``dropout``, as
+        attn_dropout: dropout on the attention weights; ``None``: ``dropout``, as
             ``nn.TransformerEncoderLayer`` and the authors' code.
         shared_time: ``t`` of the shared space (paper: 64).
         shared_dim: ``o`` of the shared space (paper: 200).
@@ -284,7 +285,7 @@ class ModalityCorrelationEvaluator(nn.Module):
         num_heads: int = 4,
         ff_dim: int = 256,
         dropout: float = 0.1,
-        attention_dropout: float | None = None,
+        attn_dropout: float | None = None,
         shared_time: int = 64,
         shared_dim: int = 200,
         vocab_size: int | None = None,
@@ -310,7 +311,7 @@ class ModalityCorrelationEvaluator(nn.Module):
         self.id_modalities = ("T",) if self.vocab_size is not None else ()
         self.hidden_dim, self.num_layers, self.num_heads = hidden_dim, num_layers, num_heads
         self.ff_dim, self.dropout = ff_dim, dropout
-        self.attention_dropout = _or(attention_dropout, dropout)
+        self.attn_dropout = _or(attn_dropout, dropout)
         self.shared_time, self.shared_dim = shared_time, shared_dim
         self.cross_attention = cross_attention
         self.transformations = nn.ModuleDict(
@@ -329,12 +330,12 @@ class ModalityCorrelationEvaluator(nn.Module):
         # cormult_lib.nn.stacked: the modalities' encoders run as one batched computation.
         count = len(self.modalities)
         self.encoders = nn.ModuleList(
-            EncoderLayer(hidden_dim, num_heads, ff_dim, dropout, self.attention_dropout, count)
+            EncoderLayer(hidden_dim, num_heads, ff_dim, dropout, self.attn_dropout, count)
             for _ in range(num_layers)
         )
         self.cross = (
             CrossModalAttention(
-                hidden_dim, num_heads, ff_dim, dropout, self.attention_dropout, count
+                hidden_dim, num_heads, ff_dim, dropout, self.attn_dropout, count
             )
             if cross_attention
             else None
@@ -466,7 +467,7 @@ class ModalityCorrelationEvaluator(nn.Module):
         header = (
             f"ModalityCorrelationEvaluator({'+'.join(self.modalities)}; hidden {self.hidden_dim}, "
             f"{self.num_layers} layers, {self.num_heads} heads, ff {self.ff_dim}, dropout "
-            f"{self.dropout} (attention {self.attention_dropout}); shared space (t, o) = "
+            f"{self.dropout} (attention {self.attn_dropout}); shared space (t, o) = "
             f"({self.shared_time}, {self.shared_dim}); "
             f"cross-attention {'on' if self.cross_attention else 'off'}"
             + (f"; text as {text}, vocab {self.vocab_size}" if "T" in self.modalities else "")
@@ -475,3 +476,36 @@ class ModalityCorrelationEvaluator(nn.Module):
         table = self.parameter_table()
         total = int(table.loc["total", "total"])
         return f"{header}\n{table.to_string()}\n{total:,} parameters"
+
+
+def evaluator_arguments(config: CorrelationConfig) -> dict:
+    """:class:`~cormult_lib.correlation.evaluator.ModalityCorrelationEvaluator`'s keyword
+    arguments for the sizes of a :class:`~cormult_lib.config.CorrelationConfig`."""
+    return {
+        "hidden_dim": config.hidden_dim,
+        "num_layers": config.num_layers,
+        "num_heads": config.num_heads,
+        "ff_dim": config.ff_dim,
+        "dropout": config.dropout,
+        "shared_time": config.shared_time,
+        "shared_dim": config.shared_dim,
+    }
+
+
+def build_evaluator(
+    input_dims: Mapping[str, int],
+    config: CorrelationConfig,
+    vocab_size: int | None = None,
+    max_len: int = 1024,
+    cross_attention: bool = True,
+) -> ModalityCorrelationEvaluator:
+    """An untrained :class:`ModalityCorrelationEvaluator` over ``input_dims`` with the sizes of
+    ``config`` (a profile's ``correlation`` section), as :func:`~cormult_lib.models.mult.build_mult`
+    builds MulT from ``model``."""
+    return ModalityCorrelationEvaluator(
+        dict(input_dims),
+        **evaluator_arguments(config),
+        vocab_size=vocab_size,
+        max_len=max_len,
+        cross_attention=cross_attention,
+    )

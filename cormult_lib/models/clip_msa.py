@@ -33,11 +33,12 @@ prepare_raw_clips`) and trains the encoders named in ``finetune`` together with 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from cormult_lib.config import ENCODERS
+from cormult_lib.config import ENCODERS, ClipMSAConfig
 from cormult_lib.features.clip_encoders import ClipMSAEncoders
 from cormult_lib.modalities import MODALITIES
 from cormult_lib.models.co_attention import HierarchicalFusion
@@ -78,7 +79,7 @@ class ClipMSA(nn.Module):
     Args:
         branch_dims: modality -> ``(d_specific, d_clip)``, the split of each feature vector
             (``split.info["branch_dims"]`` of the encoder cache).
-        dim: ``d``, the size of every unimodal representation and of the fusion.
+        hidden_dim: ``d``, the size of every unimodal representation and of the fusion.
         num_heads: heads of the co-attention units (``d_h = d / m``) and the frame Transformer.
         use_clip: the modalities whose CLIP branch is used: ``True`` (all), ``False`` / ``""``
             (none: "w/o CLIP") or letters such as ``"AV"``.
@@ -96,7 +97,7 @@ class ClipMSA(nn.Module):
     def __init__(
         self,
         branch_dims: Mapping[str, Sequence[int]],
-        dim: int = 32,
+        hidden_dim: int = 32,
         num_heads: int = 4,
         use_clip: bool | str = True,
         use_specific: bool | str = True,
@@ -125,32 +126,37 @@ class ClipMSA(nn.Module):
                 f"modalities {bare} would have neither branch (use_clip={use_clip!r}, "
                 f"use_specific={use_specific!r}): keep at least one of the two"
             )
-        self.co_attention, self.order, self.dim = co_attention, order, dim
+        self.co_attention, self.order, self.hidden_dim = co_attention, order, hidden_dim
 
         def in_dim(m: str) -> int:
             specific, clip = self.branch_dims[m]
             return specific * (m in self.use_specific) + clip * (m in self.use_clip)
 
-        self.text = _Projection(in_dim("T"), dim)
-        self.audio = _Projection(in_dim("A"), dim)
+        self.text = _Projection(in_dim("T"), hidden_dim)
+        self.audio = _Projection(in_dim("A"), hidden_dim)
         vgg_dim, clip_image_dim = self.branch_dims["V"]
         self.face_input, self.face_transformer = None, None
         if "V" in self.use_specific:
-            self.face_input = nn.Linear(vgg_dim, dim)
+            self.face_input = nn.Linear(vgg_dim, hidden_dim)
             self.face_transformer = TransformerEncoder(
-                dim, num_heads, frame_layers, attn_dropout=dropout, res_dropout=dropout
+                hidden_dim, num_heads, frame_layers, attn_dropout=dropout, res_dropout=dropout
             )
         self.clip_lstm = (
-            nn.LSTM(clip_image_dim, dim, batch_first=True) if "V" in self.use_clip else None
+            nn.LSTM(clip_image_dim, hidden_dim, batch_first=True) if "V" in self.use_clip else None
         )
         vision_parts = ("V" in self.use_specific) + ("V" in self.use_clip)
-        self.vision = _Projection(dim * vision_parts, dim)
+        self.vision = _Projection(hidden_dim * vision_parts, hidden_dim)
         if co_attention:
-            self.fusion = HierarchicalFusion(dim, FUSION_ORDERS[order], num_heads, dropout=dropout)
+            self.fusion = HierarchicalFusion(
+                hidden_dim, FUSION_ORDERS[order], num_heads, dropout=dropout
+            )
         else:
-            self.fusion = nn.Linear(3 * dim, dim)
+            self.fusion = nn.Linear(3 * hidden_dim, hidden_dim)
         self.predictor = nn.Sequential(
-            nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, 1)
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_dim, 1),
         )
 
     def _utterance(self, m: str, x: torch.Tensor) -> torch.Tensor:
@@ -313,3 +319,19 @@ def _branch_modalities(name: str, value: bool | str) -> frozenset[str]:
     if not letters <= set(MODALITIES):
         raise ValueError(f"{name} must be True, False or letters out of 'TAV', got {value!r}")
     return frozenset(letters)
+
+
+def build_clip_msa(
+    branch_dims: Mapping[str, Sequence[int]], config: ClipMSAConfig, **settings: Any
+) -> ClipMSA:
+    """:class:`ClipMSA` with the sizes of ``config`` (a profile's ``clip_msa`` section);
+    ``settings`` are the ablation switches (``use_clip``, ``use_specific``, ``co_attention``,
+    ``order``)."""
+    return ClipMSA(
+        branch_dims,
+        hidden_dim=config.hidden_dim,
+        num_heads=config.num_heads,
+        frame_layers=config.frame_layers,
+        dropout=config.dropout,
+        **settings,
+    )

@@ -34,7 +34,7 @@ from torch import nn
 
 from cormult_lib.config import CorrelationConfig
 from cormult_lib.correlation.distances import Distance
-from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator
+from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator, build_evaluator
 from cormult_lib.correlation.losses import ANCHORS, correlation_triplet_loss
 from cormult_lib.correlation.negatives import (
     STRATEGIES,
@@ -244,7 +244,7 @@ def pretrain_evaluator(
         "cross_attention": cross_attention,
     }
     generator = seed_everything(seed)
-    model = build_evaluator(architecture)
+    model = evaluator_from_settings(architecture)
     measure = Distance(config.distance if distance is None else distance)
 
     def loss_fn(model: nn.Module, batch: dict, stream: torch.Generator):
@@ -328,27 +328,14 @@ def pretrain_evaluator(
     )
 
 
-def evaluator_arguments(config: CorrelationConfig) -> dict:
-    """:class:`~cormult_lib.correlation.evaluator.ModalityCorrelationEvaluator`'s keyword
-    arguments for the sizes of a :class:`~cormult_lib.config.CorrelationConfig`."""
-    return {
-        "hidden_dim": config.hidden_dim,
-        "num_layers": config.num_layers,
-        "num_heads": config.num_heads,
-        "ff_dim": config.ff_dim,
-        "dropout": config.dropout,
-        "shared_time": config.shared_time,
-        "shared_dim": config.shared_dim,
-    }
-
-
-def build_evaluator(settings: Mapping) -> ModalityCorrelationEvaluator:
-    """An untrained evaluator with the architecture recorded in ``settings``."""
+def evaluator_from_settings(settings: Mapping) -> ModalityCorrelationEvaluator:
+    """An untrained evaluator with the architecture recorded in ``settings`` (a
+    :class:`PretrainResult`'s, or a saved evaluator's)."""
     known = {f.name for f in fields(CorrelationConfig)}
     config = CorrelationConfig(**{k: v for k, v in settings["config"].items() if k in known})
-    return ModalityCorrelationEvaluator(
-        dict(settings["input_dims"]),
-        **evaluator_arguments(config),
+    return build_evaluator(
+        settings["input_dims"],
+        config,
         vocab_size=settings["vocab_size"],
         max_len=settings["max_len"],
         cross_attention=settings["cross_attention"],
@@ -395,7 +382,7 @@ def load_evaluator(path: str | Path, device: str | torch.device = "cpu") -> Pret
         )
     if state.get("format") != EVALUATOR_FORMAT:
         raise ValueError(f"{path} is not an evaluator written by save_evaluator")
-    model = build_evaluator(state["settings"])
+    model = evaluator_from_settings(state["settings"])
     model.load_state_dict(state["state_dict"])
     model.to(device).eval()
     distance_state = dict(state["distance"])
