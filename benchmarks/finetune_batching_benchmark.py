@@ -36,7 +36,7 @@ DEFAULT_LABEL_CSV = Path(__file__).resolve().parents[1].parent / "shared/data/cm
 
 def padded_share(split: RawClipSplit, batch_size: int) -> float:
     """Share of the padded token slots of one shuffled epoch that are padding."""
-    loader = raw_clip_loader(split, batch_size, True, torch.Generator().manual_seed(0))
+    loader = raw_clip_loader(split, batch_size, True, generator=torch.Generator().manual_seed(0))
     padded = real = 0
     for batch in loader:
         sizes = [len(item["input_ids"]) for item in batch["inputs"]]

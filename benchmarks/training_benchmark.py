@@ -48,6 +48,7 @@ from cormult_lib.device import keep_freed_memory, resolve_device
 from cormult_lib.models.clip_msa import ClipMSA
 from cormult_lib.models.cormult import CorMulT
 from cormult_lib.models.mult import MulT, build_mult, mult_arguments
+from cormult_lib.models.official_mult import OFFICIAL_OPTIONS
 from cormult_lib.seeding import seed_everything
 from cormult_lib.training.loop import make_optimizer, maybe_compile
 from cormult_lib.training.pretrain import embed_together
@@ -59,20 +60,14 @@ MATMUL = 1024
 #: The official MulT code's CMU-MOSEI run (its main.py defaults): d 30 (hard-coded), 5 heads,
 #: 5 layers, kernel 1, batch 24, causal mask, no padding mask, attention dropout 0.1 (0 for
 #: audio and vision), ReLU / residual dropout 0.1, embedding dropout 0.2, output dropout 0.
+#: The official MulT code's CMU-MOSEI run (hidden 30, 5 heads, 5 layers, kernel 1, its
+#: dropouts, causal mask, no padding mask, fairseq positions): mult_from_official's options.
 OFFICIAL = {
     "hidden_dim": 30,
     "num_heads": 5,
     "num_layers": 5,
     "kernel_sizes": (1, 1, 1),
-    "attn_dropout": 0.1,
-    "attn_dropout_audio": 0.0,
-    "attn_dropout_vision": 0.0,
-    "relu_dropout": 0.1,
-    "res_dropout": 0.1,
-    "embed_dropout": 0.2,
-    "out_dropout": 0.0,
-    "causal": True,
-    "use_padding_mask": False,
+    **OFFICIAL_OPTIONS,
 }
 #: CLIP-MSA branch sizes (specific, CLIP) of the real encoders: ALBERT + CLIP text,
 #: wav2vec 2.0 + CLAP audio, VGG-11 fc7 + CLIP image over 8 frames.

@@ -107,6 +107,7 @@ class ModelConfig:
     out_dropout: float = 0.1
     causal: bool = False  # MulT's code masks the future; off here (the clip is complete)
     pooling: str = "last"  # "last" valid step (MulT) or masked "mean"
+    positional: str = "tutorial"  # or "fairseq", the official code's table (nn.positions)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,9 @@ that it catches a wrong-way import, and keep the configuration presets in one pl
 
 from __future__ import annotations
 
+import ast
+import importlib
+import re
 import shutil
 import subprocess
 import sys
@@ -83,3 +86,19 @@ def test_chapter_budget_takes_given_values_and_refuses_unknown_ones():
         chapter_budget("08_clip_msa", "huge")
     with pytest.raises(ValueError, match="no budgets for chapter '99_x'"):
         chapter_budget("99_x", "quick")
+
+
+def test_every_import_in_the_readme_resolves():
+    """The README's code blocks import from the library's current places."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    imports = [
+        node
+        for block in blocks
+        for node in ast.walk(ast.parse(block))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cormult_lib")
+    ]
+    assert len(imports) >= 10
+    for node in imports:
+        module = importlib.import_module(node.module)
+        missing = [a.name for a in node.names if not hasattr(module, a.name)]
+        assert not missing, f"README: from {node.module} import {missing}"

@@ -11,8 +11,9 @@ Modalities are named by one letter: ``"T"`` text, ``"A"`` audio, ``"V"`` vision.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
@@ -228,53 +229,50 @@ def collate_multimodal(items: list[dict]) -> dict:
     }
 
 
+class LoaderOptions(TypedDict, total=False):
+    """The options every loader of the repository takes (:func:`batch_loader`'s).
+
+    ``generator`` draws the shuffle; ``device`` pins memory when it is a CUDA device;
+    ``num_workers`` are ``DataLoader`` worker processes; ``drop_last`` drops an incomplete last
+    batch (with ``shuffle``, a different random remainder every epoch); ``sampler`` (with
+    ``shuffle``) replaces the uniform shuffle with its own order of indices, drawn from
+    ``generator``, or (without) gives the order to read.
+    """
+
+    generator: torch.Generator | None
+    device: torch.device | str
+    num_workers: int
+    drop_last: bool
+    sampler: Iterable[int] | None
+
+
 def batch_loader(
     dataset: Dataset,
     collate_fn: Callable[[list], dict],
     batch_size: int,
     shuffle: bool,
-    generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
-    num_workers: int = 0,
-    drop_last: bool = False,
-    sampler: torch.utils.data.Sampler | None = None,
+    **options: Unpack[LoaderOptions],
 ) -> torch.utils.data.DataLoader:
-    """The repository's ``DataLoader``: batches of ``dataset`` through ``collate_fn``, memory
-    pinned when training on CUDA.
-
-    ``drop_last`` drops an incomplete last batch (with ``shuffle``, a different random remainder
-    every epoch). ``sampler`` (with ``shuffle``) replaces the uniform shuffle with its own order
-    of indices, drawn from ``generator``."""
+    """The repository's one ``DataLoader`` factory: batches of ``dataset`` through
+    ``collate_fn``, memory pinned when training on CUDA (see :class:`LoaderOptions`)."""
+    sampler = options.get("sampler")
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle and sampler is None,
         sampler=sampler,
-        generator=generator,
+        generator=options.get("generator"),
         collate_fn=collate_fn,
-        num_workers=num_workers,
-        pin_memory=torch.device(device).type == "cuda",
-        drop_last=drop_last,
+        num_workers=options.get("num_workers", 0),
+        pin_memory=torch.device(options.get("device", "cpu")).type == "cuda",
+        drop_last=options.get("drop_last", False),
     )
 
 
 def make_loader(
-    split: MultimodalSplit,
-    batch_size: int,
-    shuffle: bool,
-    generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
-    num_workers: int = 0,
-    drop_last: bool = False,
+    split: MultimodalSplit, batch_size: int, shuffle: bool, **options: Unpack[LoaderOptions]
 ) -> torch.utils.data.DataLoader:
     """A :func:`batch_loader` over ``split`` with the padding-aware collate."""
     return batch_loader(
-        MultimodalDataset(split),
-        collate_multimodal,
-        batch_size,
-        shuffle,
-        generator,
-        device,
-        num_workers,
-        drop_last,
+        MultimodalDataset(split), collate_multimodal, batch_size, shuffle, **options
     )

@@ -15,13 +15,14 @@ they batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Unpack
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from cormult_lib.data.dataset import batch_loader
+from cormult_lib.data.dataset import LoaderOptions, batch_loader
 
 __all__ = ["RawClipSplit", "collate_raw_clips", "raw_clip_loader"]
 
@@ -84,13 +85,7 @@ def collate_raw_clips(samples: list[dict]) -> dict:
 
 
 def raw_clip_loader(
-    split: RawClipSplit,
-    batch_size: int,
-    shuffle: bool,
-    generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
-    num_workers: int = 0,
-    drop_last: bool = False,
+    split: RawClipSplit, batch_size: int, shuffle: bool, **options: Unpack[LoaderOptions]
 ) -> DataLoader:
     """A :func:`~cormult_lib.data.dataset.batch_loader` over prepared clips.
 
@@ -98,19 +93,11 @@ def raw_clip_loader(
     ``LengthGroupedSampler``: a random permutation cut into groups of 50 batches, each group
     sorted by length, so a batch holds items of similar length and the order stays random.
     Unshuffled batches keep the split's order (predictions line up with ``ids``)."""
-    sampler = None
     if shuffle and split.lengths is not None:
-        sampler = LengthGroupedSampler(
-            batch_size, lengths=split.lengths.tolist(), generator=generator
-        )
-    return batch_loader(
-        split,
-        collate_raw_clips,
-        batch_size,
-        shuffle,
-        generator,
-        device,
-        num_workers,
-        drop_last,
-        sampler=sampler,
-    )
+        options = {
+            **options,
+            "sampler": LengthGroupedSampler(
+                batch_size, lengths=split.lengths.tolist(), generator=options.get("generator")
+            ),
+        }
+    return batch_loader(split, collate_raw_clips, batch_size, shuffle, **options)

@@ -36,6 +36,7 @@ from cormult_lib.features.cache import (
     write_entry,
 )
 from cormult_lib.features.clip_encoders import ClipMSAEncoders
+from cormult_lib.modalities import MODALITIES
 
 CACHE_FORMAT = "cormult_lib.clip_msa_cache"
 CACHE_VERSION = 1
@@ -144,7 +145,7 @@ def load_clip_msa_cache(
     cache = clip_msa_cache(cache_dir)
     manifest = cache.read_manifest()
     config = EncoderConfig.from_json(manifest["settings"])
-    branch_dims = {m: [int(x) for x in manifest["branch_dims"][m]] for m in "TAV"}
+    branch_dims = {m: [int(x) for x in manifest["branch_dims"][m]] for m in MODALITIES}
     frames = config.num_frames if num_frames is None else int(num_frames)
     if frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -152,7 +153,7 @@ def load_clip_msa_cache(
     for name, cached in cache.read_splits(("T", "A", "V", "face_detected")).items():
         entries = cached.entries
         for entry in entries:
-            for m in "TAV":
+            for m in MODALITIES:
                 if entry[m].ndim != 2 or entry[m].shape[1] != sum(branch_dims[m]):
                     raise DataFormatError(
                         f"{cache_dir}: a cached {m} has shape {entry[m].shape}, expected (*, "

@@ -43,6 +43,7 @@ from torch import nn
 
 from cormult_lib.correlation.distances import Distance, get_distance, present_pairs
 from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator
+from cormult_lib.modalities import MODALITIES
 from cormult_lib.models.mult import MulT, direction
 
 FUSIONS = ("product", "residual", "post_norm")
@@ -97,7 +98,7 @@ class CorMulT(nn.Module):
         self.fusion = fusion
         self.freeze_evaluator = freeze_evaluator
         self.modalities = tuple(
-            m for m in "TAV" if m in mult.modalities or m in evaluator.modalities
+            m for m in MODALITIES if m in mult.modalities or m in evaluator.modalities
         )
         self.fused_modalities = mult.modalities
         self.pairs = shared

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cormult_lib.config import ModelConfig
-from cormult_lib.modalities import parse_modalities
+from cormult_lib.modalities import MODALITIES, parse_modalities
 from cormult_lib.models.official_mult import (
     OFFICIAL_FIXED,
     OFFICIAL_OPTIONS,
@@ -105,7 +105,7 @@ def _kernel_sizes(
     elif isinstance(kernel_sizes, Mapping):
         sizes = dict(kernel_sizes)
     elif len(kernel_sizes) == 3:
-        sizes = dict(zip("TAV", kernel_sizes, strict=True))
+        sizes = dict(zip(MODALITIES, kernel_sizes, strict=True))
     else:
         raise ValueError(
             "kernel_sizes must map modalities to sizes or list three sizes (T, A, V), got "
@@ -480,6 +480,7 @@ def mult_arguments(config: ModelConfig) -> dict:
         "out_dropout": config.out_dropout,
         "causal": config.causal,
         "pooling": config.pooling,
+        "positional": config.positional,
     }
 
 
@@ -558,7 +559,7 @@ def mult_from_official(
     head = "regression" if outputs == 1 else "classification"
     model = MulT(
         input_dims,
-        "TAV",
+        MODALITIES,
         hidden_dim=hidden,
         num_heads=num_heads,
         num_layers=num_layers,

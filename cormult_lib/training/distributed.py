@@ -47,7 +47,12 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from cormult_lib.data.dataset import MultimodalDataset, MultimodalSplit, collate_multimodal
+from cormult_lib.data.dataset import (
+    MultimodalDataset,
+    MultimodalSplit,
+    batch_loader,
+    collate_multimodal,
+)
 
 # The environment variables torchrun sets for every worker process.
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -201,13 +206,9 @@ def make_distributed_loader(
         )
     else:
         sampler = range(rank, len(split), world_size)
-    return DataLoader(
-        MultimodalDataset(split),
-        batch_size=batch_size,
-        sampler=sampler,
-        collate_fn=collate_multimodal,
-        num_workers=num_workers,
-        pin_memory=torch.device(device).type == "cuda",
+    return batch_loader(
+        MultimodalDataset(split), collate_multimodal, batch_size, False,
+        sampler=sampler, device=device, num_workers=num_workers,
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cormult_lib.config import TrainConfig
-from cormult_lib.data.dataset import MultimodalSplit, make_loader
+from cormult_lib.data.dataset import LoaderOptions, MultimodalSplit, make_loader
 from cormult_lib.data.raw_clips import RawClipSplit, raw_clip_loader
 from cormult_lib.device import move_to_device
 from cormult_lib.metrics import METRIC_KEYS, classification_metrics, regression_metrics
@@ -53,19 +54,14 @@ def _loader(
     split: Split,
     batch_size: int,
     shuffle: bool,
-    generator: torch.Generator | None = None,
-    device: str | torch.device = "cpu",
-    num_workers: int = 0,
-    drop_last: bool = False,
+    **options: Unpack[LoaderOptions],
 ) -> torch.utils.data.DataLoader:
     """Batches of features (``MultimodalSplit``, reduced to the model's modalities) or of
     prepared raw clips (``RawClipSplit``, for models that run their encoders)."""
     if isinstance(split, RawClipSplit):
-        return raw_clip_loader(
-            split, batch_size, shuffle, generator, device, num_workers, drop_last
-        )
+        return raw_clip_loader(split, batch_size, shuffle, **options)
     split = split.with_modalities("".join(model.modalities))
-    return make_loader(split, batch_size, shuffle, generator, device, num_workers, drop_last)
+    return make_loader(split, batch_size, shuffle, **options)
 
 
 def _forward(model: nn.Module, batch: dict) -> torch.Tensor:
@@ -137,8 +133,11 @@ def train_model(
     drop_last = len(train_split) % config.batch_size == 1
     batch, workers = config.batch_size, config.num_workers
     loaders = (
-        _loader(model, train_split, batch, True, generator, device, workers, drop_last),
-        _loader(model, valid_split, batch, False, None, device, workers),
+        _loader(
+            model, train_split, batch, True,
+            generator=generator, device=device, num_workers=workers, drop_last=drop_last,
+        ),
+        _loader(model, valid_split, batch, False, device=device, num_workers=workers),
     )
     result = fit(
         model,

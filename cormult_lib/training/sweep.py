@@ -82,7 +82,10 @@ __all__ = [
 ]
 
 #: Columns of a sweep table besides the settings and the metrics.
-RESERVED_COLUMNS = ("seed", "wall_s", "key", "trial")
+RESERVED_COLUMNS = ("seed", "seconds", "key", "trial")
+#: The layout of a trial's records; part of every study name, so a study written by an older
+#: layout is never mixed with this one (a new study starts beside it in the same storage).
+SWEEP_FORMAT = 2
 _SCALAR_TYPES = (str, int, float, bool, type(None))
 #: ``"grid"``: every (point, seed) once (``GridSampler``); ``"tpe"``: ``n_trials`` trials
 #: chosen by Optuna's TPE sampler over the same axes and seeds, minimising ``objective``.
@@ -178,8 +181,8 @@ def study_name(stem: str, fixed: Mapping[str, object]) -> str:
     A study only knows the swept axes and the seed of each trial, so a rerun with another
     value of a setting held fixed over the grid (epochs, the negative strategy, the data) would
     otherwise find the old trials and run nothing. ``tag`` is the first 10 hex digits of the
-    SHA-1 of ``fixed`` as sorted JSON, so each combination of fixed settings gets its own study
-    and the same settings always find theirs again.
+    SHA-1 of ``fixed`` (with :data:`SWEEP_FORMAT`) as sorted JSON, so each combination of fixed
+    settings gets its own study and the same settings always find theirs again.
 
     Args:
         stem: a readable prefix, e.g. ``"06_shared_space_quick_synthetic"``.
@@ -187,7 +190,7 @@ def study_name(stem: str, fixed: Mapping[str, object]) -> str:
             values (str, int, float, bool, None) or lists/tuples of them.
     """
     try:
-        text = json.dumps(dict(fixed), sort_keys=True, allow_nan=False)
+        text = json.dumps({"format": SWEEP_FORMAT, **fixed}, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise TypeError(
             f"study_name: fixed settings must be JSON scalars or lists of them ({error})"
@@ -436,7 +439,7 @@ def run_sweep(
             raise optuna.TrialPruned(f"{key} is already run by trial {others[0].number}")
         start = time.perf_counter()
         metrics = run_point(dict(point), seed)
-        wall_s = time.perf_counter() - start
+        seconds = time.perf_counter() - start
         if not isinstance(metrics, Mapping):
             raise TypeError(
                 f"run_point({point!r}, seed={seed}) must return a mapping of metrics, "
@@ -461,7 +464,7 @@ def run_sweep(
                 f"run_point({point!r}, seed={seed}) returned a non-numeric metric: {error}"
             ) from error
         trial.set_user_attr("metrics", values)
-        trial.set_user_attr("wall_s", wall_s)
+        trial.set_user_attr("seconds", seconds)
         return values[objective or names[0]]
 
     ran = 0
@@ -519,7 +522,7 @@ def load_sweep(storage: str | os.PathLike | BaseStorage, study: str) -> pd.DataF
 
     Columns: the settings (int, float, bool and str columns keep their type; a column of mixed
     types or with None is of object dtype with the exact values), ``seed``, the metrics,
-    ``wall_s`` (seconds of ``run_point``), ``key`` (JSON of the settings and the seed) and
+    ``seconds`` (wall time of ``run_point``), ``key`` (JSON of the settings and the seed) and
     ``trial`` (the Optuna trial number). A pair finished more than once (two workers raced)
     keeps its first trial, with a warning giving the count.
 
@@ -549,7 +552,7 @@ def load_sweep(storage: str | os.PathLike | BaseStorage, study: str) -> pd.DataF
     columns["seed"] = pd.Series([t.params["seed"] for t in ordered], dtype="int64")
     for name in metric_names:
         columns[name] = pd.Series([t.user_attrs["metrics"][name] for t in ordered], dtype="float64")
-    columns["wall_s"] = pd.Series([t.user_attrs["wall_s"] for t in ordered], dtype="float64")
+    columns["seconds"] = pd.Series([t.user_attrs["seconds"] for t in ordered], dtype="float64")
     columns["key"] = pd.Series([t.user_attrs["key"] for t in ordered], dtype=object)
     columns["trial"] = pd.Series([t.number for t in ordered], dtype="int64")
     return pd.DataFrame(columns)

@@ -31,6 +31,7 @@ from cormult_lib.correlation.negatives import STRATEGIES
 from cormult_lib.data.dataset import MultimodalSplit
 from cormult_lib.device import resolve_device
 from cormult_lib.features.loading import load_splits
+from cormult_lib.modalities import parse_modalities
 from cormult_lib.parameters import check_choice, check_int
 from cormult_lib.training.sweep import (
     SAMPLERS,
@@ -100,10 +101,12 @@ def _sweep(
 
 
 def _check_modalities(modalities: object) -> None:
-    if not isinstance(modalities, str) or len(set(modalities)) < 2 or set(modalities) - set("TAV"):
+    try:
+        parse_modalities(modalities, min_count=2)
+    except (TypeError, ValueError):
         raise ValueError(
             f"modalities={modalities!r}: the evaluator needs two or three of 'TAV', e.g. 'TAV'"
-        )
+        ) from None
 
 
 def _subset_train(splits: Mapping[str, MultimodalSplit], fraction: float, seed: int) -> dict:
