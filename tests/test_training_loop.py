@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from cormult_lib.device import move_to_device
 from cormult_lib.training import loop
+from cormult_lib.training.epoch import batch_size_of
 from cormult_lib.training.loop import PLATEAU_PATIENCE, fit
 
 N_TRAIN, N_VALID, BATCH = 48, 16, 8
@@ -189,7 +190,7 @@ def test_batches_are_moved_and_sized():
     batch = {"x": torch.zeros(3, 2), "ids": ["a", "b", "c"], "m": {"T": torch.ones(3, 5)}}
     moved = move_to_device(batch, torch.device("cpu"))
     assert moved["ids"] == ["a", "b", "c"] and torch.equal(moved["m"]["T"], torch.ones(3, 5))
-    assert loop.batch_size_of(batch) == 3
+    assert batch_size_of(batch) == 3
     with pytest.raises(ValueError, match="epochs"):
         run(make_model(0), None, epochs=0)
 

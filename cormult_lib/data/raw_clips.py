@@ -76,7 +76,7 @@ class RawClipSplit(Dataset):
 def collate_raw_clips(samples: list[dict]) -> dict:
     """``[{"labels", "inputs"}, ...]`` -> ``{"labels": (batch,), "inputs": [dict, ...]}``.
 
-    ``labels`` comes first: :func:`~cormult_lib.training.loop.batch_size_of` reads the batch
+    ``labels`` comes first: :func:`~cormult_lib.training.epoch.batch_size_of` reads the batch
     size from the first tensor."""
     return {
         "labels": torch.stack([s["labels"] for s in samples]),

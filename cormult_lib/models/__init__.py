@@ -2,14 +2,17 @@
 ``(batch, num_classes)`` logits and exposes ``head`` and ``modalities``.
 
 Modules:
-    attention: the pre-LayerNorm transformer block and encoder of MulT as stacks of
-        independent members (self- and crossmodal attention, padding and optional causal
-        masks).
     mult: MulT (crossmodal transformers, memory transformers, pooling, head), with optional
         per-sample weights on its crossmodal outputs keyed ``"source->target"``.
     cormult: CorMulT, MulT weighted by the correlation coefficients of a pre-trained
         Modality Correlation Evaluator (``product`` or ``residual`` fusion).
     late_fusion: a late-fusion baseline (masked mean + MLP per modality, MLP head).
+    official_mult: the official MulT code's checkpoint layout, for ``mult_from_official``.
+    co_attention, clip_msa: CLIP-MSA's co-attention units and its model (cached features, or
+        end to end with fine-tuned encoders).
+    sentence: a fine-tuned sentence encoder with a regression head (chapter 09).
+
+MulT's transformer blocks live in :mod:`cormult_lib.nn.attention`.
 """
 
 from cormult_lib.models.cormult import CorMulT

@@ -54,30 +54,23 @@ from tqdm.auto import tqdm
 
 from cormult_lib.device import keep_freed_memory
 from cormult_lib.training.checkpoints import (
-    CHECKPOINT_FORMAT,
     Checkpoint,
     data_fingerprint,
-    save_atomic,
 )
 from cormult_lib.training.data_parallel import replicate, resolve_distributed
 from cormult_lib.training.distributed import broadcast_object
 from cormult_lib.training.early_stopping import EarlyStopping
-from cormult_lib.training.epoch import EpochRunner, LossFn, batch_size_of
+from cormult_lib.training.epoch import EpochRunner, LossFn
 from cormult_lib.training.precision import MixedPrecision
 
-# Names other modules import from here, wherever they are defined.
 __all__ = [
-    "CHECKPOINT_FORMAT",
     "PLATEAU_FACTOR",
     "PLATEAU_PATIENCE",
     "VALID_SEED_OFFSET",
     "FitResult",
-    "LossFn",
-    "batch_size_of",
     "fit",
     "make_optimizer",
     "maybe_compile",
-    "save_atomic",
 ]
 
 # ReduceLROnPlateau: halve the learning rate after this many epochs without a better

@@ -50,7 +50,8 @@ from cormult_lib.modalities import parse_modalities
 from cormult_lib.models.cormult import CorMulT
 from cormult_lib.models.mult import MulT
 from cormult_lib.seeding import seed_everything
-from cormult_lib.training.loop import FitResult, fit, save_atomic
+from cormult_lib.training.checkpoints import save_atomic
+from cormult_lib.training.loop import FitResult, fit
 
 #: Training samples embedded to fit the distance (Mahalanobis covariance, coefficient scale).
 FIT_SAMPLES = 1024

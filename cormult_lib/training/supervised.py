@@ -33,7 +33,8 @@ from cormult_lib.device import move_to_device
 from cormult_lib.metrics import METRIC_KEYS, classification_metrics, regression_metrics
 from cormult_lib.models.mult import HEADS
 from cormult_lib.seeding import seed_everything
-from cormult_lib.training.loop import FitResult, LossFn, fit
+from cormult_lib.training.epoch import LossFn
+from cormult_lib.training.loop import FitResult, fit
 
 #: Regression losses: MulT uses L1, CLIP-MSA SmoothL1.
 REGRESSION_LOSSES = ("l1", "smooth_l1")
