@@ -120,7 +120,7 @@ def test_write_results(tmp_path: Path) -> None:
     text = path.read_text()
     assert "NaN" not in text and "Infinity" not in text
     record = json.loads(text)
-    expected = {"notebook", "metrics", "settings", "config", "seed", "device", "wall_time_s"}
+    expected = {"notebook", "metrics", "settings", "config", "seed", "device", "seconds"}
     assert expected | {"versions", "finished_at", "checks", "history"} == set(record)
     assert record["metrics"] == {"acc2": 0.5, "corr": None, "per_class": [1, 2]}
     assert record["history"] == [None, 1.0]

@@ -63,7 +63,7 @@ RESULT_KEYS = (
     "config",
     "seed",
     "device",
-    "wall_time_s",
+    "seconds",
     "versions",
     "finished_at",
     "checks",
@@ -151,10 +151,10 @@ class NotebookRun:
         """Write ``output_dir / f"{name}.json"`` and return its path.
 
         The file holds ``notebook``, ``metrics``, ``settings`` (the parameters), ``config``,
-        ``seed``, ``device``, ``wall_time_s``, ``versions`` (python, torch, numpy,
-        cormult_lib), ``finished_at`` (ISO 8601 with the UTC offset) and every ``extra``
-        keyword. NaN and infinite floats are written as ``null`` so that the file is strict
-        JSON; NumPy and torch values become numbers and lists.
+        ``seed``, ``device``, ``seconds`` (wall time of the chapter), ``versions`` (python,
+        torch, numpy, cormult_lib), ``finished_at`` (ISO 8601 with the UTC offset) and every
+        ``extra`` keyword. NaN and infinite floats are written as ``null`` so that the file is
+        strict JSON; NumPy and torch values become numbers and lists.
         """
         clashes = sorted(set(extra) & set(RESULT_KEYS))
         if clashes:
@@ -166,7 +166,7 @@ class NotebookRun:
             "config": self.config.to_dict(),
             "seed": self.params["seed"],
             "device": str(self.device),
-            "wall_time_s": round(time.perf_counter() - self.started, 3),
+            "seconds": round(time.perf_counter() - self.started, 3),
             "versions": {
                 "python": platform.python_version(),
                 "torch": torch.__version__,
