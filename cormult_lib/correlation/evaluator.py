@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 import torch
@@ -146,7 +147,28 @@ def _or(value: float | None, default: float) -> float:
     return default if value is None else value
 
 
-class EncoderLayer(nn.Module):
+class _AttentionBlock(nn.Module):
+    """What both layers below hold, for ``count`` members of width ``dim``: multi-head attention
+    (dropout ``attn_dropout`` on its weights, default ``dropout``), the LayerNorm after it and
+    the feed-forward network."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        ff_dim: int,
+        dropout: float = 0.1,
+        attn_dropout: float | None = None,
+        count: int = 1,
+    ):
+        super().__init__()
+        self.attention = MultiHeadAttention(dim, num_heads, _or(attn_dropout, dropout), count)
+        self.dropout = dropout
+        self.norm_attention = StackedLayerNorm(count, dim)
+        self.feed_forward = FeedForward(dim, ff_dim, dropout, count)
+
+
+class EncoderLayer(_AttentionBlock):
     """One transformer encoding layer written as Eq. 4-7 (see the module docstring), for
     ``count`` members (the evaluator's modalities, each with its own weights).
 
@@ -157,21 +179,11 @@ class EncoderLayer(nn.Module):
     defaults to ``dropout``.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        ff_dim: int,
-        dropout: float = 0.1,
-        attn_dropout: float | None = None,
-        count: int = 1,
-    ):
-        super().__init__()
+    def __init__(self, dim: int, *args: Any, count: int = 1, **kwargs: Any):
+        """Arguments as :class:`_AttentionBlock`'s (``num_heads``, ``ff_dim``, ``dropout``,
+        ``attn_dropout``), plus the LayerNorm of Eq. 4."""
+        super().__init__(dim, *args, count=count, **kwargs)
         self.norm_input = StackedLayerNorm(count, dim)
-        self.attention = MultiHeadAttention(dim, num_heads, _or(attn_dropout, dropout), count)
-        self.dropout = dropout
-        self.norm_attention = StackedLayerNorm(count, dim)
-        self.feed_forward = FeedForward(dim, ff_dim, dropout, count)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor, members: Members = None) -> torch.Tensor:
         x1 = self.norm_input(x, members)  # Eq. 4
@@ -181,27 +193,16 @@ class EncoderLayer(nn.Module):
         return x3 + self.feed_forward(x3, members)  # Eq. 7
 
 
-class CrossModalAttention(nn.Module):
+class CrossModalAttention(_AttentionBlock):
     """Query one modality, keys/values the other modalities; residual + LayerNorm, then FFN.
 
     ``forward(query (count, batch, time_q, d), context (count, batch, time_c, d), bias
     (count * batch, 1, 1, time_c))`` -> ``(count, batch, time_q, d)``; one member per modality.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        ff_dim: int,
-        dropout: float = 0.1,
-        attn_dropout: float | None = None,
-        count: int = 1,
-    ):
-        super().__init__()
-        self.attention = MultiHeadAttention(dim, num_heads, _or(attn_dropout, dropout), count)
-        self.dropout = dropout
-        self.norm_attention = StackedLayerNorm(count, dim)
-        self.feed_forward = FeedForward(dim, ff_dim, dropout, count)
+    def __init__(self, dim: int, *args: Any, count: int = 1, **kwargs: Any):
+        """Arguments as :class:`_AttentionBlock`'s, plus the LayerNorm after the FFN."""
+        super().__init__(dim, *args, count=count, **kwargs)
         self.norm_output = StackedLayerNorm(count, dim)
 
     def forward(
@@ -330,12 +331,12 @@ class ModalityCorrelationEvaluator(nn.Module):
         # cormult_lib.nn.stacked: the modalities' encoders run as one batched computation.
         count = len(self.modalities)
         self.encoders = nn.ModuleList(
-            EncoderLayer(hidden_dim, num_heads, ff_dim, dropout, self.attn_dropout, count)
+            EncoderLayer(hidden_dim, num_heads, ff_dim, dropout, self.attn_dropout, count=count)
             for _ in range(num_layers)
         )
         self.cross = (
             CrossModalAttention(
-                hidden_dim, num_heads, ff_dim, dropout, self.attn_dropout, count
+                hidden_dim, num_heads, ff_dim, dropout, self.attn_dropout, count=count
             )
             if cross_attention
             else None
