@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from cormult_lib.features.audio import hz_to_mel, mel_band_edges, mel_filterbank  # noqa: E402
-from cormult_lib.tutorial.plots import (  # noqa: E402
+from cormult_lib.tutorial.spectrogram_plots import (
     plot_log_mel_pair,
     plot_mel_filterbank,
     plot_spectrogram_rows,

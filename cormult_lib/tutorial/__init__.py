@@ -4,7 +4,7 @@ Modules:
     runner: ``make tutorial`` / ``cormult-run``, every chapter headless with papermill.
     notebook: the harness each chapter starts with (parameters, output folders, results JSON,
         computed checks).
-    plots: the chapters' figures.
+    plots, spectrogram_plots: the chapters' figures (chapter 01's in the second).
     probes: linear probes that read what a feature or an embedding holds.
     audio_checks: chapter 01's checks of a log-Mel spectrogram against its waveform.
     timing: wall-clock timing of a chapter's steps.
