@@ -178,8 +178,10 @@ def test_mce_pretraining_runs_on_an_mmsa_pickle(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "04_mce.pt").is_file()
 
 
-def test_cormult_training_runs_on_an_mmsa_pickle(tmp_path: Path) -> None:
-    """Chapter 07 on real-format data: no discrepancy labels, so no subsets; TA only."""
+def test_cormult_training_runs_on_an_mmsa_pickle(tmp_path: Path, monkeypatch) -> None:
+    """Chapter 07 on real-format data: no discrepancy labels, so no subsets; TA only. The
+    runner alone (no test configuration) makes the progress bars text."""
+    monkeypatch.delenv("CORMULT_PROGRESS", raising=False)
     pickle_path = tmp_path / "aligned_50.pkl"
     _write_mmsa(pickle_path)
     options = ["-p", "dataset", "mmsa", "-p", "data_path", str(pickle_path)]
@@ -197,6 +199,9 @@ def test_cormult_training_runs_on_an_mmsa_pickle(tmp_path: Path) -> None:
     assert all(c["n"] == result["metrics"]["runs"][0]["n"] for c in central)
     _check_verdicts(result["comparisons"])
     assert not (tmp_path / "mce.pt").exists(), "chapter 04's path is only read"
+    executed = (tmp_path / "executed" / "07_cormult_training.ipynb").read_text()
+    assert "application/vnd.jupyter.widget-view+json" not in executed, "static widget bars"
+    assert "seeds: 100%" in executed, "the text bar of run_seeds"
 
 
 def test_data_tour_runs_on_a_raw_clip_cache(tmp_path: Path) -> None:

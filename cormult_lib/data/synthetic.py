@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from cormult_lib.config import DataConfig
 from cormult_lib.data.dataset import (
@@ -41,6 +40,7 @@ from cormult_lib.data.dataset import (
     label_to_class,
     masks_from_lengths,
 )
+from cormult_lib.progress import tqdm
 
 DISCREPANCIES = ("voice", "content", "alignment", "clarity")
 

@@ -29,9 +29,9 @@ import imageio_ffmpeg
 import numpy as np
 import pandas as pd
 import soundfile as sf
-from tqdm.auto import tqdm
 
 from cormult_lib.data.synthetic import SampleSpec, SyntheticCorpus
+from cormult_lib.progress import tqdm
 
 
 @dataclass

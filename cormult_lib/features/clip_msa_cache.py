@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from cormult_lib.config import EncoderConfig
 from cormult_lib.data.cmu import DataFormatError, read_label_csv
@@ -37,6 +36,7 @@ from cormult_lib.features.cache import (
 )
 from cormult_lib.features.clip_encoders import ClipMSAEncoders
 from cormult_lib.modalities import MODALITIES
+from cormult_lib.progress import tqdm
 
 CACHE_FORMAT = "cormult_lib.clip_msa_cache"
 CACHE_VERSION = 1

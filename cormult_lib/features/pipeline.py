@@ -38,7 +38,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from cormult_lib.config import FeatureConfig
 from cormult_lib.data.cmu import read_label_csv
@@ -52,6 +51,7 @@ from cormult_lib.features.cache import (
 )
 from cormult_lib.modalities import parse_modalities
 from cormult_lib.processes import die_with_parent
+from cormult_lib.progress import tqdm
 
 CACHE_FORMAT = "cormult_lib.feature_cache"
 CACHE_VERSION = 1

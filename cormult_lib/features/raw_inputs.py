@@ -20,7 +20,6 @@ import warnings
 import cv2
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from cormult_lib.config import FeatureConfig
 from cormult_lib.data.dataset import MultimodalSplit, pad_sequences
@@ -35,6 +34,7 @@ from cormult_lib.features.vision import (
     frames_to_tensor,
     uniform_frame_indices,
 )
+from cormult_lib.progress import tqdm
 
 AUDIO_FORMS = ("waveform", "log_mel")
 VISION_FORMS = ("pixels", "resnet")

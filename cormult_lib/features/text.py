@@ -35,11 +35,11 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, BertTokenizer
 
 from cormult_lib.data.cmu import DataFormatError
 from cormult_lib.device import resolve_device
+from cormult_lib.progress import tqdm
 
 #: A text is a transcript (then a ``tokenize`` callable is needed) or its list of tokens.
 Text = str | Sequence[str]

@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision import models
-from tqdm.auto import tqdm
 
 from cormult_lib.device import resolve_device
+from cormult_lib.progress import tqdm
 
 #: ImageNet channel statistics that torchvision's ResNet weights were trained with (RGB order).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from cormult_lib.device import move_to_device
+from cormult_lib.progress import tqdm
 from cormult_lib.training.distributed import all_reduce_means
 from cormult_lib.training.precision import MixedPrecision
 

@@ -50,9 +50,9 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from cormult_lib.device import keep_freed_memory
+from cormult_lib.progress import tqdm
 from cormult_lib.training.checkpoints import (
     Checkpoint,
     data_fingerprint,

@@ -24,7 +24,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from cormult_lib.config import TrainConfig
 from cormult_lib.data.dataset import LoaderOptions, MultimodalSplit, make_loader
@@ -32,6 +31,7 @@ from cormult_lib.data.raw_clips import RawClipSplit, raw_clip_loader
 from cormult_lib.device import move_to_device
 from cormult_lib.metrics import METRIC_KEYS, classification_metrics, regression_metrics
 from cormult_lib.models.mult import HEADS
+from cormult_lib.progress import tqdm
 from cormult_lib.seeding import seed_everything
 from cormult_lib.training.epoch import LossFn
 from cormult_lib.training.loop import FitResult, fit

@@ -63,9 +63,9 @@ import torch
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from sklearn.model_selection import ParameterGrid
-from tqdm.auto import tqdm
 
 from cormult_lib.config import SWEEP_SEEDS
+from cormult_lib.progress import tqdm
 from cormult_lib.training.sweep_storage import HEARTBEAT_S, open_storage, stable_api
 
 __all__ = [

@@ -49,6 +49,8 @@ import nbformat
 import papermill
 import yaml
 
+from cormult_lib.progress import PROGRESS_ENV
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
 SOURCE_PREVIEW_LINES = 5
@@ -348,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     args.executed_dir.mkdir(parents=True, exist_ok=True)
+    # The kernels inherit it: text progress bars, not widgets that nobody will ever update.
+    os.environ.setdefault(PROGRESS_ENV, "text")
     started = time.time()
     results = [NotebookResult(path) for path in notebooks]
     output_dirs: set[Path] = set()
