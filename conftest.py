@@ -13,8 +13,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from cormult_lib.progress import PROGRESS_ENV
+
 if not os.environ.get("CORMULT_OUTPUT_DIR"):
     _RUN_DIR = Path(tempfile.mkdtemp(prefix="cormult-test-run-"))
     os.environ["CORMULT_OUTPUT_DIR"] = str(_RUN_DIR / "outputs")
     os.environ["CORMULT_FIGURES_DIR"] = str(_RUN_DIR / "figures")
-os.environ.setdefault("CORMULT_PROGRESS", "text")
+os.environ.setdefault(PROGRESS_ENV, "text")

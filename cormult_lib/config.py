@@ -239,9 +239,6 @@ DEFAULT_SOURCES = {
     "clap": "laion/clap-htsat-unfused",
     "vgg": "IMAGENET1K_V1",
 }
-#: What each source must provide: (model class, preprocessing class) for save_pretrained.
-
-
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ tutorial`` / ``cormult-run`` through papermill, ``make test`` through nbval) has
 update a widget, so the executed notebook would keep a static "0%" bar per loop. There
 :data:`PROGRESS_ENV` is ``"text"`` (the runner and the test configuration set it) and the bar is
 a text bar, redrawn at most every :data:`HEADLESS_INTERVAL_S` seconds and left as one line of
-text with its final count and time.
+text with its final count and time; transient bars (``leave=False``, e.g. the batches of one
+epoch) are not drawn at all there.
 
 Both are tqdm's asyncio class (``tqdm.auto`` is, in and outside notebooks), on purpose: its
 constructor calls ``iter()`` on what it wraps, even when disabled, which for a shuffled
@@ -40,6 +41,7 @@ def tqdm(*args: Any, **kwargs: Any) -> text_tqdm:
     """``tqdm(iterable, desc=..., total=..., ...)`` as the run calls for: a text bar on
     standard output in a headless run, ``tqdm.auto`` otherwise."""
     if headless():
+        kwargs["disable"] = kwargs.get("disable", False) or kwargs.get("leave") is False
         kwargs.setdefault("mininterval", HEADLESS_INTERVAL_S)
         kwargs.setdefault("file", sys.stdout)
         kwargs.setdefault("ncols", 90)

@@ -362,7 +362,7 @@ def test_fine_tuned_evaluator_gets_gradients():
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
 
 
-def test_cormult_from_checkpoint_uses_the_saved_evaluator_and_distance(tmp_path):
+def test_load_cormult_uses_the_saved_evaluator_and_distance(tmp_path):
     tiny = make_synthetic_splits(DataConfig(n_samples=40, seq_len=8), seed=1)
     config = replace(get_config("quick").correlation, epochs=1, num_layers=1, shared_time=2)
     result = pretrain_evaluator(

@@ -19,6 +19,10 @@ def test_headless_runs_get_text_bars_on_stdout(monkeypatch, capsys):
     bar.close()
     out = capsys.readouterr().out
     assert "clips: 100%" in out and "3/3" in out
+    transient = progress.tqdm(range(3), desc="batches", leave=False)
+    list(transient)
+    transient.close()
+    assert capsys.readouterr().out == "", "a leave=False bar is not drawn headless"
 
 
 @pytest.mark.parametrize("value", [None, "", "widgets"])

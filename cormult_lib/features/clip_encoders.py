@@ -67,9 +67,6 @@ FRAME_BATCH = 16
 CLAP_MAX_SECONDS = 10
 
 
-
-
-
 def _features(output: Any) -> torch.Tensor:
     """The feature tensor of ``get_*_features``: a tensor (transformers 4), an output object
     with ``pooler_output`` (transformers 5) or its tuple form ``(last_hidden, pooled, ...)``."""

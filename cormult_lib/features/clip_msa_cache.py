@@ -42,8 +42,6 @@ CACHE_FORMAT = "cormult_lib.clip_msa_cache"
 CACHE_VERSION = 1
 
 
-
-
 def clip_msa_cache(cache_dir: str | Path) -> FeatureCache:
     """The CLIP-MSA feature cache in ``cache_dir``."""
     return FeatureCache(
@@ -211,9 +209,6 @@ def with_text_features(
             split.name, info,
         )
     return out
-
-
-
 
 
 def prepare_raw_clips(

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import multiprocessing
 import os
 import time
@@ -48,6 +47,7 @@ from cormult_lib.features.cache import (
     PendingClip,
     read_json,
     write_entry,
+    write_json,
 )
 from cormult_lib.modalities import parse_modalities
 from cormult_lib.processes import die_with_parent
@@ -217,7 +217,7 @@ def prepare_cache(
         train_text = vocabulary_labels.loc[vocabulary_labels["mode"] == "train", "text"]
         vocabulary = Vocabulary.build(train_text, tokenize, min_freq=config.min_token_freq)
         vocabulary.save(vocabulary_path)
-        source_path.write_text(json.dumps(source, indent=2))
+        write_json(source_path, source)
     return vocabulary_path
 
 

@@ -35,11 +35,9 @@ _TITLES = {
     "vgg": "VGG-11 face",
 }
 
+
 class EncoderUnavailableError(RuntimeError):
     """A pretrained encoder could not be loaded; the message says how to provide it."""
-
-
-
 
 
 def tiny_model_configs(max_text_tokens: int = 32) -> dict[str, Any]:
@@ -131,7 +129,6 @@ def default_model_configs() -> dict[str, Any]:
     }
 
 
-
 # VGG
 
 
@@ -221,7 +218,6 @@ def random_vgg(kind: str) -> VGGFeatures:
     if kind == "vgg11":
         return VGGFeatures.from_torchvision(vgg11(weights=None))
     raise ValueError(f"a VGG architecture is 'tiny' or 'vgg11', got {kind!r}")
-
 
 
 # hub loading

@@ -1,6 +1,6 @@
 """CLIP-MSA (Huang et al.): dual-branch unimodal representations and hierarchical co-attention.
 
-The frozen pre-trained encoders run once per clip (:mod:`cormult_lib.features.clip_msa`); their
+The frozen pre-trained encoders run once per clip (:mod:`cormult_lib.features.clip_encoders`); their
 outputs arrive here as a :class:`~cormult_lib.data.dataset.MultimodalSplit` with, per modality,
 the specific branch and the CLIP branch concatenated on the last axis:
 
@@ -26,7 +26,7 @@ drops specific branches the same way (``"AV"``: text from its CLIP branch alone)
 paper does not ablate.
 
 Fine-tuning on request: :class:`ClipMSAEndToEnd` puts the encoders in front of a
-:class:`ClipMSA`, reads prepared raw clips (:func:`~cormult_lib.features.clip_msa.
+:class:`ClipMSA`, reads prepared raw clips (:func:`~cormult_lib.features.clip_msa_cache.
 prepare_raw_clips`) and trains the encoders named in ``finetune`` together with the model.
 """
 
@@ -233,9 +233,9 @@ class ClipMSAEndToEnd(nn.Module):
     """CLIP-MSA from prepared clips through its encoders, some of them fine-tuned.
 
     ``forward(inputs)`` takes a list of prepared clips
-    (:meth:`~cormult_lib.features.clip_msa.ClipMSAEncoders.prepare`, batches of
+    (:meth:`~cormult_lib.features.clip_encoders.ClipMSAEncoders.prepare`, batches of
     :func:`~cormult_lib.data.raw_clips.raw_clip_loader`), runs the encoders
-    (:meth:`~cormult_lib.features.clip_msa.ClipMSAEncoders.encode_inputs`: the same calls that
+    (:meth:`~cormult_lib.features.clip_encoders.ClipMSAEncoders.encode_inputs`: the same calls that
     fill the cache) and then ``model``; it returns sentiment ``(batch,)``. With
     ``finetune=()`` it computes exactly what ``model`` computes on the cached features.
 

@@ -42,8 +42,7 @@ still read the masks.
 **Weights of the official MulT code** (``yaohungt/Multimodal-Transformer``, ``MULTModel``):
 :func:`mult_from_official` builds a :class:`MulT` configured as that code is (causal attention
 with its ``"shifted"`` rule, no padding mask, kernel-1 projections, fairseq's positional table)
-and maps an official state dict onto it (:data:`OFFICIAL_ENCODERS`,
-:data:`OFFICIAL_LAYER_PARAMETERS`).
+and maps an official state dict onto it (the tables of :mod:`cormult_lib.models.official_mult`).
 """
 
 from __future__ import annotations
@@ -533,9 +532,8 @@ def mult_from_official(
     from masks here and from zero features there (:mod:`cormult_lib.nn.positions`).
 
     Args:
-        state_dict: the official ``MULTModel.state_dict()`` (mapping: :data:`OFFICIAL_ENCODERS`,
-            :data:`OFFICIAL_LAYER_PARAMETERS`, :data:`OFFICIAL_ENCODER_PARAMETERS`,
-            :data:`OFFICIAL_TOP_PARAMETERS`).
+        state_dict: the official ``MULTModel.state_dict()`` (mapped by the tables of
+            :mod:`cormult_lib.models.official_mult`).
         input_dims: ``{"T": orig_d_l, "A": orig_d_a, "V": orig_d_v}``.
         num_heads: attention heads (must divide ``d``).
         num_layers: layers of each crossmodal transformer.

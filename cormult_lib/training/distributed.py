@@ -31,9 +31,10 @@ alive while the interpreter finalises and try to take the GIL it is tearing down
 pytorch/pytorch#190489). Two precautions: :func:`cleanup` meets every rank at a barrier and
 then destroys the group while the interpreter is fully alive, so no rank tears its connections
 down while another is still in a collective with it; and a script that has written everything
-leaves with ``os._exit(0)`` after flushing its output (see :mod:`~.ddp_demo`), which skips
-interpreter finalisation altogether. Neither is a fix for a failure reproduced here (dozens of
-2-process runs on this machine ended cleanly with and without them); they close the window.
+leaves with ``os._exit(0)`` after flushing its output (see
+:mod:`cormult_lib.tutorial.ddp_demo`), which skips interpreter finalisation altogether.
+Neither is a fix for a failure reproduced here (dozens of 2-process runs on this machine ended
+cleanly with and without them); they close the window.
 """
 
 from __future__ import annotations

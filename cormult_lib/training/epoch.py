@@ -99,7 +99,7 @@ class EpochRunner:
             for key, item in {"loss": value, **extras}.items():
                 totals[key] = totals.get(key, 0.0) + float(item) * n
             count += n
-            bar.set_postfix(loss=f"{value:.4f}")
+            bar.set_postfix(loss=f"{value:.4f}", refresh=False)
         if self.replicas is not None:
             means, count = all_reduce_means(totals, count, self.device)  # over every rank's samples
         else:

@@ -334,7 +334,9 @@ def fit(
         if plateau is not None:
             plateau.step(row["valid_loss"])
         history.append(row)
-        epoch_bar.set_postfix(train=f"{row['train_loss']:.4f}", valid=f"{row['valid_loss']:.4f}")
+        epoch_bar.set_postfix(
+            train=f"{row['train_loss']:.4f}", valid=f"{row['valid_loss']:.4f}", refresh=False
+        )
         checkpoint.save(epoch, history, early.state_dict())
 
     model.load_state_dict(early.best_state)

@@ -13,7 +13,8 @@ override) and hands those values to :func:`start_notebook` in the next cell::
 :func:`start_notebook` checks every value and stops with a message that names the parameter,
 the value and what was expected, so that a typo in ``make tutorial -p ...`` or in the cell
 fails in the second cell instead of twenty minutes later. Chapter-specific parameters are
-checked with :func:`check_choice`, :func:`check_int` and :func:`check_float`.
+checked with :func:`~cormult_lib.parameters.check_choice`,
+:func:`~cormult_lib.parameters.check_int` and :func:`~cormult_lib.parameters.check_float`.
 """
 
 from __future__ import annotations
