@@ -186,8 +186,8 @@ def test_cormult_training_runs_on_an_mmsa_pickle(tmp_path: Path, monkeypatch) ->
     _write_mmsa(pickle_path)
     options = ["-p", "dataset", "mmsa", "-p", "data_path", str(pickle_path)]
     options += ["-p", "modalities", "TA", "-p", "pretrain_modalities", "TA", "-p", "epochs", "3"]
-    options += ["-p", "n_seeds", "1", "-p", "ablations", "False"]
-    options += ["-p", "evaluator_path", str(tmp_path / "mce.pt")]
+    options += ["-p", "n_seeds", "1", "-p", "ablations", "False", "-p", "placements", "False"]
+    options += ["-p", "compare_heads", "False", "-p", "evaluator_path", str(tmp_path / "mce.pt")]
     assert _run(tmp_path, *options, notebook="07_cormult_training") == 0
     result = json.loads((tmp_path / "out" / "07_cormult_training.json").read_text())
     metrics = result["metrics"]
@@ -223,14 +223,14 @@ def test_data_tour_runs_on_a_raw_clip_cache(tmp_path: Path) -> None:
 
 def test_clip_msa_fine_tunes_encoders_on_clips_in_a_folder(tmp_path: Path) -> None:
     """Chapter 08 on a folder of clips (the CMU-MOSEI layout) with two encoders fine-tuned."""
-    corpus = SyntheticCorpus(DataConfig(n_samples=80), seed=0)
-    export_raw_corpus(corpus, tmp_path / "clips", indices=range(80))
+    corpus = SyntheticCorpus(DataConfig(n_samples=48), seed=0)
+    export_raw_corpus(corpus, tmp_path / "clips", indices=range(48))
     options = ["-p", "dataset", "clips", "-p", "data_path", str(tmp_path / "clips")]
-    options += ["-p", "num_frames", "4", "-p", "epochs", "8", "-p", "n_seeds", "1"]
+    options += ["-p", "num_frames", "2", "-p", "epochs", "4", "-p", "n_seeds", "1"]
     options += ["-p", "ablations", "False", "-p", "finetune", '["albert", "vgg"]']
     assert _run(tmp_path, *options, notebook="08_clip_msa") == 0
     metrics = json.loads((tmp_path / "out" / "08_clip_msa.json").read_text())["metrics"]
-    assert metrics["extraction"]["done"] == 80
+    assert metrics["extraction"]["done"] == 48
     frozen, tuned = metrics["finetune"]
     assert frozen["model"] == "frozen (section 4)" and tuned["model"] == "fine-tuned albert+vgg"
     assert tuned["n"] == frozen["n"] > 0 and np.isfinite(tuned["mae"])
