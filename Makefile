@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: tutorial test lint setup clean
+.PHONY: tutorial reference test lint setup clean
 
 setup: $(STAMP)
 
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml
 
 tutorial: $(STAMP)
 	$(PY) -m cormult_lib.tutorial.runner
+
+# Every chapter at the standard profile (about an hour on a 2-core CPU): results/*.json with
+# their provenance and the README pictures in figures/readme/.
+reference: $(STAMP)
+	$(PY) -m cormult_lib.tutorial.reference
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

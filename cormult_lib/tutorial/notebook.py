@@ -40,6 +40,7 @@ from cormult_lib.device import describe_device, resolve_device
 from cormult_lib.modalities import parse_modalities
 from cormult_lib.parameters import check_choice, check_int
 from cormult_lib.seeding import seed_everything
+from cormult_lib.tutorial.reference import print_beside_reference
 
 # What ``data_path`` has to point at for each real data set, shown when it is missing.
 DATA_PATH_HINTS: dict[str, str] = {
@@ -179,8 +180,10 @@ class NotebookRun:
             **extra,
         }
         path = self.output_dir / f"{self.name}.json"
-        path.write_text(json.dumps(to_json_value(record), indent=2, allow_nan=False) + "\n")
+        plain = to_json_value(record)
+        path.write_text(json.dumps(plain, indent=2, allow_nan=False) + "\n")
         print(f"Wrote results {path}")
+        print_beside_reference(plain)
         failed = [c["check"] for c in self.checks if not c["passed"]]
         if failed:
             print(f"{len(failed)} of {len(self.checks)} lesson checks failed: {failed}")

@@ -1,0 +1,283 @@
+"""Reference results: what a chapter printed on a stated machine, for a student to compare with.
+
+``make reference`` (``python -m cormult_lib.tutorial.reference``) runs every chapter with the
+``standard`` profile into a temporary folder and keeps, under ``results/``:
+
+* ``results/NN_name.json``: the chapter's results JSON (the record of
+  :meth:`~cormult_lib.tutorial.notebook.NotebookRun.write_results`, same schema) with a
+  ``reference`` block added: the command, the parameters, the seed list, the machine, the
+  library versions, the chapter's wall time and the date;
+* ``figures/readme/*.png``: one small picture per chapter for the README (at most
+  :data:`THUMBNAIL_PIXELS` wide).
+
+Every chapter then prints its own run beside the reference (:func:`print_beside_reference`,
+called by ``write_results``): the same comparisons, difference, interval and verdict in two
+columns, so a student sees at once whether a run behaves. A quick run and the standard
+reference differ in n and budget, so the verdicts may differ; the columns say which profile
+each comes from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from cormult_lib.tutorial import runner
+
+REFERENCE_DIR = runner.REPO_ROOT / "results"
+README_FIGURE_DIR = runner.REPO_ROOT / "figures" / "readme"
+#: Replaces :data:`REFERENCE_DIR` (the tests point it at their own folders).
+REFERENCE_ENV = "CORMULT_REFERENCE_DIR"
+REFERENCE_PARAMETERS: dict[str, Any] = {"profile": "standard"}
+#: One picture per chapter for the README, chosen among the figures each chapter saves.
+README_FIGURES = (
+    "00_discrepancies.png",
+    "01_waveform_spectrogram.png",
+    "02_face_crops.png",
+    "03_agreement_comparisons.png",
+    "04_mce_architecture.png",
+    "04_pretraining.png",
+    "05_table3_comparisons.png",
+    "06_shared_space_heatmaps.png",
+    "07_cormult_architecture.png",
+    "07_comparisons.png",
+    "08_clip_msa_architecture.png",
+    "08_table2.png",
+    "09_comparisons.png",
+)
+THUMBNAIL_PIXELS = 720
+#: The chapter that reads results/ rather than producing results of its own.
+RESULTS_CHAPTER = "10_results"
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "torchaudio",
+    "transformers",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "scipy",
+    "optuna",
+    "papermill",
+    "cormult_lib",
+)
+# The identity of a comparison, shared by a run and its reference.
+COMPARISON_KEY = ["subset", "metric", "a", "b"]
+
+
+def machine() -> dict[str, Any]:
+    """The machine a run used: OS, CPU model, cores, torch threads and the GPU (or ``None``)."""
+    cpu = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed version of each package in :data:`PACKAGES` (``None`` when absent)."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def seed_list(record: dict[str, Any]) -> list[int]:
+    """The seeds a chapter ran: ``seed, seed + 1, ...`` up to its largest comparison's count."""
+    counts = [c.get("n_seeds") or 1 for c in record.get("comparisons", [])]
+    return [record["seed"] + i for i in range(max(counts, default=1))]
+
+
+def reference_dir() -> Path:
+    """``$CORMULT_REFERENCE_DIR`` when set, else the repository's ``results/``."""
+    return Path(os.environ.get(REFERENCE_ENV) or REFERENCE_DIR)
+
+
+def load_reference(name: str, folder: Path | None = None) -> dict[str, Any] | None:
+    """The reference record of chapter ``name`` (``None`` when ``make reference`` wrote none).
+
+    Raises:
+        ValueError: naming the file when it exists but is not a reference record.
+    """
+    path = (folder or reference_dir()) / f"{name}.json"
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    missing = {"notebook", "metrics", "settings", "reference"} - set(record)
+    if missing:
+        raise ValueError(f"{path}: not a reference record, it lacks {sorted(missing)}")
+    return record
+
+
+def _interval(frame: pd.DataFrame) -> pd.Series:
+    """``"+0.012 [-0.004, +0.030] (n=420) no measurable difference"`` per comparison row."""
+    return frame.apply(
+        lambda c: f"{c.difference:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}] (n={c.n}) "
+        f"{c.verdict}",
+        axis=1,
+    )
+
+
+def beside_reference(record: dict[str, Any], reference: dict[str, Any]) -> pd.DataFrame:
+    """This run's comparisons beside the reference's, one row per comparison either holds.
+
+    Returns:
+        A frame indexed by subset, metric, a, b and repeat (0, or 1, 2, ... for a pair the
+        chapter compared again with another method) with the columns ``this run (<profile>)``
+        and ``reference (<profile>)``; a comparison only one of them made shows ``-`` in the
+        other column.
+    """
+    columns = {}
+    for label, source in (("this run", record), ("reference", reference)):
+        frame = pd.DataFrame(source.get("comparisons") or [])
+        if len(frame):
+            frame = frame.dropna(subset=["difference"])
+        profile = source.get("settings", {}).get("profile", "?")
+        if not len(frame):
+            columns[f"{label} ({profile})"] = pd.Series(dtype=str)
+            continue
+        # A chapter may compare the same pair twice (another method): number the repeats.
+        frame = frame.assign(repeat=frame.groupby(COMPARISON_KEY).cumcount())
+        columns[f"{label} ({profile})"] = pd.Series(
+            _interval(frame).to_numpy(),
+            index=pd.MultiIndex.from_frame(frame[[*COMPARISON_KEY, "repeat"]]),
+        )
+    present = [series for series in columns.values() if len(series)]
+    index = present[0].index.append([s.index for s in present[1:]]).unique() if present else []
+    return pd.DataFrame({k: v.reindex(index) for k, v in columns.items()}, index=index).fillna("-")
+
+
+def print_beside_reference(record: dict[str, Any], folder: Path | None = None) -> None:
+    """Print a chapter's comparisons beside its reference run's, or say why there are none."""
+    name = record["notebook"]
+    reference = load_reference(name, folder)
+    where = (folder or reference_dir()) / f"{name}.json"
+    if reference is None:
+        print(f"No reference results at {where} (`make reference` writes them).")
+        return
+    provenance = reference["reference"]
+    print(
+        f"Reference: {where.name}, profile {reference['settings'].get('profile')}, seeds "
+        f"{provenance['seeds']}, {provenance['seconds']:.0f} s on {provenance['machine']['cpu']}"
+        f" ({provenance['machine']['cpu_count']} cores), {provenance['made_at'][:10]}"
+    )
+    table = beside_reference(record, reference)
+    if table.empty:
+        print("Neither run made a comparison with an interval; compare the metrics above.")
+        return
+    if not table.index.get_level_values("repeat").any():
+        table = table.droplevel("repeat")
+    with pd.option_context("display.max_colwidth", 80, "display.width", 200):
+        print(table.to_string())
+
+
+def with_provenance(record: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with its ``reference`` block: command, parameters, seeds, machine, versions."""
+    command = "make reference  # python -m cormult_lib.tutorial.reference " + " ".join(
+        f"-p {name} {value}" for name, value in parameters.items()
+    )
+    return {
+        **record,
+        "reference": {
+            "command": command,
+            "parameters": parameters,
+            "seeds": seed_list(record),
+            "machine": machine(),
+            "versions": library_versions(),
+            "seconds": record["seconds"],
+            "made_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+        },
+    }
+
+
+def save_thumbnail(source: Path, target: Path, pixels: int = THUMBNAIL_PIXELS) -> Path:
+    """``source`` resized to at most ``pixels`` wide (aspect kept), as an optimised PNG."""
+    from PIL import Image
+
+    with Image.open(source) as image:
+        image.thumbnail((pixels, pixels * 4))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image.save(target, optimize=True)
+    return target
+
+
+def make_reference(
+    notebooks: list[Path],
+    results_dir: Path = REFERENCE_DIR,
+    figure_dir: Path = README_FIGURE_DIR,
+    parameters: dict[str, Any] | None = None,
+) -> int:
+    """Run ``notebooks`` with ``parameters`` and keep their results and README pictures.
+
+    Returns the runner's exit status; the chapters that ran before a failure are kept.
+    """
+    parameters = {**REFERENCE_PARAMETERS, **(parameters or {})}
+    with tempfile.TemporaryDirectory(prefix="cormult-reference-") as scratch:
+        work = Path(scratch)
+        arguments = [str(path) for path in notebooks]
+        for name, value in parameters.items():
+            arguments += ["-p", name, json.dumps(value) if not isinstance(value, str) else value]
+        arguments += ["-p", "output_dir", str(work / "outputs")]
+        arguments += ["-p", "figures_dir", str(work / "figures")]
+        arguments += ["--executed-dir", str(work / "executed")]
+        for variable in ("CORMULT_OUTPUT_DIR", "CORMULT_FIGURES_DIR"):
+            os.environ.pop(variable, None)
+        status = runner.main(arguments)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        for path in sorted((work / "outputs").glob("[0-9][0-9]_*.json")):
+            record = with_provenance(json.loads(path.read_text()), parameters)
+            (results_dir / path.name).write_text(json.dumps(record, indent=1) + "\n")
+            print(f"Reference: {runner.display(results_dir / path.name)}")
+        for name in README_FIGURES:
+            source = work / "figures" / name
+            if source.is_file():
+                target = save_thumbnail(source, figure_dir / name)
+                print(f"README figure: {runner.display(target)}")
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``make reference``: every chapter (or those named) at the standard profile."""
+    parser = argparse.ArgumentParser(
+        prog="cormult-reference", description="Write results/ and figures/readme/."
+    )
+    parser.add_argument("notebooks", nargs="*", type=Path)
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[])
+    parser.add_argument("--results-dir", type=Path, default=REFERENCE_DIR)
+    parser.add_argument("--figure-dir", type=Path, default=README_FIGURE_DIR)
+    args = parser.parse_args(argv)
+    parameters = {name: runner.parse_value(value) for name, value in args.parameter}
+    notebooks = args.notebooks or [
+        path for path in runner.discover_notebooks() if path.stem != RESULTS_CHAPTER
+    ]
+    return make_reference(notebooks, args.results_dir, args.figure_dir, parameters)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Reference results: provenance, the side-by-side table each chapter prints, and the files."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cormult_lib.tutorial.notebook import RESULT_KEYS
+from cormult_lib.tutorial.reference import (
+    REFERENCE_DIR,
+    beside_reference,
+    load_reference,
+    print_beside_reference,
+    seed_list,
+    with_provenance,
+)
+
+
+def _comparison(subset: str, difference: float, n_seeds: int = 2) -> dict:
+    return {
+        "subset": subset, "n": 90, "n_seeds": n_seeds, "metric": "mae", "a": "CorMulT",
+        "b": "MulT", "a_value": 0.7, "b_value": 0.7 - difference, "difference": difference,
+        "ci_low": difference - 0.05, "ci_high": difference + 0.05,
+        "verdict": "no measurable difference",
+    }
+
+
+def _record(profile: str, comparisons: list[dict]) -> dict:
+    return {
+        "notebook": "07_cormult_training", "metrics": {}, "settings": {"profile": profile},
+        "seed": 3, "seconds": 12.5, "comparisons": comparisons,
+    }
+
+
+def test_provenance_names_command_seeds_machine_and_versions() -> None:
+    record = with_provenance(_record("standard", [_comparison("all", 0.01, n_seeds=5)]),
+                             {"profile": "standard"})
+    block = record["reference"]
+    assert block["seeds"] == [3, 4, 5, 6, 7] == seed_list(record)
+    assert "-p profile standard" in block["command"] and block["seconds"] == 12.5
+    assert block["machine"]["cpu_count"] >= 1 and block["versions"]["torch"]
+    assert seed_list(_record("quick", [])) == [3], "no comparison: the first seed only"
+
+
+def test_the_table_aligns_comparisons_and_marks_those_one_side_lacks() -> None:
+    run = _record("quick", [_comparison("all", 0.02), _comparison("weak:voice", -0.1)])
+    reference = _record("standard", [_comparison("all", -0.03)])
+    table = beside_reference(run, reference)
+    assert list(table.columns) == ["this run (quick)", "reference (standard)"]
+    assert table.loc[("all", "mae", "CorMulT", "MulT", 0), "reference (standard)"].startswith(
+        "-0.030 [-0.080, +0.020] (n=90)"
+    )
+    assert table.loc[("weak:voice", "mae", "CorMulT", "MulT", 0), "reference (standard)"] == "-"
+    twice = _record("quick", [_comparison("all", 0.02), _comparison("all", 0.04)])
+    assert len(beside_reference(twice, reference)) == 2, "a repeated pair keeps both rows"
+    assert beside_reference(_record("quick", []), reference).iloc[0, 0] == "-"
+    assert beside_reference(_record("quick", []), _record("standard", [])).empty
+
+
+def test_missing_and_malformed_references(tmp_path: Path, capsys) -> None:
+    assert load_reference("07_cormult_training", tmp_path) is None
+    print_beside_reference(_record("quick", []), tmp_path)
+    assert "No reference results at" in capsys.readouterr().out
+    (tmp_path / "07_cormult_training.json").write_text('{"notebook": "x"}')
+    with pytest.raises(ValueError, match="07_cormult_training.json: not a reference record"):
+        load_reference("07_cormult_training", tmp_path)
+    reference = with_provenance(_record("standard", [_comparison("all", 0.0)]), {})
+    (tmp_path / "07_cormult_training.json").write_text(json.dumps(reference))
+    print_beside_reference(_record("quick", [_comparison("all", 0.02)]), tmp_path)
+    assert "reference (standard)" in capsys.readouterr().out
+
+
+REFERENCES = sorted(REFERENCE_DIR.glob("[0-9][0-9]_*.json"))
+
+
+@pytest.mark.parametrize("path", REFERENCES or [None], ids=lambda p: p.name if p else "none")
+def test_committed_references_hold_the_chapter_schema(path: Path | None) -> None:
+    if path is None:
+        pytest.skip("results/ holds no reference results yet: `make reference` writes them")
+    record = load_reference(path.stem, path.parent)
+    assert set(RESULT_KEYS) <= set(record), f"{path.name} lacks chapter result keys"
+    assert record["notebook"] == path.stem and record["settings"]["profile"] == "standard"
+    assert {"command", "seeds", "machine", "versions", "seconds"} <= set(record["reference"])
