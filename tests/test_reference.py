@@ -55,6 +55,8 @@ def test_the_table_aligns_comparisons_and_marks_those_one_side_lacks() -> None:
     assert len(beside_reference(twice, reference)) == 2, "a repeated pair keeps both rows"
     assert beside_reference(_record("quick", []), reference).iloc[0, 0] == "-"
     assert beside_reference(_record("quick", []), _record("standard", [])).empty
+    undefined = {**_comparison("all", 0.0), "difference": None, "ci_low": None, "ci_high": None}
+    assert beside_reference(_record("quick", [undefined]), _record("standard", [])).empty
 
 
 def test_missing_and_malformed_references(tmp_path: Path, capsys) -> None:

@@ -157,6 +157,9 @@ def beside_reference(record: dict[str, Any], reference: dict[str, Any]) -> pd.Da
     for label, source in (("this run", record), ("reference", reference)):
         frame = pd.DataFrame(source.get("comparisons") or [])
         if len(frame):
+            # JSON keeps an undefined interval (NaN) as null: numbers again, then left out.
+            numbers = ["difference", "ci_low", "ci_high"]
+            frame[numbers] = frame[numbers].astype(float)
             frame = frame.dropna(subset=["difference"])
         profile = source.get("settings", {}).get("profile", "?")
         if not len(frame):
