@@ -235,3 +235,13 @@ def test_clip_msa_fine_tunes_encoders_on_clips_in_a_folder(tmp_path: Path) -> No
     assert frozen["model"] == "frozen (section 4)" and tuned["model"] == "fine-tuned albert+vgg"
     assert tuned["n"] == frozen["n"] > 0 and np.isfinite(tuned["mae"])
     assert (tmp_path / "fig" / "08_finetune.png").is_file()
+
+
+def test_the_runner_finds_the_chapters_of_this_repository() -> None:
+    """``make tutorial`` (no notebook named) runs every chapter under <repo>/notebooks."""
+    from cormult_lib.tutorial.runner import REPO_ROOT, discover_notebooks
+
+    assert (REPO_ROOT / "pyproject.toml").is_file(), REPO_ROOT
+    assert [p.name for p in discover_notebooks()] == sorted(
+        p.name for p in NOTEBOOKS
+    )

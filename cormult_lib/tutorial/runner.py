@@ -51,7 +51,7 @@ import yaml
 
 from cormult_lib.progress import PROGRESS_ENV
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
 SOURCE_PREVIEW_LINES = 5
 # Where papermill logs "Passed unknown parameter" and "Unable to parse line".
