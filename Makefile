@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 tutorial: $(STAMP)
 	$(PY) -m cormult_lib.tutorial.runner
 
-# Every chapter at the standard profile (about an hour on a 2-core CPU): results/*.json with
-# their provenance and the README pictures in figures/readme/.
+# Every chapter at the standard profile (long: chapter 07 alone ~16 min on 2 cores):
+# results/*.json with their provenance and the README pictures in figures/readme/.
 reference: $(STAMP)
 	$(PY) -m cormult_lib.tutorial.reference
 

@@ -33,6 +33,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from cormult_lib.files import write_atomically
 from cormult_lib.tutorial import runner
 
 REFERENCE_DIR = runner.REPO_ROOT / "results"
@@ -256,7 +257,8 @@ def make_reference(
         results_dir.mkdir(parents=True, exist_ok=True)
         for path in sorted((work / "outputs").glob("[0-9][0-9]_*.json")):
             record = with_provenance(json.loads(path.read_text()), parameters)
-            (results_dir / path.name).write_text(json.dumps(record, indent=1) + "\n")
+            text = (json.dumps(record, indent=1, allow_nan=False) + "\n").encode()
+            write_atomically(results_dir / path.name, lambda file, text=text: file.write(text))
             print(f"Reference: {runner.display(results_dir / path.name)}")
         for name in README_FIGURES:
             source = work / "figures" / name
