@@ -137,12 +137,17 @@ def load_reference(name: str, folder: Path | None = None) -> dict[str, Any] | No
 
 
 def _interval(frame: pd.DataFrame) -> pd.Series:
-    """``"+0.012 [-0.004, +0.030] (n=420) no measurable difference"`` per comparison row."""
-    return frame.apply(
-        lambda c: f"{c.difference:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}] (n={c.n}) "
-        f"{c.verdict}",
-        axis=1,
-    )
+    """``"-0.031 [-0.058, -0.004] (n=420) CorMulT better"`` per comparison row (the verdict in
+    the words of :meth:`~cormult_lib.stats.Comparison.sentence`)."""
+
+    def text(c: pd.Series) -> str:
+        words = {"a better": f"{c.a} better", "b better": f"{c.b} better"}
+        return (
+            f"{c.difference:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}] (n={c.n}) "
+            f"{words.get(c.verdict, c.verdict)}"
+        )
+
+    return frame.apply(text, axis=1)
 
 
 def beside_reference(record: dict[str, Any], reference: dict[str, Any]) -> pd.DataFrame:
