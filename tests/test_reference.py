@@ -1,6 +1,7 @@
 """Reference results: provenance, the side-by-side table each chapter prints, and the files."""
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,6 @@ def test_committed_references_hold_the_chapter_schema(path: Path | None) -> None
     assert set(RESULT_KEYS) <= set(record), f"{path.name} lacks chapter result keys"
     assert record["notebook"] == path.stem and record["settings"]["profile"] == "standard"
     assert {"command", "seeds", "machine", "versions", "seconds"} <= set(record["reference"])
+    assert tempfile.gettempdir() + "/cormult-reference-" not in path.read_text(), (
+        f"{path.name} names the deleted scratch folder"
+    )

@@ -75,6 +75,8 @@ PACKAGES = (
 )
 # The identity of a comparison, shared by a run and its reference.
 COMPARISON_KEY = ["subset", "metric", "a", "b"]
+#: Stands for the temporary folder a reference run wrote into, in the paths it records.
+SCRATCH = "<make-reference scratch>"
 
 
 def machine() -> dict[str, Any]:
@@ -262,7 +264,9 @@ def make_reference(
         results_dir.mkdir(parents=True, exist_ok=True)
         for path in sorted((work / "outputs").glob("[0-9][0-9]_*.json")):
             record = with_provenance(json.loads(path.read_text()), parameters)
-            text = (json.dumps(record, indent=1, allow_nan=False) + "\n").encode()
+            text = json.dumps(record, indent=1, allow_nan=False) + "\n"
+            # The scratch folder is gone after the run: say so rather than keep its name.
+            text = text.replace(scratch, SCRATCH).encode()
             write_atomically(results_dir / path.name, lambda file, text=text: file.write(text))
             print(f"Reference: {runner.display(results_dir / path.name)}")
         for name in README_FIGURES:
