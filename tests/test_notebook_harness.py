@@ -262,7 +262,7 @@ def test_runner_reports_failing_cell(
     assert not (tmp_path / "executed" / "02_later.ipynb").exists()
 
 
-def test_runner_runs_with_parameters(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_runner_runs_with_parameters(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     notebook = make_notebook(
         tmp_path / "01_demo.ipynb",
         'x = 1\nname = "a"\noutput_dir = "results"',
@@ -277,8 +277,9 @@ def test_runner_runs_with_parameters(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "aaaaa" in executed.cells[3].outputs[0]["text"]
     result = tmp_path / "results" / "01_demo.json"
     assert json.loads(result.read_text()) == {"x": 5}
-    out = capsys.readouterr().out
-    assert "ok" in out and "01_demo.json" in out
+    captured = capfd.readouterr()  # the file descriptors: the kernel's own stderr too
+    assert "ok" in captured.out and "01_demo.json" in captured.out
+    assert "WARNING" not in captured.err, "the kernel transport must not warn: " + captured.err
 
 
 def test_lesson_checks_stop_synthetic_runs_and_only_record_on_a_users_data(

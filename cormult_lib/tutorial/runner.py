@@ -39,6 +39,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ from typing import Any
 import nbformat
 import papermill
 import yaml
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import default
 
 from cormult_lib.progress import PROGRESS_ENV
 
@@ -261,6 +264,25 @@ def report_cell_error(
     )
 
 
+class LocalKernelManager(AsyncKernelManager):
+    """A kernel reached over local IPC sockets instead of TCP ports.
+
+    The sockets are files ``<tmp>/cormult-kernels/<id>-<port>``, removed when the kernel stops.
+    Over TCP, ipykernel warns in every run's console that the traffic is unencrypted; IPC
+    sockets never leave the machine, need no free port and give no warning.
+    """
+
+    @default("transport")
+    def _default_transport(self) -> str:
+        return "ipc"
+
+    @default("ip")
+    def _default_ip(self) -> str:
+        folder = Path(tempfile.gettempdir()) / "cormult-kernels"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        return str(folder / f"kernel-{os.getpid()}-{id(self):x}")
+
+
 def run_notebook(
     path: Path, output: Path, parameters: dict[str, Any], kernel: str, timeout: int | None
 ) -> bool:
@@ -275,6 +297,7 @@ def run_notebook(
             str(output),
             parameters=parameters,
             kernel_name=kernel,
+            kernel_manager_class=LocalKernelManager,
             cwd=str(path.parent),
             progress_bar=sys.stderr.isatty(),
             log_output=False,
