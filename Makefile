@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: tutorial reference test lint setup clean
+.PHONY: tutorial reference docs test lint setup clean
 
 setup: $(STAMP)
 
@@ -23,16 +23,24 @@ tutorial: $(STAMP)
 reference: $(STAMP)
 	$(PY) -m cormult_lib.tutorial.reference
 
+# The site in docs/_build/html: runs the chapters whose executed copy is missing or stale first.
+docs: $(STAMP)
+	$(PY) -m cormult_lib.tutorial.site
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
 
 # One pytest worker per core (pytest-xdist), each file and each notebook kept on one worker,
 # and one torch thread per worker: two workers with a thread each beat one with two threads on
-# small models, while more threads than cores would slow everything down.
+# small models, while more threads than cores would slow everything down. The notebooks nbval
+# executed are kept in $(TEST_EXECUTED); the second step builds the site from them (-m site).
+TEST_EXECUTED := .pytest_cache/executed-notebooks
 test: lint
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile --nbval-lax --nbval-current-env \
-		tests notebooks
+	rm -rf $(TEST_EXECUTED)
+	OMP_NUM_THREADS=1 CORMULT_EXECUTED_DIR=$(CURDIR)/$(TEST_EXECUTED) $(PY) -m pytest -n auto \
+		--dist loadfile --nbval-lax --nbval-current-env tests notebooks
+	CORMULT_EXECUTED_DIR=$(CURDIR)/$(TEST_EXECUTED) $(PY) -m pytest -m site tests/test_site.py
 
 clean:
-	rm -rf outputs .pytest_cache
+	rm -rf outputs .pytest_cache docs/_build

@@ -7,11 +7,19 @@ set here (the repository root, so ``pytest notebooks`` alone is covered too) bef
 pytest-xdist starts its workers, which inherit it. A test run never reads or leaves artefacts
 in the repository's ``outputs/`` and ``figures/``. Progress bars in the executed notebooks are
 text (:mod:`cormult_lib.progress`): nobody watches the widgets of a test run.
+
+With ``CORMULT_EXECUTED_DIR`` set (``make test`` sets it), every notebook nbval ran is written
+there with the outputs of this run, after its last cell: ``tests/test_site.py`` (``make test``'s
+second step, ``-m site``) builds the documentation site from them without executing anything
+again.
 """
 
 import os
 import tempfile
 from pathlib import Path
+
+import nbformat
+import pytest
 
 from cormult_lib.progress import PROGRESS_ENV
 
@@ -20,3 +28,20 @@ if not os.environ.get("CORMULT_OUTPUT_DIR"):
     os.environ["CORMULT_OUTPUT_DIR"] = str(_RUN_DIR / "outputs")
     os.environ["CORMULT_FIGURES_DIR"] = str(_RUN_DIR / "figures")
 os.environ.setdefault(PROGRESS_ENV, "text")
+
+EXECUTED_ENV = "CORMULT_EXECUTED_DIR"
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """Keep an nbval cell's outputs in its notebook; write the notebook after its last cell."""
+    folder = os.environ.get(EXECUTED_ENV)
+    outputs = getattr(item, "test_outputs", None)
+    notebook = getattr(item.parent, "nb", None)
+    if not folder or notebook is None or not hasattr(item, "cell"):
+        return
+    item.cell.outputs = outputs or []
+    item.cell.execution_count = item.cell_num + 1
+    code_cells = sum(cell.cell_type == "code" for cell in notebook.cells)
+    if item.cell_num == code_cells - 1:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        nbformat.write(notebook, Path(folder) / Path(str(item.parent.path)).name)

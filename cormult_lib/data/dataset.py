@@ -197,12 +197,12 @@ class MultimodalDataset(Dataset):
 def collate_multimodal(items: list[dict]) -> dict:
     """Stack dataset items into a batch and trim steps that are padding in every sample.
 
-    Returns a dict with:
-        ``features``: modality -> tensor ``(batch, time, dim)`` (float32) or ``(batch, time)``
-            (int64 token ids);
-        ``masks``: modality -> bool tensor ``(batch, time)``, ``True`` on real steps;
-        ``labels``: float32 ``(batch,)``; ``classes``: int64 ``(batch,)`` in 0..6;
-        ``ids``: list of ``batch`` strings; ``index``: int64 ``(batch,)`` positions in the split.
+    Returns:
+        A dict with ``features`` (modality -> tensor ``(batch, time, dim)``, float32, or
+        ``(batch, time)``, int64 token ids), ``masks`` (modality -> bool tensor
+        ``(batch, time)``, ``True`` on real steps), ``labels`` (float32 ``(batch,)``),
+        ``classes`` (int64 ``(batch,)`` in 0..6), ``ids`` (list of ``batch`` strings) and
+        ``index`` (int64 ``(batch,)``, positions in the split).
     """
     if not items:
         raise ValueError("collate_multimodal got an empty batch")

@@ -266,8 +266,8 @@ class ClipMSAEncoders(nn.Module):
 
     @property
     def branch_dims(self) -> dict[str, tuple[int, int]]:
-        """``{"T": (d_albert, d_clip_text), "A": (d_wav2vec2, d_clap),
-        "V": (d_vgg, d_clip_image)}``: specific branch first, CLIP branch second."""
+        """Per modality, the specific branch's size first and the CLIP branch's second:
+        ``T`` (ALBERT, CLIP text), ``A`` (wav2vec 2.0, CLAP), ``V`` (VGG, CLIP image)."""
         d = self.dims
         return {
             "T": (d["albert"], d["clip_text"]),

@@ -22,11 +22,12 @@ Measured on the test's setting (4 epochs): with ReLU one hidden unit's bias ende
 with GELU every weight agrees to 5e-8.
 
 Writes to ``--out``:
-    ``rank<r>.pt`` (every rank): ``state_dict`` (the best epoch's weights), ``history`` (a dict
-        of lists) and ``best_epoch``;
-    ``metrics.json`` (rank 0): :func:`~cormult_lib.metrics.regression_metrics` of the
-        validation split, ``best_epoch`` and ``world_size``;
-    ``valid_predictions.pt`` (rank 0): ``pred`` and ``truth``, float32 ``(n_valid,)``.
+
+* ``rank<r>.pt`` (every rank): ``state_dict`` (the best epoch's weights), ``history`` (a dict
+  of lists) and ``best_epoch``;
+* ``metrics.json`` (rank 0): :func:`~cormult_lib.metrics.regression_metrics` of the
+  validation split, ``best_epoch`` and ``world_size``;
+* ``valid_predictions.pt`` (rank 0): ``pred`` and ``truth``, float32 ``(n_valid,)``.
 """
 
 from __future__ import annotations
