@@ -459,6 +459,23 @@ def auc_against_chance(
     )
 
 
+def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean of ``values`` (one per seed) and its 95% *t* interval: ``(mean, low, high)``.
+
+    One value: the interval is NaN; identical values: a zero-width interval at the mean.
+    """
+    x = np.asarray(values, dtype=float).reshape(-1)
+    if len(x) == 0:
+        raise ValueError("values is empty: nothing to average")
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, float("nan"), float("nan")
+    if np.ptp(x) == 0:
+        return mean, mean, mean
+    interval = scipy_stats.ttest_1samp(x, 0.0).confidence_interval(CONFIDENCE)
+    return mean, float(interval.low), float(interval.high)
+
+
 def mean_difference(
     a_values: np.ndarray,
     b_values: np.ndarray,

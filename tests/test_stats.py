@@ -8,6 +8,7 @@ from cormult_lib.metrics import regression_metrics
 from cormult_lib.stats import (
     PER_SAMPLE,
     compare_on_subsets,
+    mean_interval,
     metric_function,
     paired_bootstrap,
     seed_interval,
@@ -184,3 +185,15 @@ def test_mean_difference_paired_and_two_group_intervals():
     assert lower.verdict == "a better"
     with pytest.raises(ValueError, match="equally long"):
         mean_difference(negative[:5], real, paired=True, metric="agreement")
+
+
+def test_mean_interval_is_the_one_sample_t_interval():
+    values = np.array([0.10, 0.14, 0.09, 0.12, 0.15])
+    mean, low, high = mean_interval(values)
+    half = scipy_stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    assert mean == pytest.approx(values.mean())
+    assert (low, high) == pytest.approx((values.mean() - half, values.mean() + half))
+    assert mean_interval([0.2, 0.2]) == (0.2, 0.2, 0.2)
+    assert np.isnan(mean_interval([0.3])[1])
+    with pytest.raises(ValueError, match="empty"):
+        mean_interval([])

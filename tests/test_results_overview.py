@@ -1,0 +1,78 @@
+"""Chapter 10's tables: provenance, comparisons, verdict checks, paper beside ours."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cormult_lib.tutorial.paper_tables import paper_table
+from cormult_lib.tutorial.reference import with_provenance
+from cormult_lib.tutorial.results_overview import (
+    comparisons_of,
+    load_references,
+    mismatched_verdicts,
+    provenance_table,
+    seed_means,
+    sensitivity_intervals,
+    side_by_side,
+)
+
+
+def _comparison(difference: float, low: float, high: float, verdict: str) -> dict:
+    return {"subset": "weak:voice", "n": 120, "n_seeds": 5, "metric": "mae", "a": "CorMulT",
+            "b": "MulT", "a_value": 0.7 + difference, "b_value": 0.7,
+            "difference": difference, "ci_low": low, "ci_high": high, "verdict": verdict,
+            "method": "paired bootstrap"}
+
+
+def _write(folder: Path, name: str, comparisons: list[dict]) -> None:
+    record = {"notebook": name, "metrics": {}, "settings": {"profile": "standard"}, "seed": 0,
+              "seconds": 90.0, "comparisons": comparisons}
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(with_provenance(record, {})))
+
+
+def test_provenance_and_verdicts(tmp_path: Path) -> None:
+    right = _comparison(-0.03, -0.05, -0.01, "a better")
+    _write(tmp_path, "07_cormult_training", [right, _comparison(0.01, -0.02, 0.04,
+                                                                "no measurable difference")])
+    references = load_references(tmp_path)
+    table = provenance_table(references)
+    assert table.loc["07_cormult_training", ["comparisons", "decided", "minutes"]].tolist() == [
+        2, 1, 1.5]
+    assert mismatched_verdicts(references) == []
+    (found,) = comparisons_of(references["07_cormult_training"], verdict="a better")
+    assert found.sentence().endswith("CorMulT better")
+    # A verdict its interval does not support is caught.
+    _write(tmp_path, "07_cormult_training", [_comparison(0.01, -0.02, 0.04, "a better")])
+    assert len(mismatched_verdicts(load_references(tmp_path))) == 1
+
+
+def test_side_by_side_puts_ours_in_the_papers_units() -> None:
+    ours = pd.DataFrame({"acc7": [0.40], "acc2_non0": [0.80], "f1_non0": [0.79], "mae": [0.6],
+                         "corr": [0.5]}, index=["CorMulT"])
+    columns = {"acc7": "acc7", "acc2": "acc2_non0", "f1": "f1_non0", "mae": "mae",
+               "corr": "corr"}
+    table = side_by_side(paper_table("CorMulT", 4).frame(), ours,
+                         rows={"CorMulT": "CorMulT", "MulT": "MULT"}, columns=columns,
+                         sources=("paper", "ours"))
+    assert table.loc["CorMulT", ("ours", "acc2")] == pytest.approx(80.0)
+    assert table.loc["CorMulT", ("ours", "mae")] == pytest.approx(0.6), "MAE is not a percent"
+    assert table.loc["MulT", ("paper", "acc7")] == 51.1
+    assert np.isnan(table.loc["MulT", ("ours", "acc7")]), "a row we lack shows NaN"
+
+
+def test_seed_means_and_sensitivity_intervals() -> None:
+    summary = [{"model": "MulT", "subset": "all", "mae_mean": 0.7, "mae_std": 0.01,
+                "n_seeds": 5}]
+    assert seed_means(summary, ["model", "subset"]).loc[("MulT", "all"), "mae"] == 0.7
+    records = [{"fusion": "product", "replacement": "Cor = 1", "seed": s, "relative_change": v}
+               for s, v in enumerate([0.02, 0.03, 0.025])]
+    records += [{"fusion": "post_norm", "replacement": "Cor = 1", "seed": s,
+                 "relative_change": v} for s, v in enumerate([-0.01, 0.02, 0.0])]
+    table = sensitivity_intervals(records)
+    assert table.loc[("product", "Cor = 1"), "above_zero"]
+    assert not table.loc[("post_norm", "Cor = 1"), "above_zero"]
+    assert table.loc[("product", "Cor = 1"), "n_seeds"] == 3
