@@ -19,9 +19,11 @@ tutorial: $(STAMP)
 	$(PY) -m cormult_lib.tutorial.runner
 
 # Every chapter at the standard profile (long: chapter 07 alone ~16 min on 2 cores):
-# results/*.json with their provenance and the README pictures in figures/readme/.
+# results/*.json with their provenance, the README pictures in figures/readme/ and the
+# README's results block (pictures, run times, headline numbers) rewritten from them.
 reference: $(STAMP)
 	$(PY) -m cormult_lib.tutorial.reference
+	$(PY) -m cormult_lib.tutorial.readme_results
 
 # The site in docs/_build/html: runs the chapters whose executed copy is missing or stale first.
 docs: $(STAMP)
