@@ -30,6 +30,7 @@ from cormult_lib.tutorial.reference import (
     load_reference,
     machine,
 )
+from cormult_lib.tutorial.results_overview import comparisons_of
 
 README = runner.REPO_ROOT / "README.md"
 START = "<!-- results:start (written by python -m cormult_lib.tutorial.readme_results) -->"
@@ -132,14 +133,9 @@ def headlines(results_dir: Path) -> str:
         lines.append(f"- Real CMU-MOSEI transcripts, text only, {entry['encoder']} ({use}), "
                      f"n={entry['n_test']:,} test segments: {values} (`results/09_real_text.json`)")
     synthetic = chapters.get("07_cormult_training")
-    for c in (synthetic or {}).get("comparisons") or []:
-        if (c["a"], c["b"], c["metric"]) == ("CorMulT", "MulT", "mae"):
-            words = {"a better": "CorMulT better", "b better": "MulT better"}
-            lines.append(
-                f"- Synthetic, {c['subset']} (n={c['n']}, {c['n_seeds']} seeds): CorMulT - MulT "
-                f"MAE {c['difference']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], "
-                f"{words.get(c['verdict'], c['verdict'])} (`results/07_cormult_training.json`)"
-            )
+    if synthetic is not None:
+        for c in comparisons_of(synthetic, a="CorMulT", b="MulT", metric="mae"):
+            lines.append(f"- Synthetic, {c.sentence()} (`results/07_cormult_training.json`)")
     return "\n".join(lines) or "No headline results yet: `make reference` writes them."
 
 
