@@ -12,8 +12,13 @@ With ``CORMULT_EXECUTED_DIR`` set (``make test`` sets it), every notebook nbval 
 there with the outputs of this run, after its last cell: ``tests/test_site.py`` (``make test``'s
 second step, ``-m site``) builds the documentation site from them without executing anything
 again.
+
+pytest-xdist's ``--dist loadfile`` hands out files in collection order, so a run whose longest
+chapter starts last ends with one worker busy and the other idle: the notebooks are collected
+first, longest first by their last measured quick run (``results/quick_timings.json``).
 """
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -30,6 +35,20 @@ if not os.environ.get("CORMULT_OUTPUT_DIR"):
 os.environ.setdefault(PROGRESS_ENV, "text")
 
 EXECUTED_ENV = "CORMULT_EXECUTED_DIR"
+QUICK_TIMINGS = Path(__file__).parent / "results" / "quick_timings.json"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Notebooks before test files, the longest chapter first; each file's items keep their
+    order (a stable sort on a per-file key)."""
+    seconds = json.loads(QUICK_TIMINGS.read_text())["seconds"] if QUICK_TIMINGS.is_file() else {}
+
+    def key(item: pytest.Item) -> tuple[int, float]:
+        if item.path.suffix != ".ipynb":
+            return (1, 0.0)
+        return (0, -seconds.get(item.path.stem, 0.0))
+
+    items.sort(key=key)
 
 
 def pytest_runtest_teardown(item: pytest.Item) -> None:

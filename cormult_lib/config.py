@@ -384,10 +384,10 @@ CHAPTER_BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
         "standard": {"ablation_clips": 300, "ablation_epochs": 10, "ablation_seeds": 3},
         "paper": {"ablation_clips": 300, "ablation_epochs": 10, "ablation_seeds": 3},
     },
-    "08_clip_msa": {  # synthetic clips rendered (the model's sizes: ClipMSAConfig)
-        "quick": {"n_clips": 480},
-        "standard": {"n_clips": 1200},
-        "paper": {"n_clips": 1200},
+    "08_clip_msa": {  # synthetic clips rendered, seeds per Table 2 row (sizes: ClipMSAConfig)
+        "quick": {"n_clips": 320, "ablation_seeds": 1},
+        "standard": {"n_clips": 1200, "ablation_seeds": 2},
+        "paper": {"n_clips": 1200, "ablation_seeds": 3},
     },
     "09_real_text": {  # rows per split (empty: all) and fine-tuning epochs
         "quick": {"limits": {"train": 600, "valid": 200, "test": 600}, "finetune_epochs": 1},

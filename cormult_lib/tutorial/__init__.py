@@ -12,4 +12,14 @@ Modules:
         :mod:`cormult_lib.training.sweep`; sweep_cli runs them from a shell (``cormult-sweep``).
     ddp_demo: the two-process DistributedDataParallel demonstration.
     text_baseline: chapter 09's text-only baselines on real transcripts.
+    reference: ``make reference`` (results/ with provenance) and each chapter's comparison
+        with its reference run; readme_results writes the README's results block from it.
+    results_overview, paper_tables: chapter 10, the papers' tables beside results/.
+    architecture: the architecture figures (CorMulT Fig. 2, MCE Fig. 3, CLIP-MSA Fig. 1).
+    site: ``make docs``, the Sphinx site of the executed chapters.
 """
+
+from pathlib import Path
+
+#: The root of the source checkout: notebooks/, results/, figures/ and README.md live here.
+REPO_ROOT = Path(__file__).resolve().parents[2]

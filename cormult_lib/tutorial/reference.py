@@ -34,10 +34,10 @@ import pandas as pd
 import torch
 
 from cormult_lib.files import write_atomically
-from cormult_lib.tutorial import runner
+from cormult_lib.tutorial import REPO_ROOT
 
-REFERENCE_DIR = runner.REPO_ROOT / "results"
-README_FIGURE_DIR = runner.REPO_ROOT / "figures" / "readme"
+REFERENCE_DIR = REPO_ROOT / "results"
+README_FIGURE_DIR = REPO_ROOT / "figures" / "readme"
 #: Replaces :data:`REFERENCE_DIR` (the tests point it at their own folders).
 REFERENCE_ENV = "CORMULT_REFERENCE_DIR"
 REFERENCE_PARAMETERS: dict[str, Any] = {"profile": "standard"}
@@ -249,6 +249,10 @@ def make_reference(
 
     Returns the runner's exit status; the chapters that ran before a failure are kept.
     """
+    # Imported here: the chapters import this module for print_beside_reference, and the
+    # runner's papermill / nbformat stack would add two seconds to every kernel's start.
+    from cormult_lib.tutorial import runner
+
     parameters = {**REFERENCE_PARAMETERS, **(parameters or {})}
     with tempfile.TemporaryDirectory(prefix="cormult-reference-") as scratch:
         work = Path(scratch)
@@ -287,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", type=Path, default=REFERENCE_DIR)
     parser.add_argument("--figure-dir", type=Path, default=README_FIGURE_DIR)
     args = parser.parse_args(argv)
+    from cormult_lib.tutorial import runner
+
     parameters = {name: runner.parse_value(value) for name, value in args.parameter}
     notebooks = args.notebooks or [
         path for path in runner.discover_notebooks() if path.stem != RESULTS_CHAPTER

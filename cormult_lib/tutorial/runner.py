@@ -53,8 +53,8 @@ from jupyter_client.manager import AsyncKernelManager
 from traitlets import default
 
 from cormult_lib.progress import PROGRESS_ENV
+from cormult_lib.tutorial import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
 SOURCE_PREVIEW_LINES = 5
 # Where papermill logs "Passed unknown parameter" and "Unable to parse line".
