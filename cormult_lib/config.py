@@ -384,6 +384,11 @@ CHAPTER_BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
         "standard": {"ablation_clips": 300, "ablation_epochs": 10, "ablation_seeds": 3},
         "paper": {"ablation_clips": 300, "ablation_epochs": 10, "ablation_seeds": 3},
     },
+    "07_cormult_training": {  # pre-training epochs of each evaluator of Tables 2 and 6
+        "quick": {"ablation_epochs": 2},
+        "standard": {"ablation_epochs": 4},
+        "paper": {"ablation_epochs": 4},
+    },
     "08_clip_msa": {  # synthetic clips rendered, seeds per Table 2 row (sizes: ClipMSAConfig)
         "quick": {"n_clips": 320, "ablation_seeds": 1},
         "standard": {"n_clips": 1200, "ablation_seeds": 2},
