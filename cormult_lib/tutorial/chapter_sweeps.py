@@ -207,7 +207,6 @@ def shared_space_sweep(
                   sweep_seeds(seeds, grid), run_point, fixed, "valid_loss", splits)
 
 
-#: Chapter 05's budgets: the profiles' own are too long for ten or twenty-five runs.
 #: Metrics of CorMulT on the test split that a distance point records.
 DISTANCE_TEST_METRICS = ("acc7", "acc2_has0", "acc2_non0", "f1_non0", "mae", "corr")
 
