@@ -138,8 +138,8 @@ def mel_to_hz(mel: float | torch.Tensor) -> float | torch.Tensor:
 def mel_band_edges(
     n_mels: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None
 ) -> torch.Tensor:
-    """``(n_mels + 2,)`` float32 frequencies in Hz: ``f_0 = f_min``, the centres
-    ``f_1 .. f_{n_mels}`` of the Mel bands, ``f_{n_mels + 1} = f_max`` (evenly spaced in Mel)."""
+    """``(n_mels + 2,)`` float32 frequencies in Hz: ``f_0 = f_min``, the centres ``f_1`` to
+    ``f_{n_mels}`` of the Mel bands, ``f_{n_mels + 1} = f_max`` (evenly spaced in Mel)."""
     f_max = _check_mel_params(n_mels, sample_rate, f_min, f_max)
     mels = torch.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2)
     return mel_to_hz(mels)

@@ -56,7 +56,7 @@ class VideoReadError(ValueError):
 
 
 def uniform_frame_indices(n_frames: int, num_frames: int) -> np.ndarray:
-    """``num_frames`` indices spread evenly over ``0 .. n_frames - 1``, both ends included.
+    """``num_frames`` indices spread evenly over ``[0, n_frames - 1]``, both ends included.
 
     ``np.linspace(0, n_frames - 1, num_frames).round()``; when ``num_frames > n_frames`` some
     indices repeat, so short clips yield the nearest frames twice. Shape ``(num_frames,)``.

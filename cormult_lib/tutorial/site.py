@@ -108,12 +108,17 @@ def stage(executed_dir: Path, source_dir: Path, notebooks: list[Path]) -> Path:
 def build(source_dir: Path, html_dir: Path, quiet: bool = True) -> None:
     """Run Sphinx (``docs/conf.py``) on ``source_dir`` into ``html_dir``.
 
+    Warnings count as errors (``-W``; ``--keep-going`` lists them all first), so that a
+    docstring Sphinx cannot read, or a page that lost its figure, fails ``make docs`` and the
+    site test instead of scrolling past.
+
     Raises:
         RuntimeError: when Sphinx reports a failure (its messages were printed above).
     """
     from sphinx.cmd.build import build_main
 
-    arguments = ["-b", "html", "-c", str(DOCS_DIR), "-d", str(html_dir.parent / "doctrees")]
+    arguments = ["-b", "html", "-W", "--keep-going", "-c", str(DOCS_DIR)]
+    arguments += ["-d", str(html_dir.parent / "doctrees")]
     status = build_main([*arguments, *(["-q"] if quiet else []), str(source_dir), str(html_dir)])
     if status:
         raise RuntimeError(f"sphinx-build failed (exit status {status}) on {source_dir}")
