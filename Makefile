@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 tutorial: $(STAMP)
 	$(PY) -m cormult_lib.tutorial.runner
 
-# Every chapter at the standard profile (long: chapter 07 alone ~16 min on 2 cores):
+# Every chapter at the standard profile (long: the README's timing table gives each run time):
 # results/*.json with their provenance, the README pictures in figures/readme/ and the
 # README's results block (pictures, run times, headline numbers) rewritten from them.
 reference: $(STAMP)

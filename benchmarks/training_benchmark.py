@@ -139,7 +139,8 @@ def build_models(setting: str, device: torch.device, reference: bool, compile_mo
             return F.l1_loss(model(features, masks).float(), labels)
 
         seed_everything(0)
-        mult = prepare(mult_class(DIMS, **accepted_arguments(mult_class, mult_args)))
+        args = accepted_arguments(mult_class, mult_args) if suffix else mult_args
+        mult = prepare(mult_class(DIMS, **args))
         steps[f"MulT{suffix}"] = (training_step(mult, regression, optimizer_for(mult)), batch)
         if setting == "official":
             continue
