@@ -25,7 +25,6 @@ def test_every_timed_step_runs_and_computes(setting: str) -> None:
     assert set(steps) == expected
     for name, (step, batch) in steps.items():
         # One step under the FLOP counter: it raises if a model no longer takes the
-        # benchmark's inputs (as CorMulT's fused v1 MulT did); build_models above raises if
-        # a model no longer takes the benchmark's options (as the v1 MulT did).
+        # benchmark's inputs; build_models above raises if one no longer takes its options.
         flops = training_benchmark.flops_per_sample(step, batch, torch.device("cpu"))
         assert flops > 1e5, (name, flops)
