@@ -76,13 +76,18 @@ class CorrelationConfig:
 
     Defaults of the ``paper`` preset follow the authors' code: hidden 128, 3 layers, 4 heads,
     feed-forward 256, dropout 0.1, triplet margin 0.2, shared space (t, o) = (64, 200).
+
+    **Departure** (quick and standard, the defaults below): no dropout. With the authors' 0.1
+    the small evaluator ends, for about half of its training seeds, in the solution where the
+    loss falls and ``Cor`` does not separate real samples from negatives (ROC-AUC near 0.5);
+    without it every seed measured learned. ``benchmarks/evaluator_seed_scan.py`` measures both.
     """
 
     hidden_dim: int = 32
     num_layers: int = 3
     num_heads: int = 4
     ff_dim: int = 64
-    dropout: float = 0.1
+    dropout: float = 0.0  # the authors: 0.1, kept in the paper preset (see above)
     shared_time: int = 8
     shared_dim: int = 32
     margin: float = 0.2

@@ -263,3 +263,15 @@ def test_stacked_linear_is_one_linear_per_member(rows, bias):
         expected = F.linear(x[i], layer.weight[i], None if layer.bias is None else layer.bias[i])
         torch.testing.assert_close(out[i], expected, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(layer(x[[2, 0]], members=[2, 0]), out[[2, 0]])
+    # Gradients too: each member's weights get the gradient of their own linear layer.
+    x.requires_grad_(True)
+    upstream = _randn(3, rows, 256, seed=2)
+    (layer(x) * upstream).sum().backward()
+    for i in range(3):
+        torch.testing.assert_close(layer.weight.grad[i], upstream[i].T @ x[i].detach(),
+                                   atol=1e-3, rtol=1e-4)
+        torch.testing.assert_close(x.grad[i], upstream[i] @ layer.weight[i].detach(),
+                                   atol=1e-3, rtol=1e-4)
+        if layer.bias is not None:
+            torch.testing.assert_close(layer.bias.grad[i], upstream[i].sum(0), atol=1e-3,
+                                       rtol=1e-4)
