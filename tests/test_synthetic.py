@@ -15,7 +15,14 @@ from sklearn.metrics import r2_score
 
 from cormult_lib.config import DataConfig
 from cormult_lib.data.cmu import read_label_csv
-from cormult_lib.data.synthetic import DISCREPANCIES, SyntheticCorpus, make_synthetic_splits
+from cormult_lib.data.synthetic import (
+    DISCREPANCIES,
+    SyntheticCorpus,
+    facial_descriptors,
+    make_synthetic_splits,
+    shown_sentiment,
+    source_word,
+)
 from cormult_lib.data.synthetic_raw import (
     ensure_raw_corpus,
     export_raw_corpus,
@@ -74,11 +81,35 @@ def test_weak_fraction_and_discrepancy_types_are_recorded(corpus):
     assert (np.sign(content["text_sentiment"]) != np.sign(content["sentiment"])).all()
     aligned = meta[meta["discrepancy"] == "alignment"]
     assert (np.sign(aligned["audio_shift_s"]) == -np.sign(aligned["video_shift_s"])).all()
-    assert (aligned["audio_shift_s"].abs() >= 0.6).all()
+    durations = np.array([corpus.specs[i].clip_duration for i in aligned.index])
+    for column in ("audio_shift_s", "video_shift_s"):
+        fraction = aligned[column].abs().to_numpy() / durations
+        assert ((fraction >= 0.25) & (fraction <= 0.45)).all(), column
     assert set(meta.loc[meta["discrepancy"] == "clarity", "noisy_modality"]) == {"A", "V"}
     strong = meta[meta["correlation"] == "strong"]
     assert (strong["text_sentiment"] == strong["sentiment"]).all()
     assert (strong[["audio_shift_s", "video_shift_s"]] == 0).all().all()
+
+
+def test_shifted_streams_show_the_neighbouring_utterance(corpus):
+    spec = corpus.specs[_first_of(corpus, "alignment")]
+    own, outside = source_word(spec, 0.0)
+    assert (own == np.arange(len(spec.words))).all() and not outside.any()
+    for shift in (spec.audio_shift_s, spec.video_shift_s):
+        source, neighbour = source_word(spec, shift)
+        centres = spec.onsets + spec.durations / 2 - shift
+        assert (neighbour == ((centres < 0) | (centres >= spec.clip_duration))).all()
+        assert 0 < neighbour.sum() < len(spec.words)
+        assert (source >= 0).sum() > len(spec.words) / 2, "the wrapped stream is mostly speech"
+    # The face shows the neighbour's expression where the video leaves the clip.
+    _, neighbour = source_word(spec, spec.video_shift_s)
+    smile = facial_descriptors(spec, np.random.default_rng(0))[:, 0] - spec.face["resting_smile"]
+    other = spec.previous_sentiment if spec.video_shift_s > 0 else spec.next_sentiment
+    np.testing.assert_allclose(smile[neighbour], 0.8 * other / 3, atol=0.4)
+    np.testing.assert_allclose(smile[~neighbour], 0.8 * spec.expressed_sentiment / 3, atol=0.4)
+    assert shown_sentiment(spec, neighbour, spec.video_shift_s)[neighbour] == pytest.approx(
+        other / 3
+    )
 
 
 def test_deterministic_per_seed():
@@ -184,7 +215,8 @@ def test_raw_alignment_delays_the_audio_and_the_face(corpus):
     raw = render_raw(corpus, _first_of(corpus, "alignment"))
     energy, rate = _energy(raw.waveform, raw.sample_rate)
     times = np.arange(len(energy)) / rate
-    lags = np.arange(-150, 151)  # +-1.5 s in 10 ms steps
+    half = len(energy) // 2
+    lags = np.arange(-half, half + 1)  # every circular lag, in 10 ms steps
     words = speech_envelope(raw.spec, times)
     xcorr = [np.dot(np.roll(words, lag), energy) for lag in lags]
     measured = lags[int(np.argmax(xcorr))] / rate

@@ -16,7 +16,8 @@ of the CorMulT paper's Fig. 1, recorded per sample:
 
 ``voice``      a louder interfering sound over the speaker (audio no longer carries ``s``);
 ``content``    the transcript's sentiment contradicts face and voice;
-``alignment``  audio and video shifted against each other and against the words;
+``alignment``  audio and video shifted against each other and against the words, so that
+               part of each shows the neighbouring utterance;
 ``clarity``    heavy noise (audio) or blur (video) on one modality.
 
 Two forms come from the same specs: the *features* form built here (word-aligned sequences
@@ -76,7 +77,10 @@ class SampleSpec:
     """Everything that defines one synthetic sample; both forms are rendered from it.
 
     Times are in seconds. ``audio_shift_s`` / ``video_shift_s`` delay the audio and video
-    against the transcript (non-zero only for the ``alignment`` discrepancy).
+    against the transcript (non-zero only for the ``alignment`` discrepancy). A delayed
+    stream starts with the end of the *previous* utterance of the same video, an advanced one
+    ends with the start of the *next*; ``previous_sentiment`` / ``next_sentiment`` are the
+    sentiments those neighbours express (see :func:`source_word`).
     """
 
     id: str
@@ -97,6 +101,8 @@ class SampleSpec:
     noisy_modality: str = ""
     audio_shift_s: float = 0.0
     video_shift_s: float = 0.0
+    previous_sentiment: float = 0.0
+    next_sentiment: float = 0.0
     extras: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -251,10 +257,17 @@ class SyntheticCorpus:
             discrepancy=discrepancy,
         )
         if discrepancy == "alignment":
-            # Opposite directions, so audio and video also disagree with each other.
+            # A segment cut at the wrong place, as CMU-MOSEI's automatic segmentation
+            # sometimes is: audio and video move by a quarter to under half of the clip, in
+            # opposite directions (so they also disagree with each other), and bring in part
+            # of the neighbouring utterances, whose sentiment is their own.
             direction = rng.choice([-1.0, 1.0])
-            spec.audio_shift_s = float(direction * rng.uniform(0.6, 1.2))
-            spec.video_shift_s = float(-direction * rng.uniform(0.6, 1.2))
+            spec.audio_shift_s = float(direction * rng.uniform(0.25, 0.45) * spec.clip_duration)
+            spec.video_shift_s = float(-direction * rng.uniform(0.25, 0.45) * spec.clip_duration)
+            spec.previous_sentiment, spec.next_sentiment = (
+                float(np.clip(rng.normal(0.2, 1.25), -3, 3) * rng.uniform(0.3, 1.2))
+                for _ in range(2)
+            )
         elif discrepancy == "clarity":
             spec.noisy_modality = str(rng.choice(["A", "V"]))
         elif discrepancy == "voice":
@@ -301,6 +314,8 @@ class SyntheticCorpus:
             "noisy_modality": spec.noisy_modality,
             "audio_shift_s": spec.audio_shift_s,
             "video_shift_s": spec.video_shift_s,
+            "previous_sentiment": spec.previous_sentiment,
+            "next_sentiment": spec.next_sentiment,
             "n_words": len(spec.words),
             "transcript": spec.transcript,
         }
@@ -367,16 +382,34 @@ class SyntheticCorpus:
         }
 
 
-def source_word(spec: SampleSpec, shift_s: float) -> np.ndarray:
-    """For each word window, the index of the word actually heard/seen there when the stream
-    is delayed by ``shift_s`` seconds, or -1 where the stream is silent at that time."""
+def source_word(spec: SampleSpec, shift_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """What a stream delayed by ``shift_s`` seconds shows in each word window.
+
+    A time that the shift moves out of the clip shows a neighbouring utterance: the previous
+    one before the start, the next one after the end. The neighbours are drawn with this
+    clip's word timing (the time wraps around, ``t mod clip_duration``) and express their own
+    sentiment (``spec.previous_sentiment`` / ``spec.next_sentiment``).
+
+    Returns:
+        ``source``: ``(n_words,)`` index of the word spoken at the window's centre, -1 where
+        the stream is silent; ``neighbour``: ``(n_words,)`` bool, True where that word belongs
+        to a neighbouring utterance.
+    """
     centres = spec.onsets + spec.durations / 2 - shift_s
+    neighbour = (centres < 0) | (centres >= spec.clip_duration)
     source = np.full(len(spec.words), -1)
-    for i, t in enumerate(centres):
+    for i, t in enumerate(np.mod(centres, spec.clip_duration)):
         inside = np.flatnonzero((spec.onsets - 0.1 <= t) & (t < spec.onsets + spec.durations + 0.1))
         if inside.size:
             source[i] = inside[0]
-    return source
+    return source, neighbour
+
+
+def shown_sentiment(spec: SampleSpec, neighbour: np.ndarray, shift_s: float) -> np.ndarray:
+    """The expressed sentiment, scaled to [-1, 1], that a stream shifted by ``shift_s`` shows
+    where ``neighbour`` (any shape, bool) marks the neighbouring utterance: same shape."""
+    other = spec.previous_sentiment if shift_s > 0 else spec.next_sentiment
+    return np.where(neighbour, other, spec.expressed_sentiment) / 3
 
 
 def acoustic_descriptors(spec: SampleSpec, rng: np.random.Generator) -> np.ndarray:
@@ -387,10 +420,10 @@ def acoustic_descriptors(spec: SampleSpec, rng: np.random.Generator) -> np.ndarr
     brightness and energy that an extractor measures.
     """
     n = len(spec.words)
-    s = spec.expressed_sentiment / 3
-    source = source_word(spec, spec.audio_shift_s)
+    source, neighbour = source_word(spec, spec.audio_shift_s)
     out = np.tile(SILENCE_ACOUSTICS, (n, 1)).astype(np.float64)
     voiced = source >= 0
+    s = shown_sentiment(spec, neighbour, spec.audio_shift_s)[voiced]
     emph = spec.emphasis[source[voiced]]
     f0 = spec.speaker_f0 * (1 + 0.08 * s) * (1 + 0.1 * emph)
     out[voiced, 0] = np.log(f0 / 150) + rng.normal(0, 0.03, voiced.sum())
@@ -421,18 +454,19 @@ def facial_descriptors(spec: SampleSpec, rng: np.random.Generator) -> np.ndarray
     """Per word window the facial descriptors ``FACIAL_FIELDS``: ``(n_words, 7)``.
 
     Smile and cheek raise grow with positive sentiment, brow lowering with negative; the
-    mouth opens with the emphasis of the word being spoken (delayed for ``alignment``).
+    mouth opens with the emphasis of the word being spoken (delayed for ``alignment``, with
+    the neighbouring utterance's expression where the shift leaves the clip).
     """
     n = len(spec.words)
-    s = spec.expressed_sentiment / 3
-    source = source_word(spec, spec.video_shift_s)
+    source, neighbour = source_word(spec, spec.video_shift_s)
+    s = shown_sentiment(spec, neighbour, spec.video_shift_s)
     mouth = np.where(source >= 0, 0.15 + 0.85 * spec.emphasis[np.maximum(source, 0)], 0.05)
     return np.column_stack(
         [
             0.8 * s + spec.face["resting_smile"] + rng.normal(0, 0.1, n),
             -0.5 * s + spec.face["resting_brow"] + rng.normal(0, 0.1, n),
             mouth + rng.normal(0, 0.05, n),
-            0.5 * max(s, 0) + 0.6 * spec.face["resting_smile"] + rng.normal(0, 0.1, n),
+            0.5 * np.maximum(s, 0) + 0.6 * spec.face["resting_smile"] + rng.normal(0, 0.1, n),
             spec.face["yaw"] + rng.normal(0, 0.1, n),
             spec.face["pitch"] + rng.normal(0, 0.1, n),
             (rng.random(n) > spec.face["blink_rate"] / 2).astype(float),

@@ -10,8 +10,9 @@ the feature-extraction chapters start from signals whose content is known:
 * transcript: the words with their start and end times.
 
 The discrepancies act on the signals: ``voice`` adds a louder interfering melody, ``alignment``
-delays audio and video by the spec's shifts, ``clarity`` buries the audio in noise or blurs
-the video.
+delays audio and video by the spec's shifts (what a shift moves out of the clip shows the
+neighbouring utterance, as in :func:`~cormult_lib.data.synthetic.source_word`), ``clarity``
+buries the audio in noise or blurs the video.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from cormult_lib.data.synthetic import SampleSpec, SyntheticCorpus
+from cormult_lib.data.synthetic import SampleSpec, SyntheticCorpus, shown_sentiment
 from cormult_lib.progress import tqdm
 
 
@@ -74,13 +75,16 @@ def render_raw(corpus: SyntheticCorpus, index: int) -> RawSample:
 
 
 def speech_envelope(spec: SampleSpec, times: np.ndarray, shift_s: float = 0.0) -> np.ndarray:
-    """Loudness of the speaker at ``times`` (seconds), delayed by ``shift_s``: ``(len(times),)``.
+    """Loudness of the speaker at ``times`` (seconds in the clip), delayed by ``shift_s``:
+    ``(len(times),)``.
 
-    Each word is a raised-cosine bump as loud as the word is stressed.
+    Each word is a raised-cosine bump as loud as the word is stressed. The delay wraps
+    around the clip (what leaves the clip is a neighbouring utterance with this clip's timing).
     """
     env = np.zeros_like(times, dtype=np.float64)
+    source_times = np.mod(times - shift_s, spec.clip_duration)
     for onset, duration, emph in zip(spec.onsets, spec.durations, spec.emphasis, strict=True):
-        phase = (times - onset - shift_s) / duration
+        phase = (source_times - onset) / duration
         inside = (phase >= 0) & (phase < 1)
         env[inside] = np.maximum(env[inside], (0.3 + 0.7 * emph) * np.sin(np.pi * phase[inside]))
     return env
@@ -90,15 +94,19 @@ def render_audio(spec: SampleSpec, sample_rate: int, rng: np.random.Generator) -
     """The speech waveform ``(round(clip_duration * sample_rate),)`` float32."""
     n = round(spec.clip_duration * sample_rate)
     t = np.arange(n) / sample_rate
-    s = spec.expressed_sentiment / 3
-    # Brighter voices (positive) keep more energy in the upper harmonics.
-    rolloff = 1.6 - 0.6 * np.clip(s + spec.voice["brightness"], -1, 1)
     wave = np.zeros(n)
     for onset, duration, emph in zip(spec.onsets, spec.durations, spec.emphasis, strict=True):
-        start = max(0, round((onset + spec.audio_shift_s) * sample_rate))
-        stop = min(n, round((onset + spec.audio_shift_s + duration) * sample_rate))
+        # A shift that moves the syllable out of the clip brings in the neighbouring
+        # utterance's syllable at the wrapped-around time (see ``source_word``).
+        shifted = onset + spec.audio_shift_s
+        neighbour = not 0 <= shifted < spec.clip_duration
+        start = round(np.mod(shifted, spec.clip_duration) * sample_rate)
+        stop = min(n, start + round(duration * sample_rate))
         if stop <= start:
             continue
+        s = float(shown_sentiment(spec, np.array(neighbour), spec.audio_shift_s))
+        # Brighter voices (positive) keep more energy in the upper harmonics.
+        rolloff = 1.6 - 0.6 * np.clip(s + spec.voice["brightness"], -1, 1)
         local = t[start:stop] - t[start]
         f0 = spec.speaker_f0 * (1 + 0.08 * s) * (1 + 0.1 * emph)
         # A gentle pitch glide plus vibrato: rising for positive, falling for negative.
@@ -139,14 +147,16 @@ def render_frames(spec: SampleSpec, fps: int, size: int, rng: np.random.Generato
     n_frames = max(1, int(spec.clip_duration * fps))
     times = (np.arange(n_frames) + 0.5) / fps
     mouth = speech_envelope(spec, times, spec.video_shift_s)
-    s = spec.expressed_sentiment / 3
+    shifted = times - spec.video_shift_s
+    neighbour = (shifted < 0) | (shifted >= spec.clip_duration)
+    s = shown_sentiment(spec, neighbour, spec.video_shift_s)  # (n_frames,)
     smile = np.clip(0.8 * s + spec.face["resting_smile"], -1, 1)
     brow = np.clip(-0.5 * s + spec.face["resting_brow"], -1, 1)
     frames = np.empty((n_frames, size, size, 3), dtype=np.uint8)
     for i in range(n_frames):
         blink = rng.random() < spec.face["blink_rate"] / fps * 3
         head = (spec.face["yaw"] + rng.normal(0, 0.05), spec.face["pitch"] + rng.normal(0, 0.05))
-        frames[i] = draw_face(size, spec.face, smile, brow, mouth[i], blink, head)
+        frames[i] = draw_face(size, spec.face, smile[i], brow[i], mouth[i], blink, head)
     if spec.noisy_modality == "V":
         for i in range(n_frames):
             blurred = cv2.GaussianBlur(frames[i], (0, 0), sigmaX=size / 12)
@@ -268,7 +278,8 @@ def export_raw_corpus(
 
     ``directory/Raw/<video_id>/<clip_id>.mp4`` holds video and audio (AAC) together, and
     ``directory/label.csv`` has the columns ``video_id, clip_id, text, label, mode`` of MMSA's
-    segment table plus ``discrepancy`` and ``noisy_modality`` from the synthetic specs. This is
+    segment table plus ``discrepancy``, ``noisy_modality`` and the two shifts from the
+    synthetic specs. This is
     the input of the raw-clip feature pipeline (chapter 02).
     """
     directory = Path(directory)
@@ -301,6 +312,8 @@ def _label_table(corpus: SyntheticCorpus, indices: Sequence[int]) -> str:
                 "mode": corpus.split_of[spec.index],
                 "discrepancy": spec.discrepancy,
                 "noisy_modality": spec.noisy_modality,
+                "audio_shift_s": spec.audio_shift_s,
+                "video_shift_s": spec.video_shift_s,
             }
         )
     return pd.DataFrame(rows).to_csv(index=False)
