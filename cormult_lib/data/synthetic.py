@@ -16,8 +16,7 @@ of the CorMulT paper's Fig. 1, recorded per sample:
 
 ``voice``      a louder interfering sound over the speaker (audio no longer carries ``s``);
 ``content``    the transcript's sentiment contradicts face and voice;
-``alignment``  audio and video shifted against each other and against the words, so that
-               part of each shows the neighbouring utterance;
+``alignment``  audio and video shifted against each other, the words and into the neighbours;
 ``clarity``    heavy noise (audio) or blur (video) on one modality.
 
 Two forms come from the same specs: the *features* form built here (word-aligned sequences
