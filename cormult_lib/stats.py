@@ -485,6 +485,7 @@ def mean_difference(
     names: tuple[str, str] = ("a", "b"),
     subset: str = "all",
     lower_is_better: bool | None = None,
+    n_seeds: int = 1,
     n_resamples: int = 2000,
     seed: int = 0,
 ) -> Comparison:
@@ -494,6 +495,9 @@ def mean_difference(
     and the real clip it was made from), resampled together; ``n`` is the number of pairs.
     ``paired=False``: two groups of different samples (weak and strong clips), each resampled
     at its own size; ``n`` counts both. Fewer than 2 values in a group: NaN interval.
+    ``n_seeds``: how many training seeds each value is already averaged over (a model's
+    per-sample error, say); recorded and named in ``method``, since the interval resamples
+    samples only and leaves the differences between seeds out.
     """
     a = np.asarray(a_values, dtype=float).reshape(-1)
     b = np.asarray(b_values, dtype=float).reshape(-1)
@@ -516,13 +520,14 @@ def mean_difference(
     return Comparison.build(
         subset=subset,
         n=len(a) if paired else len(a) + len(b),
-        n_seeds=1,
+        n_seeds=n_seeds,
         metric=metric,
         names=names,
         a_value=a_value,
         b_value=b_value,
         interval=interval,
-        method=f"{'paired' if paired else 'two-group'} bootstrap over samples",
+        method=f"{'paired' if paired else 'two-group'} bootstrap over samples"
+        + (f" of values averaged over {n_seeds} seeds" if n_seeds > 1 else ""),
         lower_is_better=lower_is_better,
     )
 

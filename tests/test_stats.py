@@ -181,6 +181,12 @@ def test_mean_difference_paired_and_two_group_intervals():
     ).confidence_interval
     assert paired.ci_low == pytest.approx(theirs.low, abs=0.004)
     assert paired.ci_high == pytest.approx(theirs.high, abs=0.004)
+    # Values averaged over seeds beforehand: the seeds are recorded, the interval is the same.
+    averaged = mean_difference(negative, real, paired=False, metric="agreement", n_seeds=5)
+    assert (averaged.n_seeds, two_group.n_seeds) == (5, 1)
+    assert (averaged.ci_low, averaged.ci_high) == (two_group.ci_low, two_group.ci_high)
+    assert "averaged over 5 seeds" in averaged.method and "seeds" not in two_group.method
+    assert "5 seeds" in averaged.sentence()
     lower = mean_difference(negative, real, paired=True, metric="loss", lower_is_better=True)
     assert lower.verdict == "a better"
     with pytest.raises(ValueError, match="equally long"):
