@@ -256,10 +256,10 @@ class SyntheticCorpus:
             discrepancy=discrepancy,
         )
         if discrepancy == "alignment":
-            # A segment cut at the wrong place, as CMU-MOSEI's automatic segmentation
-            # sometimes is: audio and video move by a quarter to under half of the clip, in
-            # opposite directions (so they also disagree with each other), and bring in part
-            # of the neighbouring utterances, whose sentiment is their own.
+            # A segment cut at the wrong place: audio and video move by a quarter to under
+            # half of the clip, in opposite directions (so they also disagree with each
+            # other), and bring in part of the neighbouring utterances, whose sentiment is
+            # their own.
             direction = rng.choice([-1.0, 1.0])
             spec.audio_shift_s = float(direction * rng.uniform(0.25, 0.45) * spec.clip_duration)
             spec.video_shift_s = float(-direction * rng.uniform(0.25, 0.45) * spec.clip_duration)
@@ -395,13 +395,19 @@ def source_word(spec: SampleSpec, shift_s: float) -> tuple[np.ndarray, np.ndarra
         to a neighbouring utterance.
     """
     centres = spec.onsets + spec.durations / 2 - shift_s
-    neighbour = (centres < 0) | (centres >= spec.clip_duration)
+    neighbour = outside_clip(spec, centres)
     source = np.full(len(spec.words), -1)
     for i, t in enumerate(np.mod(centres, spec.clip_duration)):
         inside = np.flatnonzero((spec.onsets - 0.1 <= t) & (t < spec.onsets + spec.durations + 0.1))
         if inside.size:
             source[i] = inside[0]
     return source, neighbour
+
+
+def outside_clip(spec: SampleSpec, times: np.ndarray) -> np.ndarray:
+    """True where ``times`` (seconds, any shape) lie outside ``[0, clip_duration)``: where a
+    shifted stream shows a neighbouring utterance. Same shape as ``times``."""
+    return (times < 0) | (times >= spec.clip_duration)
 
 
 def shown_sentiment(spec: SampleSpec, neighbour: np.ndarray, shift_s: float) -> np.ndarray:

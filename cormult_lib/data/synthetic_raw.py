@@ -31,7 +31,12 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from cormult_lib.data.synthetic import SampleSpec, SyntheticCorpus, shown_sentiment
+from cormult_lib.data.synthetic import (
+    SampleSpec,
+    SyntheticCorpus,
+    outside_clip,
+    shown_sentiment,
+)
 from cormult_lib.progress import tqdm
 
 
@@ -99,12 +104,12 @@ def render_audio(spec: SampleSpec, sample_rate: int, rng: np.random.Generator) -
         # A shift that moves the syllable out of the clip brings in the neighbouring
         # utterance's syllable at the wrapped-around time (see ``source_word``).
         shifted = onset + spec.audio_shift_s
-        neighbour = not 0 <= shifted < spec.clip_duration
+        neighbour = outside_clip(spec, np.array(shifted))
         start = round(np.mod(shifted, spec.clip_duration) * sample_rate)
         stop = min(n, start + round(duration * sample_rate))
         if stop <= start:
             continue
-        s = float(shown_sentiment(spec, np.array(neighbour), spec.audio_shift_s))
+        s = float(shown_sentiment(spec, neighbour, spec.audio_shift_s))
         # Brighter voices (positive) keep more energy in the upper harmonics.
         rolloff = 1.6 - 0.6 * np.clip(s + spec.voice["brightness"], -1, 1)
         local = t[start:stop] - t[start]
@@ -147,8 +152,7 @@ def render_frames(spec: SampleSpec, fps: int, size: int, rng: np.random.Generato
     n_frames = max(1, int(spec.clip_duration * fps))
     times = (np.arange(n_frames) + 0.5) / fps
     mouth = speech_envelope(spec, times, spec.video_shift_s)
-    shifted = times - spec.video_shift_s
-    neighbour = (shifted < 0) | (shifted >= spec.clip_duration)
+    neighbour = outside_clip(spec, times - spec.video_shift_s)
     s = shown_sentiment(spec, neighbour, spec.video_shift_s)  # (n_frames,)
     smile = np.clip(0.8 * s + spec.face["resting_smile"], -1, 1)
     brow = np.clip(-0.5 * s + spec.face["resting_brow"], -1, 1)
@@ -279,8 +283,7 @@ def export_raw_corpus(
     ``directory/Raw/<video_id>/<clip_id>.mp4`` holds video and audio (AAC) together, and
     ``directory/label.csv`` has the columns ``video_id, clip_id, text, label, mode`` of MMSA's
     segment table plus ``discrepancy``, ``noisy_modality`` and the two shifts from the
-    synthetic specs. This is
-    the input of the raw-clip feature pipeline (chapter 02).
+    synthetic specs. This is the input of the raw-clip feature pipeline (chapter 02).
     """
     directory = Path(directory)
     indices = range(len(corpus.specs)) if indices is None else indices
