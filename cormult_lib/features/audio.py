@@ -8,9 +8,10 @@ The three equations of the paper, written out with torch operations:
   points per frame.
 * Eq. 2, the triangular Mel filters ``H_m(k)``: :func:`mel_filterbank`, with the centre
   frequencies ``f_m`` evenly spaced on the HTK Mel scale ``mel = 2595 log10(1 + f / 700)``.
-* Eq. 3, the log-Mel spectrogram ``X_mel(n, m) = log(sum_k |X(n, k)|^2 H_m(k))``:
-  :func:`log_mel_spectrogram` (and the module :class:`LogMel`), whose output is the audio
-  representation ``F_A`` of shape ``(batch, frames, n_mels)``, the paper's ``b x t x m``.
+* Eq. 3, the log-Mel spectrogram ``X_mel(n, m) = log(sum_k |X(n, k)|^2 H_m(k))``, in its two
+  steps: :func:`mel_spectrogram` (the Mel power inside the log) and :func:`floored_log` (the
+  log, with a floor for silence); the module :class:`LogMel` does both. The result is the
+  audio representation ``F_A`` of shape ``(batch, frames, n_mels)``, the paper's ``b x t x m``.
 
 :func:`load_audio` turns an audio file or the audio track of a video into the float32
 waveform these functions take.
@@ -196,37 +197,13 @@ def mel_spectrogram(
     f_max: float | None = None,
     center: bool = True,
 ) -> torch.Tensor:
-    """The Mel power ``sum_k |X(n, k)|^2 H_m(k)`` inside Eq. 3's log: ``(batch, frames, n_mels)``.
+    """The Mel power inside Eq. 3's log, ``sum_k |X(n, k)|^2 H_m(k)``: ``(batch, frames,
+    n_mels)``, the paper's ``b x t x m``.
 
-    Arguments as in :func:`log_mel_spectrogram`.
-    """
-    signal = _as_batch(waveform)
-    _check_hop_and_length(signal.shape[-1], n_fft, hop_length, center, "reflect")
-    window = make_window(n_fft, win_length, dtype=signal.dtype).to(signal.device)
-    bank = mel_filterbank(n_fft // 2 + 1, n_mels, sample_rate, f_min, f_max)
-    return _mel_power(signal, window, bank.to(signal), hop_length, center, "reflect")
-
-
-def log_mel_spectrogram(
-    waveform: torch.Tensor | np.ndarray,
-    sample_rate: int,
-    n_fft: int = 400,
-    hop_length: int = 160,
-    win_length: int | None = None,
-    n_mels: int = 64,
-    f_min: float = 0.0,
-    f_max: float | None = None,
-    log_floor: float = 1e-10,
-    center: bool = True,
-) -> torch.Tensor:
-    """Log-Mel spectrogram (Eq. 3): ``F_A`` of shape ``(batch, frames, n_mels)``, the paper's
-    ``b x t x m``.
-
-    ``log(max(|X|^2 @ H, log_floor))`` with the natural log, the Hann-windowed STFT ``X`` of
-    :func:`stft` (reflect-padded when ``center``) and the filters ``H`` of
-    :func:`mel_filterbank`. The floor is applied before the log, so silence gives
-    ``log(log_floor)``, never ``-inf`` or NaN. The defaults (25 ms windows every 10 ms at
-    16 kHz, 64 bands) give 100 frames per second.
+    ``X`` is the Hann-windowed STFT of :func:`stft` (reflect-padded when ``center``) and ``H``
+    the filters of :func:`mel_filterbank`. :func:`floored_log` of it is the log-Mel
+    spectrogram ``F_A``. The defaults (25 ms windows every 10 ms at 16 kHz, 64 bands) give
+    100 frames per second.
 
     Args:
         waveform: ``(time,)`` or ``(batch, time)`` float signal; a 1-D signal is a batch of one.
@@ -236,14 +213,27 @@ def log_mel_spectrogram(
         win_length: Hann window length before zero-padding to ``n_fft`` (``None``: ``n_fft``).
         n_mels: number of Mel bands ``m``.
         f_min, f_max: frequency range of the filter bank in Hz (``f_max=None``: Nyquist).
-        log_floor: smallest Mel power before the log (> 0).
         center: centre frame ``n`` on sample ``n * hop_length`` (see :func:`stft`).
     """
-    floor = _check_log_floor(log_floor)
-    power = mel_spectrogram(
-        waveform, sample_rate, n_fft, hop_length, win_length, n_mels, f_min, f_max, center
-    )
-    return power.clamp_(min=floor).log_()
+    signal = _as_batch(waveform)
+    _check_hop_and_length(signal.shape[-1], n_fft, hop_length, center, "reflect")
+    window = make_window(n_fft, win_length, dtype=signal.dtype).to(signal.device)
+    bank = mel_filterbank(n_fft // 2 + 1, n_mels, sample_rate, f_min, f_max)
+    return _mel_power(signal, window, bank.to(signal), hop_length, center, "reflect")
+
+
+def floored_log(power: torch.Tensor, log_floor: float = 1e-10) -> torch.Tensor:
+    """Eq. 3's log with a floor, ``log(max(power, log_floor))`` (natural log), same shape.
+
+    ``floored_log(mel_spectrogram(waveform, sample_rate))`` is the log-Mel spectrogram
+    ``F_A``. The floor is applied before the log, so silence gives ``log(log_floor)``, never
+    ``-inf`` or NaN.
+
+    Args:
+        power: Mel powers (any shape), e.g. of :func:`mel_spectrogram`.
+        log_floor: smallest power before the log (> 0).
+    """
+    return power.clamp(min=_check_log_floor(log_floor)).log()
 
 
 def _mel_power(
@@ -277,7 +267,8 @@ def _mel_power(
 
 
 class LogMel(nn.Module):
-    """:func:`log_mel_spectrogram` as a module: ``(batch, time)`` -> ``(batch, frames, n_mels)``.
+    """Eq. 3 as a module, :func:`floored_log` of :func:`mel_spectrogram`: ``(batch, time)`` ->
+    ``(batch, frames, n_mels)``.
 
     The window and the filter bank are computed once and kept as buffers, so ``.to("cuda")``
     moves them with the module and repeated calls only run the STFT, one matmul and the log.
@@ -327,7 +318,7 @@ class LogMel(nn.Module):
             power = _mel_power(
                 signal, self.window, self.filterbank, self.hop_length, self.center, self.pad_mode
             )
-            return power.clamp_(min=self.log_floor).log_()
+            return floored_log(power, self.log_floor)
 
     def extra_repr(self) -> str:
         return (
