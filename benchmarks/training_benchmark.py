@@ -17,8 +17,9 @@ Printed per model: samples per second, FLOPs per sample counted by
 FLOP/s over the same process's ``1024 x 1024`` float32 matmul throughput, timed in the same
 rounds as the models (a busy machine slows both alike). ``--reference`` also times the
 implementation the faster models replaced (``tests/reference``, plain Adam) side by side and
-prints the speed-up; ``--data`` measures the share of a training epoch spent loading and
-collating batches.
+prints the speed-up; ``--fill-uninitialized-memory`` times every step again with torch's NaN
+fill of new tensors on (:func:`~cormult_lib.seeding.seed_everything` switches it off);
+``--data`` measures the share of a training epoch spent loading and collating batches.
 
     .venv/bin/python benchmarks/training_benchmark.py --reference --data
     .venv/bin/python benchmarks/training_benchmark.py --device cuda --compile
@@ -97,6 +98,20 @@ def training_step(
         optimizer.step()
 
     return step
+
+
+def with_nan_fill(step: Callable) -> Callable:
+    """``step`` with ``torch.utils.deterministic.fill_uninitialized_memory`` on (torch's default
+    under ``use_deterministic_algorithms``, which :func:`seed_everything` switches off)."""
+
+    def filled(x: torch.Tensor) -> None:
+        torch.utils.deterministic.fill_uninitialized_memory = True
+        try:
+            step(x)
+        finally:
+            torch.utils.deterministic.fill_uninitialized_memory = False
+
+    return filled
 
 
 def accepted_arguments(cls: type, arguments: dict) -> dict:
@@ -271,6 +286,11 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the models")
     parser.add_argument("--data", action="store_true", help="measure the data path's share")
     parser.add_argument(
+        "--fill-uninitialized-memory",
+        action="store_true",
+        help="also time every step with torch's NaN fill of new tensors on (see seed_everything)",
+    )
+    parser.add_argument(
         "--default-allocator",
         action="store_true",
         help="leave glibc's allocator as it is (as the v1 code ran), see keep_freed_memory",
@@ -283,14 +303,21 @@ def main() -> None:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}")
     for setting in args.settings:
         steps = build_models(setting, device, args.reference, args.compile)
+        if args.fill_uninitialized_memory:
+            steps |= {
+                f"{name} fill": (with_nan_fill(step), batch)
+                for name, (step, batch) in steps.items()
+            }
         # The counter sees other kernels (SDPA, nn.MultiheadAttention's fast path) in the v1
         # models for the same function: a v1 model is credited with its replacement's count.
         flops = {
             name: flops_per_sample(step, batch, device)
             for name, (step, batch) in steps.items()
-            if not name.endswith(" v1")
+            if not name.endswith((" v1", " fill"))
         }
-        flops |= {name: flops[name.removesuffix(" v1")] for name in steps if name.endswith(" v1")}
+        flops |= {
+            name: flops[name.rsplit(" ", 1)[0]] for name in steps if name.endswith((" v1", " fill"))
+        }
         matmul, matmul_flops = matmul_step(device)
         timed = {name: step for name, (step, _) in steps.items()} | {"matmul": matmul}
         seconds = median_seconds(timed, torch.empty(0, device=device), args.repeats, autograd=True)
@@ -309,6 +336,9 @@ def main() -> None:
         for name in [n for n in steps if f"{n} v1" in steps]:
             speedup = seconds[f"{name} v1"] / seconds[name]
             print(f"{name}: {speedup:.2f}x the speed of the v1 implementation")
+        for name in [n for n in steps if f"{n} fill" in steps]:
+            speedup = seconds[f"{name} fill"] / seconds[name]
+            print(f"{name}: {speedup:.2f}x the speed with the NaN fill of new tensors")
     if args.data:
         data_share(device)
 

@@ -17,7 +17,12 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
     With ``deterministic=True`` torch is asked for deterministic kernels where that is cheap
     (``warn_only`` so that an operation without a deterministic version warns instead of
     failing) and cuDNN autotuning is switched off. The same seed on the CPU then gives the
-    same numbers run after run.
+    same numbers run after run. Not switched on with them: torch's
+    ``torch.utils.deterministic.fill_uninitialized_memory``, a debugging aid that writes NaN
+    into every new tensor so that a kernel reading memory it never wrote shows up. No kernel
+    here does (the outputs are bit-identical without it), and the writes cost 4-7% of a
+    training step on the CPU (``benchmarks/training_benchmark.py --fill-uninitialized-memory``
+    times both).
 
     Returns a ``torch.Generator`` seeded with ``seed`` for code that wants its own stream
     (data shuffling, negative sampling) without touching the global one.
@@ -29,6 +34,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
     torch.manual_seed(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.utils.deterministic.fill_uninitialized_memory = False
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
         # Required by cuBLAS for deterministic matrix products on CUDA >= 10.2.

@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cormult_lib.config import PRESETS, get_config
 from cormult_lib.data.dataset import (
@@ -18,6 +19,7 @@ from cormult_lib.data.dataset import (
 )
 from cormult_lib.device import resolve_device
 from cormult_lib.modalities import parse_modalities
+from cormult_lib.models.mult import MulT
 from cormult_lib.seeding import seed_everything
 
 
@@ -39,6 +41,33 @@ def test_seed_everything_repeats_python_numpy_and_torch() -> None:
     )
     with pytest.raises(ValueError, match="seed"):
         seed_everything(-1)
+
+
+def test_training_without_torchs_nan_fill_is_bit_identical() -> None:
+    """seed_everything switches deterministic kernels on but torch's NaN fill of new tensors
+    off. A kernel that read memory it never wrote would carry the fill's NaN into the loss or
+    the gradients; a MulT training step on padded inputs is the same with the fill and
+    without it, to the bit."""
+    seed_everything(0)
+    assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.utils.deterministic.fill_uninitialized_memory
+    dims = {"T": 12, "A": 5, "V": 7}
+    features = {m: torch.randn(4, 9, d) for m, d in dims.items()}
+    masks = {m: torch.arange(9) < torch.tensor([[9], [6], [3], [1]]) for m in dims}
+    labels = torch.randn(4)
+    runs = []
+    for fill in (True, False):
+        torch.utils.deterministic.fill_uninitialized_memory = fill
+        try:
+            torch.manual_seed(1)
+            model = MulT(dims, hidden_dim=16, num_heads=4, num_layers=2).train()
+            loss = F.l1_loss(model(features, masks), labels)
+            loss.backward()
+            runs.append([loss.detach()] + [p.grad for p in model.parameters()])
+        finally:
+            torch.utils.deterministic.fill_uninitialized_memory = False
+    assert all(torch.isfinite(t).all() for t in runs[0])
+    assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
 
 
 def test_resolve_device(capsys: pytest.CaptureFixture) -> None:
