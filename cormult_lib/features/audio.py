@@ -233,7 +233,7 @@ def floored_log(power: torch.Tensor, log_floor: float = 1e-10) -> torch.Tensor:
         power: Mel powers (any shape), e.g. of :func:`mel_spectrogram`.
         log_floor: smallest power before the log (> 0).
     """
-    return power.clamp(min=_check_log_floor(log_floor)).log()
+    return power.clamp(min=_check_log_floor(log_floor)).log_()  # the log in the clamp's copy
 
 
 def _mel_power(
