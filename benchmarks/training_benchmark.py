@@ -316,7 +316,9 @@ def main() -> None:
             if not name.endswith((" v1", " fill"))
         }
         flops |= {
-            name: flops[name.rsplit(" ", 1)[0]] for name in steps if name.endswith((" v1", " fill"))
+            name: flops[name.removesuffix(" fill").removesuffix(" v1")]
+            for name in steps
+            if name.endswith((" v1", " fill"))
         }
         matmul, matmul_flops = matmul_step(device)
         timed = {name: step for name, (step, _) in steps.items()} | {"matmul": matmul}

@@ -19,10 +19,11 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
     failing) and cuDNN autotuning is switched off. The same seed on the CPU then gives the
     same numbers run after run. Not switched on with them: torch's
     ``torch.utils.deterministic.fill_uninitialized_memory``, a debugging aid that writes NaN
-    into every new tensor so that a kernel reading memory it never wrote shows up. The
-    models here read no such memory (``tests/test_core.py`` trains a MulT step both ways and
-    compares the bits), and the writes cost 4-7% of a training step on the CPU
-    (``benchmarks/training_benchmark.py --fill-uninitialized-memory`` times both).
+    into every new tensor so that a kernel reading memory it never wrote shows up. A MulT
+    training step on the CPU reads no such memory (``tests/test_core.py`` runs it both ways
+    and compares the bits; CUDA kernels are not checked), and the writes cost 4-7% of a
+    training step on the CPU (``benchmarks/training_benchmark.py
+    --fill-uninitialized-memory`` times both).
 
     Returns a ``torch.Generator`` seeded with ``seed`` for code that wants its own stream
     (data shuffling, negative sampling) without touching the global one.

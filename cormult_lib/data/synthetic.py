@@ -43,6 +43,10 @@ from cormult_lib.data.dataset import (
 from cormult_lib.progress import tqdm
 
 DISCREPANCIES = ("voice", "content", "alignment", "clarity")
+#: Mean and sd of a clip's (unrounded) sentiment, and the range of the factor by which a person
+#: shows it in face and voice: the clip's own and its neighbours' are drawn alike.
+SENTIMENT_MEAN, SENTIMENT_SD = 0.2, 1.25
+EXPRESSIVENESS = (0.3, 1.2)
 
 # Valence of the sentiment words, on the annotators' [-3, 3] scale.
 POSITIVE_WORDS = {
@@ -207,7 +211,9 @@ class SyntheticCorpus:
         # a fifth exactly neutral, the rest slightly positive on average (mean 0.19, sd 1.26).
         neutral = rng.random() < 0.14
         sentiment = (
-            0.0 if neutral else float(np.clip(np.round(rng.normal(0.2, 1.25) * 3) / 3, -3, 3))
+            0.0
+            if neutral
+            else float(np.clip(np.round(rng.normal(SENTIMENT_MEAN, SENTIMENT_SD) * 3) / 3, -3, 3))
         )
         sentiment += 0.0  # no negative zero
         text_sentiment = sentiment
@@ -233,7 +239,7 @@ class SyntheticCorpus:
             sentiment=sentiment,
             text_sentiment=float(text_sentiment),
             # Some people show what they feel, some barely do.
-            expressed_sentiment=sentiment * rng.uniform(0.3, 1.2),
+            expressed_sentiment=sentiment * rng.uniform(*EXPRESSIVENESS),
             words=words,
             onsets=onsets,
             durations=durations,
@@ -264,7 +270,10 @@ class SyntheticCorpus:
             spec.audio_shift_s = float(direction * rng.uniform(0.25, 0.45) * spec.clip_duration)
             spec.video_shift_s = float(-direction * rng.uniform(0.25, 0.45) * spec.clip_duration)
             spec.previous_sentiment, spec.next_sentiment = (
-                float(np.clip(rng.normal(0.2, 1.25), -3, 3) * rng.uniform(0.3, 1.2))
+                float(
+                    np.clip(rng.normal(SENTIMENT_MEAN, SENTIMENT_SD), -3, 3)
+                    * rng.uniform(*EXPRESSIVENESS)
+                )
                 for _ in range(2)
             )
         elif discrepancy == "clarity":

@@ -233,7 +233,12 @@ def floored_log(power: torch.Tensor, log_floor: float = 1e-10) -> torch.Tensor:
         power: Mel powers (any shape), e.g. of :func:`mel_spectrogram`.
         log_floor: smallest power before the log (> 0).
     """
-    return power.clamp(min=_check_log_floor(log_floor)).log_()  # the log in the clamp's copy
+    return _floored_log_(power.clone(), _check_log_floor(log_floor))
+
+
+def _floored_log_(power: torch.Tensor, log_floor: float) -> torch.Tensor:
+    """:func:`floored_log` in place, on a tensor the caller owns and a checked floor."""
+    return power.clamp_(min=log_floor).log_()
 
 
 def _mel_power(
@@ -318,7 +323,7 @@ class LogMel(nn.Module):
             power = _mel_power(
                 signal, self.window, self.filterbank, self.hop_length, self.center, self.pad_mode
             )
-            return floored_log(power, self.log_floor)
+            return _floored_log_(power, self.log_floor)
 
     def extra_repr(self) -> str:
         return (

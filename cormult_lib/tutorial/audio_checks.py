@@ -13,7 +13,7 @@ import torch
 import torchaudio
 
 from cormult_lib.data.synthetic_raw import RawSample, speech_envelope
-from cormult_lib.features.audio import mel_spectrogram
+from cormult_lib.features.audio import floored_log, mel_spectrogram
 
 
 def compare_with_torchaudio(
@@ -46,8 +46,7 @@ def compare_with_torchaudio(
     theirs_power = reference(waveform).T  # (frames, n_mels)
     significant = theirs_power > 1e-6 * theirs_power.max()
     relative = (ours_power - theirs_power).abs()[significant] / theirs_power[significant]
-    ours = ours_power.clamp(min=log_floor).log()
-    theirs = theirs_power.clamp(min=log_floor).log()
+    ours, theirs = floored_log(ours_power, log_floor), floored_log(theirs_power, log_floor)
     numbers = {
         "mel_power_max_rel_diff": relative.max().item(),
         "significant_share": significant.float().mean().item(),
@@ -79,7 +78,7 @@ def speech_measures(
     envelope = speech_envelope(sample.spec, times)
     energy_db = 10 * np.log10(np.maximum(energy, log_floor))
     return {
-        "log_mel": mel.clamp(min=log_floor).log().numpy(),
+        "log_mel": floored_log(mel, log_floor).numpy(),
         "amplitude": np.sqrt(energy),
         "envelope": envelope,
         "r": float(np.corrcoef(np.sqrt(energy), envelope)[0, 1]),
