@@ -138,14 +138,15 @@ class Comparison:
         n_seeds: int,
         metric: str,
         names: tuple[str, str],
-        a_value: float,
-        b_value: float,
+        values: tuple[float, float],
         interval: tuple[float, float],
         method: str,
         lower_is_better: bool | None = None,
     ) -> Comparison:
         """The one way comparisons are made: ``difference`` and ``verdict`` computed here from
-        the values and the 95% ``interval`` of ``a - b``."""
+        the ``values`` of ``a`` and ``b`` (named by ``names``, in that order) and the 95%
+        ``interval`` of ``a - b``."""
+        a_value, b_value = values
         low, high = (float(x) for x in interval)
         return cls(
             subset=subset,
@@ -256,8 +257,7 @@ def paired_bootstrap(
         n_seeds=n_seeds,
         metric=metric,
         names=names,
-        a_value=a_value,
-        b_value=b_value,
+        values=(a_value, b_value),
         interval=interval,
         method=method,
     )
@@ -326,8 +326,7 @@ def seed_interval(
         n_seeds=len(a),
         metric=metric,
         names=names,
-        a_value=a.mean(),
-        b_value=b.mean(),
+        values=(a.mean(), b.mean()),
         interval=(low, high),
         method="paired t interval over seeds",
         lower_is_better=lower_is_better,
@@ -452,8 +451,7 @@ def auc_against_chance(
         n_seeds=1,
         metric="roc_auc",
         names=(name, "chance"),
-        a_value=auc,
-        b_value=0.5,
+        values=(auc, 0.5),
         interval=interval,
         method=f"stratified bootstrap over {len(higher)} + {len(lower)} samples",
     )
@@ -523,8 +521,7 @@ def mean_difference(
         n_seeds=n_seeds,
         metric=metric,
         names=names,
-        a_value=a_value,
-        b_value=b_value,
+        values=(a_value, b_value),
         interval=interval,
         method=f"{'paired' if paired else 'two-group'} bootstrap over samples"
         + (f" of values averaged over {n_seeds} seeds" if n_seeds > 1 else ""),

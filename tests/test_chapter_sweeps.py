@@ -9,42 +9,44 @@ import pytest
 import torch
 
 from cormult_lib.training.sweep import load_sweep, sweep_status
-from cormult_lib.tutorial.chapter_sweeps import distance_sweep, shared_space_sweep
+from cormult_lib.tutorial.chapter_sweeps import SweepSetup, distance_sweep, shared_space_sweep
 from cormult_lib.tutorial.sweep_cli import main
 
-TINY = {"shared_time": [2], "shared_dim": [4, 8], "seeds": [0], "epochs": 1}
+ONE_SEED = SweepSetup(seeds=[0])
+TINY = {"shared_time": [2], "shared_dim": [4, 8], "epochs": 1}
 
 
 def test_the_study_name_follows_what_changes_results_and_not_the_threads() -> None:
-    base = shared_space_sweep(**TINY)
+    base = shared_space_sweep(ONE_SEED, **TINY)
     assert base.size == 2 and base.points == [{"shared_time": 2, "shared_dim": 4},
                                               {"shared_time": 2, "shared_dim": 8}]
     assert base.study.startswith("06_shared_space_quick_synthetic-")
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        assert shared_space_sweep(**TINY).study == base.study
+        assert shared_space_sweep(ONE_SEED, **TINY).study == base.study
     finally:
         torch.set_num_threads(threads)
-    assert shared_space_sweep(**{**TINY, "epochs": 2}).study != base.study
-    assert shared_space_sweep(**TINY, strategy="D").study != base.study
-    assert shared_space_sweep(**TINY, sampler="tpe").study != base.study
-    assert distance_sweep(distances=["cosine"], seeds=[0]).study.startswith("05_distances_quick")
+    assert shared_space_sweep(ONE_SEED, **{**TINY, "epochs": 2}).study != base.study
+    assert shared_space_sweep(SweepSetup(seeds=[0], strategy="D"), **TINY).study != base.study
+    assert shared_space_sweep(SweepSetup(seeds=[0], sampler="tpe"), **TINY).study != base.study
+    distances = distance_sweep(ONE_SEED, distances=["cosine"])
+    assert distances.study.startswith("05_distances_quick")
 
 
 def test_bad_options_name_the_parameter() -> None:
     with pytest.raises(ValueError, match="strategy='Z'"):
-        shared_space_sweep(**TINY, strategy="Z")
+        shared_space_sweep(SweepSetup(seeds=[0], strategy="Z"), **TINY)
     with pytest.raises(ValueError, match="shared_dim=\\[0\\]"):
-        shared_space_sweep(**{**TINY, "shared_dim": [0]})
+        shared_space_sweep(ONE_SEED, **{**TINY, "shared_dim": [0]})
     with pytest.raises(ValueError, match="modalities='T'"):
-        shared_space_sweep(**TINY, modalities="T")
+        shared_space_sweep(SweepSetup(seeds=[0], modalities="T"), **TINY)
     with pytest.raises(ValueError, match="train_fraction=0"):
-        shared_space_sweep(**TINY, train_fraction=0)
+        shared_space_sweep(ONE_SEED, **TINY, train_fraction=0)
     with pytest.raises(ValueError, match="subset of"):
         distance_sweep(distances=["hamming"])
     with pytest.raises(ValueError, match="grid='huge'"):
-        distance_sweep(grid="huge")
+        distance_sweep(SweepSetup(grid="huge"))
 
 
 def test_cormult_sweep_workers_finish_the_chapters_study_and_export_it(tmp_path: Path) -> None:
@@ -54,7 +56,7 @@ def test_cormult_sweep_workers_finish_the_chapters_study_and_export_it(tmp_path:
     code = main(["--sweep", "shared_space", "--storage", str(storage), "--workers", "2",
                  "--export", str(export), *options])  # fmt: skip
     assert code == 0
-    study = shared_space_sweep(**TINY).study  # the chapter's own study, found by its settings
+    study = shared_space_sweep(ONE_SEED, **TINY).study  # the chapter's study, found by its settings
     assert sweep_status(storage, study).finished
     table = load_sweep(storage, study)
     assert sorted(table["shared_dim"]) == [4, 8] and table["valid_loss"].notna().all()

@@ -239,8 +239,7 @@ def auc_comparisons(table: pd.DataFrame, by: Sequence[str]) -> list[Comparison]:
             n_seeds=1,
             metric="roc_auc",
             names=("Cor", "chance"),
-            a_value=row["auc"],
-            b_value=0.5,
+            values=(row["auc"], 0.5),
             interval=(row["auc_low"] - 0.5, row["auc_high"] - 0.5),
             method=f"stratified bootstrap over {row[sizes[0]]} + {row[sizes[1]]} samples",
         )

@@ -9,8 +9,9 @@ The three equations of the paper, written out with torch operations:
 * Eq. 2, the triangular Mel filters ``H_m(k)``: :func:`mel_filterbank`, with the centre
   frequencies ``f_m`` evenly spaced on the HTK Mel scale ``mel = 2595 log10(1 + f / 700)``.
 * Eq. 3, the log-Mel spectrogram ``X_mel(n, m) = log(sum_k |X(n, k)|^2 H_m(k))``, in its two
-  steps: :func:`mel_spectrogram` (the Mel power inside the log) and :func:`floored_log` (the
-  log, with a floor for silence); the module :class:`LogMel` does both. The result is the
+  steps: :meth:`LogMel.mel_power` (the Mel power inside the log) and :func:`floored_log` (the
+  log, with a floor for silence); the module :class:`LogMel` holds the settings of both and
+  its forward pass does both. The result is the
   audio representation ``F_A`` of shape ``(batch, frames, n_mels)``, the paper's ``b x t x m``.
 
 :func:`load_audio` turns an audio file or the audio track of a video into the float32
@@ -186,51 +187,15 @@ def mel_filterbank(
 # --------------------------------------------------------------------------------------------
 
 
-def mel_spectrogram(
-    waveform: torch.Tensor | np.ndarray,
-    sample_rate: int,
-    n_fft: int = 400,
-    hop_length: int = 160,
-    win_length: int | None = None,
-    n_mels: int = 64,
-    f_min: float = 0.0,
-    f_max: float | None = None,
-    center: bool = True,
-) -> torch.Tensor:
-    """The Mel power inside Eq. 3's log, ``sum_k |X(n, k)|^2 H_m(k)``: ``(batch, frames,
-    n_mels)``, the paper's ``b x t x m``.
-
-    ``X`` is the Hann-windowed STFT of :func:`stft` (reflect-padded when ``center``) and ``H``
-    the filters of :func:`mel_filterbank`. :func:`floored_log` of it is the log-Mel
-    spectrogram ``F_A``. The defaults (25 ms windows every 10 ms at 16 kHz, 64 bands) give
-    100 frames per second.
-
-    Args:
-        waveform: ``(time,)`` or ``(batch, time)`` float signal; a 1-D signal is a batch of one.
-        sample_rate: of the waveform, in Hz.
-        n_fft: FFT size and frame length in samples.
-        hop_length: samples between frame starts.
-        win_length: Hann window length before zero-padding to ``n_fft`` (``None``: ``n_fft``).
-        n_mels: number of Mel bands ``m``.
-        f_min, f_max: frequency range of the filter bank in Hz (``f_max=None``: Nyquist).
-        center: centre frame ``n`` on sample ``n * hop_length`` (see :func:`stft`).
-    """
-    signal = _as_batch(waveform)
-    _check_hop_and_length(signal.shape[-1], n_fft, hop_length, center, "reflect")
-    window = make_window(n_fft, win_length, dtype=signal.dtype).to(signal.device)
-    bank = mel_filterbank(n_fft // 2 + 1, n_mels, sample_rate, f_min, f_max)
-    return _mel_power(signal, window, bank.to(signal), hop_length, center, "reflect")
-
-
 def floored_log(power: torch.Tensor, log_floor: float = 1e-10) -> torch.Tensor:
     """Eq. 3's log with a floor, ``log(max(power, log_floor))`` (natural log), same shape.
 
-    ``floored_log(mel_spectrogram(waveform, sample_rate))`` is the log-Mel spectrogram
+    ``floored_log(LogMel(sample_rate).mel_power(waveform))`` is the log-Mel spectrogram
     ``F_A``. The floor is applied before the log, so silence gives ``log(log_floor)``, never
     ``-inf`` or NaN.
 
     Args:
-        power: Mel powers (any shape), e.g. of :func:`mel_spectrogram`.
+        power: Mel powers (any shape), e.g. of :meth:`LogMel.mel_power`.
         log_floor: smallest power before the log (> 0).
     """
     return _floored_log_(power.clone(), _check_log_floor(log_floor))
@@ -272,13 +237,26 @@ def _mel_power(
 
 
 class LogMel(nn.Module):
-    """Eq. 3 as a module, :func:`floored_log` of :func:`mel_spectrogram`: ``(batch, time)`` ->
+    """Eq. 3 as a module: :func:`floored_log` of :meth:`mel_power`, ``(batch, time)`` ->
     ``(batch, frames, n_mels)``.
 
     The window and the filter bank are computed once and kept as buffers, so ``.to("cuda")``
     moves them with the module and repeated calls only run the STFT, one matmul and the log.
     The computation runs in the buffers' dtype (float32 unless the module is cast) with autocast
-    switched off: Mel powers of a loud clip exceed the float16 range.
+    switched off: Mel powers of a loud clip exceed the float16 range. The defaults (25 ms
+    windows every 10 ms at 16 kHz, 64 bands) give 100 frames per second.
+
+    Args:
+        sample_rate: of the waveforms, in Hz.
+        n_fft: FFT size and frame length in samples.
+        hop_length: samples between frame starts.
+        win_length: window length before zero-padding to ``n_fft`` (``None``: ``n_fft``).
+        n_mels: number of Mel bands ``m``.
+        f_min, f_max: frequency range of the filter bank in Hz (``f_max=None``: Nyquist).
+        log_floor: smallest power before the log (> 0), see :func:`floored_log`.
+        center: centre frame ``n`` on sample ``n * hop_length`` (see :func:`stft`).
+        window: one of :data:`WINDOWS`.
+        pad_mode: how a centred STFT pads the ends, one of :data:`PAD_MODES`.
     """
 
     window: torch.Tensor
@@ -313,17 +291,26 @@ class LogMel(nn.Module):
         bank = mel_filterbank(n_fft // 2 + 1, n_mels, sample_rate, f_min, f_max)
         self.register_buffer("filterbank", bank)
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        """``(time,)`` or ``(batch, time)`` -> ``(batch, frames, n_mels)`` (buffers' device)."""
+    def mel_power(self, waveform: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """The Mel power inside Eq. 3's log, ``sum_k |X(n, k)|^2 H_m(k)``: ``(time,)`` or
+        ``(batch, time)`` -> ``(batch, frames, n_mels)`` (buffers' device and dtype).
+
+        ``X`` is the windowed STFT of :func:`stft` and ``H`` the filters of
+        :func:`mel_filterbank`; a 1-D signal is a batch of one.
+        """
         signal = _as_batch(waveform).to(device=self.window.device, dtype=self.window.dtype)
         _check_hop_and_length(
             signal.shape[-1], self.n_fft, self.hop_length, self.center, self.pad_mode
         )
         with torch.autocast(device_type=signal.device.type, enabled=False):
-            power = _mel_power(
+            return _mel_power(
                 signal, self.window, self.filterbank, self.hop_length, self.center, self.pad_mode
             )
-            return _floored_log_(power, self.log_floor)
+
+    def forward(self, waveform: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """The log-Mel spectrogram ``F_A``: ``(time,)`` or ``(batch, time)`` -> ``(batch,
+        frames, n_mels)`` (buffers' device)."""
+        return _floored_log_(self.mel_power(waveform), self.log_floor)
 
     def extra_repr(self) -> str:
         return (

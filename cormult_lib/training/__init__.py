@@ -1,8 +1,9 @@
 """Training: one loop for every model and its uses.
 
 Modules:
-    loop: :func:`fit`, the training loop every model goes through, and :class:`FitResult`, what
-        every training function returns.
+    loop: :func:`fit`, the training loop every model goes through, :class:`FitResult`, what
+        every training function returns, and :class:`RunOptions`, the checkpoint and progress
+        options the training functions pass on to it.
     epoch: one pass over a loader (the ``loss_fn(model, batch, generator)`` protocol).
     checkpoints: the resumable checkpoint (weights, optimiser, random streams, settings).
     early_stopping: best validation epoch, patience, the best weights.

@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import pandas as pd
 import torch
@@ -68,6 +69,7 @@ __all__ = [
     "PLATEAU_PATIENCE",
     "VALID_SEED_OFFSET",
     "FitResult",
+    "RunOptions",
     "fit",
     "make_optimizer",
     "maybe_compile",
@@ -179,6 +181,21 @@ def _history_frame(history: list[dict]) -> pd.DataFrame:
     """The history rows as a table, ``HISTORY_COLUMNS`` first."""
     frame = pd.DataFrame(history)
     return frame[HISTORY_COLUMNS + [c for c in frame.columns if c not in HISTORY_COLUMNS]]
+
+
+class RunOptions(TypedDict, total=False):
+    """How a run is kept and shown, not what it learns: the options that
+    :func:`~cormult_lib.training.supervised.train_model` and
+    :func:`~cormult_lib.training.pretrain.pretrain_evaluator` pass on to :func:`fit` as they
+    are (``**run``), with :func:`fit`'s defaults when left out.
+
+    ``checkpoint_path`` receives the complete training state after every epoch; ``resume``
+    continues from it when it exists (``False``: start afresh); ``progress`` shows the bars.
+    """
+
+    checkpoint_path: str | Path | None
+    resume: bool
+    progress: bool
 
 
 def fit(

@@ -26,6 +26,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 import pandas as pd
@@ -51,7 +52,7 @@ from cormult_lib.models.cormult import CorMulT
 from cormult_lib.models.mult import MulT
 from cormult_lib.seeding import seed_everything
 from cormult_lib.training.checkpoints import save_atomic
-from cormult_lib.training.loop import FitResult, fit
+from cormult_lib.training.loop import FitResult, RunOptions, fit
 
 #: Training samples embedded to fit the distance (Mahalanobis covariance, coefficient scale).
 FIT_SAMPLES = 1024
@@ -185,10 +186,8 @@ def pretrain_evaluator(
     grad_clip: float | None = 1.0,
     device: str | torch.device = "cpu",
     seed: int = 0,
-    checkpoint_path: str | Path | None = None,
-    resume: bool = True,
-    progress: bool = True,
     compile: bool = False,
+    **run: Unpack[RunOptions],
 ) -> PretrainResult:
     """Pre-train a :class:`~cormult_lib.correlation.evaluator.ModalityCorrelationEvaluator`.
 
@@ -211,9 +210,9 @@ def pretrain_evaluator(
         patience, grad_clip: early stopping and gradient clipping of :func:`fit`.
         device: where to train; CUDA gets mixed precision and pinned memory.
         seed: seeds initial weights, shuffling and negatives.
-        checkpoint_path, resume: :func:`fit`'s checkpoint after every epoch.
-        progress: progress bars.
         compile: :func:`torch.compile` the evaluator for training (:func:`fit`'s ``compile``).
+        run: :func:`fit`'s ``checkpoint_path``, ``resume`` and ``progress``
+            (:class:`~cormult_lib.training.loop.RunOptions`).
 
     Returns:
         A :class:`PretrainResult`.
@@ -298,14 +297,12 @@ def pretrain_evaluator(
         lr=config.lr,
         grad_clip=grad_clip,
         patience=patience,
-        checkpoint_path=checkpoint_path,
-        resume=resume,
         device=torch_device,
         generator=generator,
         seed=seed,
-        progress=progress,
         on_epoch_start=refit_covariance if measure.name == "mahalanobis" else None,
         compile=compile,
+        **run,
     )
     final = Distance(measure.name)
     if final.name != "cosine":  # cosine needs nothing fitted

@@ -16,7 +16,6 @@ reported.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Unpack
 
 import numpy as np
@@ -34,7 +33,7 @@ from cormult_lib.models.mult import HEADS
 from cormult_lib.progress import tqdm
 from cormult_lib.seeding import seed_everything
 from cormult_lib.training.epoch import LossFn
-from cormult_lib.training.loop import FitResult, fit
+from cormult_lib.training.loop import FitResult, RunOptions, fit
 
 #: Regression losses: MulT uses L1, CLIP-MSA SmoothL1.
 REGRESSION_LOSSES = ("l1", "smooth_l1")
@@ -102,9 +101,7 @@ def train_model(
     loss: str = "l1",
     seed: int = 0,
     device: str | torch.device = "cpu",
-    checkpoint_path: str | Path | None = None,
-    resume: bool = True,
-    progress: bool = True,
+    **run: Unpack[RunOptions],
 ) -> FitResult:
     """Train ``model`` on ``train_split``, choosing the best epoch on ``valid_split``.
 
@@ -121,7 +118,8 @@ def train_model(
         seed: seeds shuffling and dropout (the model's initial weights are the caller's: seed
             before building it, as :func:`run_seeds` does).
         device: CUDA gets mixed precision and pinned memory through :func:`fit`.
-        checkpoint_path, resume: :func:`fit`'s checkpoint after every epoch.
+        run: :func:`fit`'s ``checkpoint_path``, ``resume`` and ``progress``
+            (:class:`~cormult_lib.training.loop.RunOptions`).
 
     Returns:
         :func:`~cormult_lib.training.loop.fit`'s :class:`~cormult_lib.training.loop.FitResult`,
@@ -148,14 +146,12 @@ def train_model(
         lr=config.lr,
         grad_clip=config.grad_clip,
         patience=config.patience,
-        checkpoint_path=checkpoint_path,
-        resume=resume,
         device=device,
         generator=generator,
         seed=seed,
-        progress=progress,
         param_groups=model.param_groups(config.lr) if hasattr(model, "param_groups") else None,
         compile=config.compile,
+        **run,
     )
     result.model.eval()
     return result

@@ -9,7 +9,8 @@ Modules:
     audio_checks: chapter 01's checks of a log-Mel spectrogram against its waveform.
     timing: wall-clock timing of a chapter's steps.
     chapter_sweeps: the sweeps of chapters 05 and 06 on the Optuna engine of
-        :mod:`cormult_lib.training.sweep`; sweep_cli runs them from a shell (``cormult-sweep``).
+        :mod:`cormult_lib.training.sweep`, from one ``SweepSetup`` (data, grid, seeds, device);
+        sweep_cli runs them from a shell (``cormult-sweep``).
     ddp_demo: the two-process DistributedDataParallel demonstration.
     text_baseline: chapter 09's text-only baselines on real transcripts.
     reference: ``make reference`` (results/ with provenance) and each chapter's comparison

@@ -13,7 +13,7 @@ import torch
 import torchaudio
 
 from cormult_lib.data.synthetic_raw import RawSample, speech_envelope
-from cormult_lib.features.audio import floored_log, mel_spectrogram
+from cormult_lib.features.audio import LogMel, floored_log
 
 
 def compare_with_torchaudio(
@@ -42,7 +42,7 @@ def compare_with_torchaudio(
         center=True,
         pad_mode="reflect",
     )
-    ours_power = mel_spectrogram(waveform, sample_rate, n_fft, hop_length, n_mels=n_mels)[0]
+    ours_power = LogMel(sample_rate, n_fft, hop_length, n_mels=n_mels).mel_power(waveform)[0]
     theirs_power = reference(waveform).T  # (frames, n_mels)
     significant = theirs_power > 1e-6 * theirs_power.max()
     relative = (ours_power - theirs_power).abs()[significant] / theirs_power[significant]
@@ -71,8 +71,7 @@ def speech_measures(
     percentile).
     """
     rate = sample.sample_rate
-    mel = mel_spectrogram(torch.from_numpy(sample.waveform), rate, n_fft, hop_length, n_mels=n_mels)
-    mel = mel[0]
+    mel = LogMel(rate, n_fft, hop_length, n_mels=n_mels).mel_power(sample.waveform)[0]
     energy = mel.sum(dim=1).double().numpy()
     times = np.arange(len(energy)) * hop_length / rate
     envelope = speech_envelope(sample.spec, times)

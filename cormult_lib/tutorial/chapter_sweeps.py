@@ -6,9 +6,11 @@
 * :func:`shared_space_sweep` (chapter 06, section 4.4): per shared space ``(t, o)`` and seed,
   pre-train the evaluator and record its best validation loss and its epoch time.
 
-Each returns a :class:`ChapterSweep`: the grid, the seeds, the ``run_point`` function and the
-name of its Optuna study, which is derived from every setting that is fixed over the grid
-(profile, data, budget, sampler, device type). The notebook and any number of command-line
+Both take a :class:`SweepSetup` (the data, the grid, the seeds and how the points run, the
+same for both) and options of their own (the axes' values and the budget). Each returns a
+:class:`ChapterSweep`: the grid, the seeds, the ``run_point`` function and the name of its
+Optuna study, which is derived from every setting that is fixed over the grid (profile, data,
+budget, sampler, device type). The notebook and any number of command-line
 workers given the same settings therefore work on the *same* study: start workers with
 ``cormult-sweep`` (:mod:`cormult_lib.tutorial.sweep_cli`) and the chapter finds their trials.
 The torch thread count is not part of the name: it changes float sums in the last digits, not
@@ -18,13 +20,19 @@ the method, and a sweep spread over machines cannot keep it equal; each trial re
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from cormult_lib.config import DISTANCE_BUDGETS, DISTANCE_GRIDS, SHARED_SPACE_GRIDS, get_config
+from cormult_lib.config import (
+    DISTANCE_BUDGETS,
+    DISTANCE_GRIDS,
+    SHARED_SPACE_GRIDS,
+    ExperimentConfig,
+    get_config,
+)
 from cormult_lib.correlation.distances import DISTANCES
 from cormult_lib.correlation.evaluation import separation_auc
 from cormult_lib.correlation.negatives import STRATEGIES
@@ -40,7 +48,11 @@ from cormult_lib.training.sweep import (
     sweep_seeds,
 )
 
-__all__ = ["SWEEPS", "ChapterSweep", "distance_sweep", "shared_space_sweep"]
+__all__ = ["SWEEPS", "ChapterSweep", "SweepSetup", "distance_sweep", "shared_space_sweep"]
+
+#: Fields of :class:`SweepSetup` that do not name a study: the grid and the seeds are the
+#: study's points and trials themselves.
+NOT_FIXED = ("grid", "seeds")
 
 
 @dataclass(frozen=True)
@@ -76,28 +88,99 @@ class ChapterSweep:
         return len(self.points) * len(self.seeds)
 
 
-def _sweep(
-    name: str,
-    stem: str,
-    axes: Mapping[str, Sequence],
-    seeds: list[int],
-    run_point: Callable[[dict, int], dict[str, float]],
-    fixed: dict[str, Any],
-    objective: str,
-    splits: dict[str, MultimodalSplit],
-) -> ChapterSweep:
-    """A :class:`ChapterSweep` whose study is named by ``stem`` and the ``fixed`` settings."""
-    return ChapterSweep(
-        name=name,
-        points=grid_points(axes),
-        seeds=seeds,
-        run_point=run_point,
-        study=study_name(stem, fixed),
-        fixed=fixed,
-        objective=objective,
-        sampler=fixed["sampler"],
-        splits=splits,
-    )
+@dataclass(frozen=True)
+class SweepSetup:
+    """What both sweeps share: the data they train on, the grid and how its points are run.
+
+    The fields are the chapters' parameters of the same names.
+
+    Attributes:
+        profile: ``"quick"``, ``"standard"`` or ``"paper"``
+            (:func:`~cormult_lib.config.get_config`).
+        dataset, data_path: the data (:func:`~cormult_lib.features.loading.load_splits`).
+        modalities: two or three of ``"TAV"``.
+        seed: splits the data and draws the ``train_fraction`` subset; each trial's own seed
+            comes from ``seeds``.
+        grid: the named grid of the sweep (``None``: the profile's name).
+        seeds: the trials' seeds (``None``: the grid's,
+            :func:`~cormult_lib.training.sweep.sweep_seeds`).
+        strategy: the negative sampling strategy of pre-training, one of ``"A"``-``"D"``.
+        sampler: ``"grid"`` or ``"tpe"``.
+        device: where the points train.
+    """
+
+    profile: str = "quick"
+    dataset: str = "synthetic"
+    data_path: str | None = None
+    modalities: str = "TAV"
+    seed: int = 0
+    grid: str | None = None
+    seeds: Sequence[int] | None = None
+    strategy: str = "B"
+    sampler: str = "grid"
+    device: str | torch.device = "cpu"
+
+    def _prepare(
+        self,
+        grids: Mapping[str, Mapping],
+        overrides: Mapping[str, object],
+        train_fraction: float,
+    ) -> _Prepared:
+        """Check the setup against a sweep's named ``grids``, build its axes (the grid's, with
+        the non-``None`` ``overrides``) and load the data with ``train`` cut to
+        ``train_fraction``."""
+        grid = self.grid or self.profile
+        _check_modalities(self.modalities)
+        check_choice("grid", grid, tuple(grids))
+        check_choice("strategy", self.strategy, STRATEGIES)
+        check_choice("sampler", self.sampler, SAMPLERS)
+        config = get_config(self.profile)
+        axes = _axes(grids, grid, overrides)
+        device = resolve_device(self.device, verbose=False)
+        splits = load_splits(self.dataset, self.data_path, self.modalities, config.data, self.seed)
+        fixed = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in NOT_FIXED}
+        fixed.update(device=device.type, train_fraction=train_fraction)
+        return _Prepared(
+            config, grid, axes, sweep_seeds(self.seeds, grid), device,
+            _subset_train(splits, train_fraction, self.seed), fixed,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A :class:`SweepSetup` checked and its data loaded, for one sweep (see
+    ``SweepSetup._prepare``); ``fixed`` holds the setup's settings that name the study."""
+
+    config: ExperimentConfig
+    grid: str
+    axes: dict[str, tuple]
+    seeds: list[int]
+    device: torch.device
+    splits: dict[str, MultimodalSplit]
+    fixed: dict[str, Any]
+
+    def sweep(
+        self,
+        name: str,
+        stem: str,
+        run_point: Callable[[dict, int], dict[str, float]],
+        own: Mapping[str, Any],
+        objective: str,
+    ) -> ChapterSweep:
+        """The :class:`ChapterSweep` whose study is named by ``stem``, the grid, the data and
+        the fixed settings: the setup's and the sweep's ``own`` (its budget, say)."""
+        fixed = {**self.fixed, **own}
+        return ChapterSweep(
+            name=name,
+            points=grid_points(self.axes),
+            seeds=self.seeds,
+            run_point=run_point,
+            study=study_name(f"{stem}_{self.grid}_{fixed['dataset']}", fixed),
+            fixed=fixed,
+            objective=objective,
+            sampler=fixed["sampler"],
+            splits=self.splits,
+        )
 
 
 def _check_modalities(modalities: object) -> None:
@@ -139,46 +222,32 @@ def _axes(grids: Mapping[str, Mapping], grid: str, overrides: Mapping[str, objec
 
 
 def shared_space_sweep(
+    setup: SweepSetup | None = None,
     *,
-    profile: str = "quick",
-    dataset: str = "synthetic",
-    data_path: str | None = None,
-    modalities: str = "TAV",
-    seed: int = 0,
-    grid: str | None = None,
-    seeds: Sequence[int] | None = None,
     shared_time: Sequence[int] | None = None,
     shared_dim: Sequence[int] | None = None,
     train_fraction: float = 0.5,
     epochs: int = 3,
     batch_size: int | None = None,
-    strategy: str = "B",
-    sampler: str = "grid",
-    device: str | torch.device = "cpu",
 ) -> ChapterSweep:
     """Chapter 06's sweep of the shared space ``(t, o)``; arguments as the chapter's parameters.
 
     A point pre-trains the evaluator for ``epochs`` epochs with ``shared_time = t`` and
     ``shared_dim = o`` and returns ``valid_loss`` (the best validation triplet loss, Eq. 8) and
-    ``epoch_s`` (mean seconds per epoch). ``batch_size=None``: 16 in the quick and standard
-    profiles, the profile's own otherwise.
+    ``epoch_s`` (mean seconds per epoch). ``setup=None``: ``SweepSetup()``.
+    ``batch_size=None``: 16 in the quick and standard profiles, the profile's own otherwise.
     """
     from cormult_lib.training.pretrain import pretrain_evaluator
 
-    grid = grid or profile
-    _check_modalities(modalities)
-    check_choice("grid", grid, tuple(SHARED_SPACE_GRIDS))
-    check_choice("strategy", strategy, STRATEGIES)
-    check_choice("sampler", sampler, SAMPLERS)
+    setup = setup or SweepSetup()
     check_int("epochs", epochs, minimum=1)
-    config = get_config(profile)
-    small = profile in ("quick", "standard")  # more updates per epoch at the small scale
+    axes = {"shared_time": shared_time, "shared_dim": shared_dim}
+    prepared = setup._prepare(SHARED_SPACE_GRIDS, axes, train_fraction)
+    config = prepared.config
+    small = setup.profile in ("quick", "standard")  # more updates per epoch at the small scale
     batch = batch_size or (16 if small else config.correlation.batch_size)
     check_int("batch_size", batch, minimum=1)
-    axes = _axes(SHARED_SPACE_GRIDS, grid, {"shared_time": shared_time, "shared_dim": shared_dim})
-    device = resolve_device(device, verbose=False)
-    splits = _subset_train(load_splits(dataset, data_path, modalities, config.data, seed),
-                           train_fraction, seed)
+    train, valid = prepared.splits["train"], prepared.splits["valid"]
 
     def run_point(settings: dict, point_seed: int) -> dict[str, float]:
         correlation = replace(
@@ -189,22 +258,16 @@ def shared_space_sweep(
             batch_size=batch,
         )
         result = pretrain_evaluator(
-            splits["train"], splits["valid"], correlation, strategy=strategy,
-            modalities=modalities, device=device, seed=point_seed, progress=False,
-        )
+            train, valid, correlation, strategy=setup.strategy, modalities=setup.modalities,
+            device=prepared.device, seed=point_seed, progress=False,
+        )  # fmt: skip
         return {
             "valid_loss": float(result.history["valid_loss"].min()),
             "epoch_s": float(result.history["seconds"].mean()),
         }
 
-    fixed = {
-        "profile": profile, "dataset": dataset, "data_path": data_path,
-        "modalities": modalities, "seed": seed, "train_fraction": train_fraction,
-        "epochs": epochs, "batch_size": batch, "strategy": strategy, "sampler": sampler,
-        "device": device.type,
-    }  # fmt: skip
-    return _sweep("shared_space", f"06_shared_space_{grid}_{dataset}", axes,
-                  sweep_seeds(seeds, grid), run_point, fixed, "valid_loss", splits)
+    budget = {"epochs": epochs, "batch_size": batch}
+    return prepared.sweep("shared_space", "06_shared_space", run_point, budget, "valid_loss")
 
 
 #: Metrics of CorMulT on the test split that a distance point records.
@@ -212,23 +275,14 @@ DISTANCE_TEST_METRICS = ("acc7", "acc2_has0", "acc2_non0", "f1_non0", "mae", "co
 
 
 def distance_sweep(
+    setup: SweepSetup | None = None,
     *,
-    profile: str = "quick",
-    dataset: str = "synthetic",
-    data_path: str | None = None,
-    modalities: str = "TAV",
-    seed: int = 0,
-    grid: str | None = None,
     distances: Sequence[str] | None = None,
-    seeds: Sequence[int] | None = None,
-    strategy: str = "B",
     train_fraction: float = 1.0,
     pretrain_epochs: int | None = None,
     pretrain_batch_size: int | None = None,
     epochs: int | None = None,
     fusion: str = "product",
-    sampler: str = "grid",
-    device: str | torch.device = "cpu",
 ) -> ChapterSweep:
     """Chapter 05's sweep of the distance measure; arguments as the chapter's parameters.
 
@@ -236,8 +290,8 @@ def distance_sweep(
     improvement), scores its ROC-AUC of real test clips against negatives of strategies A, B
     and D, trains CorMulT on it and returns ``pretrain_loss``, ``pretrain_first_loss``,
     ``pretrain_best_epoch``, ``auc``, ``auc_A``/``auc_B``/``auc_D`` and the test metrics of
-    :data:`DISTANCE_TEST_METRICS`. Budgets ``None``: :data:`DISTANCE_BUDGETS` of the profile
-    (the profile's own config for ``paper``).
+    :data:`DISTANCE_TEST_METRICS`. ``setup=None``: ``SweepSetup()``. Budgets ``None``:
+    :data:`DISTANCE_BUDGETS` of the profile (the profile's own config for ``paper``).
     """
     from cormult_lib.models import CorMulT
     from cormult_lib.models.cormult import FUSIONS
@@ -245,14 +299,10 @@ def distance_sweep(
     from cormult_lib.training.pretrain import pretrain_evaluator, text_vocab_size
     from cormult_lib.training.supervised import evaluate, train_model
 
-    grid = grid or profile
-    _check_modalities(modalities)
-    check_choice("grid", grid, tuple(DISTANCE_GRIDS))
-    check_choice("strategy", strategy, STRATEGIES)
+    setup = setup or SweepSetup()
     check_choice("fusion", fusion, FUSIONS)
-    check_choice("sampler", sampler, SAMPLERS)
-    config = get_config(profile)
-    own = DISTANCE_BUDGETS.get(profile, {
+    config = get_config(setup.profile)
+    own = DISTANCE_BUDGETS.get(setup.profile, {
         "pretrain_epochs": config.correlation.epochs,
         "pretrain_batch_size": config.correlation.batch_size,
         "epochs": config.train.epochs,
@@ -264,11 +314,8 @@ def distance_sweep(
     }
     for name, value in budget.items():
         check_int(name, value, minimum=1)
-    axes = _axes(DISTANCE_GRIDS, grid, {"distance": distances})
-    device = resolve_device(device, verbose=False)
-    splits = _subset_train(load_splits(dataset, data_path, modalities, config.data, seed),
-                           train_fraction, seed)
-    train, valid, test = splits["train"], splits["valid"], splits["test"]
+    prepared = setup._prepare(DISTANCE_GRIDS, {"distance": distances}, train_fraction)
+    train, valid, test = (prepared.splits[name] for name in ("train", "valid", "test"))
     vocab_size = text_vocab_size(train, valid, test)
 
     def run_point(settings: dict, point_seed: int) -> dict[str, float]:
@@ -278,24 +325,24 @@ def distance_sweep(
             batch_size=budget["pretrain_batch_size"],
         )
         pretrained = pretrain_evaluator(
-            train, valid, correlation, strategy=strategy, modalities=modalities,
-            distance=settings["distance"], device=device, seed=point_seed, patience=3,
+            train, valid, correlation, strategy=setup.strategy, modalities=setup.modalities,
+            distance=settings["distance"], device=prepared.device, seed=point_seed, patience=3,
             progress=False,
         )
         auc = separation_auc(
-            pretrained.model, test, pretrained.distance, strategies=("A", "B", "D"), seed=seed,
-            negative_options=pretrained.settings["negative_options"],
+            pretrained.model, test, pretrained.distance, strategies=("A", "B", "D"),
+            seed=setup.seed, negative_options=pretrained.settings["negative_options"],
         )
         torch.manual_seed(point_seed)
         model = CorMulT(
-            build_mult(train.dims(), config.model, modalities, "regression", vocab_size),
+            build_mult(train.dims(), config.model, setup.modalities, "regression", vocab_size),
             pretrained.model,
             pretrained.distance,
             fusion=fusion,
         )
         trained = train_model(
             model, train, valid, replace(config.train, epochs=budget["epochs"]),
-            seed=point_seed, device=device, progress=False,
+            seed=point_seed, device=prepared.device, progress=False,
         )
         metrics = evaluate(trained.model, test)["all"]
         return {
@@ -307,14 +354,8 @@ def distance_sweep(
             **{key: float(metrics[key]) for key in DISTANCE_TEST_METRICS},
         }
 
-    fixed = {
-        "profile": profile, "dataset": dataset, "data_path": data_path,
-        "modalities": modalities, "seed": seed, "train_fraction": train_fraction,
-        "strategy": strategy, "fusion": fusion, "sampler": sampler, "device": device.type,
-        **budget,
-    }  # fmt: skip
-    return _sweep("distances", f"05_distances_{grid}_{dataset}", axes,
-                  sweep_seeds(seeds, grid), run_point, fixed, "mae", splits)
+    own = {"fusion": fusion, **budget}
+    return prepared.sweep("distances", "05_distances", run_point, own, "mae")
 
 
 #: The sweeps ``cormult-sweep --sweep NAME`` knows.

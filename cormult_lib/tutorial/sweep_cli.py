@@ -26,11 +26,12 @@ import multiprocessing
 import os
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 from cormult_lib.processes import die_with_parent
 from cormult_lib.training.sweep import SAMPLERS, load_sweep, run_sweep, sweep_status
-from cormult_lib.tutorial.chapter_sweeps import SWEEPS, ChapterSweep
+from cormult_lib.tutorial.chapter_sweeps import SWEEPS, ChapterSweep, SweepSetup
 
 DEFAULT_STORAGE = Path("outputs") / "sweeps.db"
 
@@ -50,16 +51,21 @@ def _parse_settings(items: list[str]) -> dict[str, object]:
 
 
 def _build(args: argparse.Namespace) -> ChapterSweep:
-    options = {
+    """The sweep of ``args``: the flags and the ``--set`` names of :class:`SweepSetup`'s fields
+    make the setup, the other ``--set`` names go to the sweep function."""
+    settings = _parse_settings(args.set)
+    shared = {f.name for f in fields(SweepSetup)}
+    setup = {
         "profile": args.profile,
         "dataset": args.dataset,
         "data_path": args.data_path,
         "sampler": args.sampler,
         "device": args.device,
-        **_parse_settings(args.set),
+        **{name: value for name, value in settings.items() if name in shared},
     }
+    own = {name: value for name, value in settings.items() if name not in shared}
     try:
-        return SWEEPS[args.sweep](**options)
+        return SWEEPS[args.sweep](SweepSetup(**setup), **own)
     except TypeError as error:  # an unknown --set name
         raise SystemExit(f"--sweep {args.sweep}: {error}") from error
 
