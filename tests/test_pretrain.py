@@ -209,6 +209,10 @@ def test_bad_arguments_are_named(tiny):
         pretrain_evaluator(tiny["train"], tiny["valid"], QUICK, modalities="T")
     with pytest.raises(ValueError, match="anchor"):
         pretrain_evaluator(tiny["train"], tiny["valid"], QUICK, anchor="negative")
+    # Options beyond its own and RunOptions name pretrain_evaluator, not fit.
+    for misspelt in ({"progres": False}, {"on_epoch_start": None}, {"amp": True}):
+        with pytest.raises(TypeError, match=r"pretrain_evaluator\(\) got unexpected .*'progress'"):
+            pretrain_evaluator(tiny["train"], tiny["valid"], QUICK, **misspelt)
 
 
 def test_load_or_pretrain_reuses_only_an_evaluator_of_the_same_data(tiny, tmp_path, capsys):

@@ -110,6 +110,14 @@ def test_losses_match_torch_and_reject_bad_names(splits):
         supervised_loss("ordinal")
 
 
+def test_train_model_refuses_options_it_does_not_pass_on(splits):
+    model = _build(splits)
+    config = TrainConfig(epochs=1, batch_size=8)
+    for unknown in ({"progres": False}, {"patience": 2}, {"weight_decay": 0.1}):
+        with pytest.raises(TypeError, match=r"train_model\(\) got unexpected .*'resume'"):
+            train_model(model, splits["train"], splits["valid"], config, **unknown)
+
+
 def test_run_seeds_is_reproducible_and_summaries_are_mean_and_std(splits):
     quick = replace(CONFIG, epochs=2)
     weak = (splits["test"].meta["correlation"] == "weak").to_numpy()

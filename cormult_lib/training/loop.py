@@ -70,6 +70,7 @@ __all__ = [
     "VALID_SEED_OFFSET",
     "FitResult",
     "RunOptions",
+    "check_run_options",
     "fit",
     "make_optimizer",
     "maybe_compile",
@@ -196,6 +197,17 @@ class RunOptions(TypedDict, total=False):
     checkpoint_path: str | Path | None
     resume: bool
     progress: bool
+
+
+def check_run_options(run: Mapping[str, object], caller: str) -> None:
+    """Refuse keyword options of ``caller`` that are not :class:`RunOptions`, naming the caller
+    (not :func:`fit`, which would otherwise be the one to complain)."""
+    unknown = sorted(set(run) - set(RunOptions.__annotations__))
+    if unknown:
+        raise TypeError(
+            f"{caller}() got unexpected keyword arguments {unknown}; besides its own it takes "
+            f"{sorted(RunOptions.__annotations__)}"
+        )
 
 
 def fit(

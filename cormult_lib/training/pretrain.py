@@ -52,7 +52,7 @@ from cormult_lib.models.cormult import CorMulT
 from cormult_lib.models.mult import MulT
 from cormult_lib.seeding import seed_everything
 from cormult_lib.training.checkpoints import save_atomic
-from cormult_lib.training.loop import FitResult, RunOptions, fit
+from cormult_lib.training.loop import FitResult, RunOptions, check_run_options, fit
 
 #: Training samples embedded to fit the distance (Mahalanobis covariance, coefficient scale).
 FIT_SAMPLES = 1024
@@ -217,6 +217,7 @@ def pretrain_evaluator(
     Returns:
         A :class:`PretrainResult`.
     """
+    check_run_options(run, "pretrain_evaluator")
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if anchor not in ANCHORS:

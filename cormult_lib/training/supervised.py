@@ -33,7 +33,7 @@ from cormult_lib.models.mult import HEADS
 from cormult_lib.progress import tqdm
 from cormult_lib.seeding import seed_everything
 from cormult_lib.training.epoch import LossFn
-from cormult_lib.training.loop import FitResult, RunOptions, fit
+from cormult_lib.training.loop import FitResult, RunOptions, check_run_options, fit
 
 #: Regression losses: MulT uses L1, CLIP-MSA SmoothL1.
 REGRESSION_LOSSES = ("l1", "smooth_l1")
@@ -125,6 +125,7 @@ def train_model(
         :func:`~cormult_lib.training.loop.fit`'s :class:`~cormult_lib.training.loop.FitResult`,
         model in eval mode; the test split was not used.
     """
+    check_run_options(run, "train_model")
     head = _head_of(model)
     generator = torch.Generator().manual_seed(seed)
     # A lone last training sample would make a batch of one, which BatchNorm (CLIP-MSA)

@@ -99,8 +99,8 @@ class SweepSetup:
             (:func:`~cormult_lib.config.get_config`).
         dataset, data_path: the data (:func:`~cormult_lib.features.loading.load_splits`).
         modalities: two or three of ``"TAV"``.
-        seed: splits the data and draws the ``train_fraction`` subset; each trial's own seed
-            comes from ``seeds``.
+        seed: splits the data, draws the ``train_fraction`` subset and (chapter 05) the test
+            negatives the ROC-AUC is scored on; each trial's own seed comes from ``seeds``.
         grid: the named grid of the sweep (``None``: the profile's name).
         seeds: the trials' seeds (``None``: the grid's,
             :func:`~cormult_lib.training.sweep.sweep_seeds`).
@@ -120,6 +120,11 @@ class SweepSetup:
     sampler: str = "grid"
     device: str | torch.device = "cpu"
 
+    @property
+    def config(self) -> ExperimentConfig:
+        """The profile's configuration (:func:`~cormult_lib.config.get_config`)."""
+        return get_config(self.profile)
+
     def _prepare(
         self,
         grids: Mapping[str, Mapping],
@@ -134,16 +139,20 @@ class SweepSetup:
         check_choice("grid", grid, tuple(grids))
         check_choice("strategy", self.strategy, STRATEGIES)
         check_choice("sampler", self.sampler, SAMPLERS)
-        config = get_config(self.profile)
         axes = _axes(grids, grid, overrides)
         device = resolve_device(self.device, verbose=False)
-        splits = load_splits(self.dataset, self.data_path, self.modalities, config.data, self.seed)
+        data = self.config.data
+        splits = load_splits(self.dataset, self.data_path, self.modalities, data, self.seed)
         fixed = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in NOT_FIXED}
         fixed.update(device=device.type, train_fraction=train_fraction)
         return _Prepared(
-            config, grid, axes, sweep_seeds(self.seeds, grid), device,
-            _subset_train(splits, train_fraction, self.seed), fixed,
-        )  # fmt: skip
+            grid=grid,
+            axes=axes,
+            seeds=sweep_seeds(self.seeds, grid),
+            device=device,
+            splits=_subset_train(splits, train_fraction, self.seed),
+            fixed=fixed,
+        )
 
 
 @dataclass(frozen=True)
@@ -151,7 +160,6 @@ class _Prepared:
     """A :class:`SweepSetup` checked and its data loaded, for one sweep (see
     ``SweepSetup._prepare``); ``fixed`` holds the setup's settings that name the study."""
 
-    config: ExperimentConfig
     grid: str
     axes: dict[str, tuple]
     seeds: list[int]
@@ -240,13 +248,13 @@ def shared_space_sweep(
     from cormult_lib.training.pretrain import pretrain_evaluator
 
     setup = setup or SweepSetup()
+    config = setup.config
     check_int("epochs", epochs, minimum=1)
-    axes = {"shared_time": shared_time, "shared_dim": shared_dim}
-    prepared = setup._prepare(SHARED_SPACE_GRIDS, axes, train_fraction)
-    config = prepared.config
     small = setup.profile in ("quick", "standard")  # more updates per epoch at the small scale
     batch = batch_size or (16 if small else config.correlation.batch_size)
     check_int("batch_size", batch, minimum=1)
+    axes = {"shared_time": shared_time, "shared_dim": shared_dim}
+    prepared = setup._prepare(SHARED_SPACE_GRIDS, axes, train_fraction)
     train, valid = prepared.splits["train"], prepared.splits["valid"]
 
     def run_point(settings: dict, point_seed: int) -> dict[str, float]:
@@ -301,7 +309,7 @@ def distance_sweep(
 
     setup = setup or SweepSetup()
     check_choice("fusion", fusion, FUSIONS)
-    config = get_config(setup.profile)
+    config = setup.config
     own = DISTANCE_BUDGETS.get(setup.profile, {
         "pretrain_epochs": config.correlation.epochs,
         "pretrain_batch_size": config.correlation.batch_size,
