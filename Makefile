@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: tutorial reference docs test lint setup clean
+.PHONY: tutorial reference docs test lint setup clean device-wheels
 
 setup: $(STAMP)
 
@@ -45,6 +45,14 @@ test: lint
 	OMP_NUM_THREADS=1 CORMULT_EXECUTED_DIR=$(CURDIR)/$(TEST_EXECUTED) $(PY) -m pytest -n auto \
 		--dist loadfile --nbval-lax --nbval-current-env tests notebooks
 	CORMULT_EXECUTED_DIR=$(CURDIR)/$(TEST_EXECUTED) $(PY) -m pytest -m site tests/test_site.py
+
+# What benchmarks/cuda_checks.sh needs on a lent GPU machine whose image lacks it (that machine
+# reaches no package index): wheels for its Python 3.12 in .whl/ (ignored), fetched here.
+DEVICE_WHEELS := soundfile==0.14.0 cffi==2.1.1 pycparser==3.12
+device-wheels: $(STAMP)
+	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+		--python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl $(DEVICE_WHEELS)
 
 clean:
 	rm -rf outputs .pytest_cache docs/_build
