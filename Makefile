@@ -49,8 +49,8 @@ test: lint
 # What benchmarks/cuda_checks.sh needs on a lent GPU machine whose image lacks it (that machine
 # reaches no package index): wheels for its Python 3.12 in .whl/ (ignored), fetched here.
 DEVICE_WHEELS := soundfile==0.14.0 cffi==2.1.1 pycparser==3.12
-device-wheels: $(STAMP)
-	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+device-wheels:
+	$(PYTHON) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
 		--python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
 		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl $(DEVICE_WHEELS)
 
