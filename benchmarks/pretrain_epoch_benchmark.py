@@ -10,12 +10,17 @@ batch 24, strategy D) on synthetic samples with CMU-MOSEI's MMSA shapes (50 step
 ``--count-flops`` also counts the FLOPs of one epoch (``FlopCounterMode``, training and
 validation) and prints the seconds an epoch would take at this process's ``1024 x 1024``
 float32 matmul throughput: the floor that no implementation of the same function beats here.
+``--compare-padded`` then times, side by side in this process, one-epoch runs with the per-step
+layers on the real steps only (packed, the default) and on the padded layout
+(:func:`~cormult_lib.nn.packing.padded_layout`), alternating, ``--epochs`` of each.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import timeit
+from contextlib import nullcontext
 from dataclasses import replace
 
 import torch
@@ -24,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from cormult_lib.config import DataConfig, get_config
 from cormult_lib.data.synthetic import make_synthetic_splits
 from cormult_lib.device import resolve_device
+from cormult_lib.nn.packing import padded_layout
 from cormult_lib.training.pretrain import pretrain_evaluator
 
 
@@ -36,6 +42,9 @@ def main() -> None:
     parser.add_argument("--shared-time", type=int, default=64, help="t of the shared space")
     parser.add_argument("--shared-dim", type=int, default=200, help="o of the shared space")
     parser.add_argument("--count-flops", action="store_true", help="the compute floor of an epoch")
+    parser.add_argument(
+        "--compare-padded", action="store_true", help="also time epochs without packing"
+    )
     args = parser.parse_args()
 
     train_fraction = DataConfig().split_fractions[0]
@@ -74,6 +83,25 @@ def main() -> None:
         print(
             f"one epoch: {flops / 1e12:.2f} TFLOP; at the matmul throughput of "
             f"{peak / 1e9:.0f} GFLOP/s that is {flops / peak:.1f} s"
+        )
+    if args.compare_padded:
+        seconds = {"packed": [], "padded": []}
+        for _ in range(args.epochs):
+            for layout, times in seconds.items():
+                with padded_layout() if layout == "padded" else nullcontext():
+                    run = pretrain_evaluator(
+                        splits["train"],
+                        splits["valid"],
+                        replace(config, epochs=1),
+                        strategy=args.strategy,
+                        device=device,
+                        progress=False,
+                    )
+                times.append(float(run.history["seconds"].iloc[0]))
+        packed, padded = (statistics.median(times) for times in seconds.values())
+        print(
+            f"one-epoch runs, alternating, {args.epochs} of each: median {packed:.1f} s packed, "
+            f"{padded:.1f} s padded ({padded / packed:.2f}x)"
         )
 
 

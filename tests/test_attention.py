@@ -120,8 +120,10 @@ def test_each_member_of_a_stack_computes_what_a_single_transformer_would(causal)
         single = _member(stack, i, causal=causal)
         expected = single(x[i], mask[i], src[i], source_mask[i])
         torch.testing.assert_close(out[i][mask[i]], expected[mask[i]], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(subset[0], out[2])
-    torch.testing.assert_close(subset[1], out[0])
+    # Padded steps' outputs are meaningless (packed computation leaves them zero): real steps.
+    torch.testing.assert_close(subset[0][mask[2]], out[2][mask[2]])
+    torch.testing.assert_close(subset[1][mask[0]], out[0][mask[0]])
+    assert torch.isfinite(out).all() and torch.isfinite(subset).all()
 
 
 def test_query_without_keys_gets_zero_output_not_nan():

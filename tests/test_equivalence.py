@@ -4,7 +4,8 @@
 weights, the stacked ``MulT`` must give the same outputs (eval mode, within 1e-5) and the same
 gradients, for every option that changes the computation: modalities, token ids, padding,
 unaligned lengths, causal masks, no padding mask, weights, heads. In training, dropout must keep
-its rates.
+its rates. Packed (per-step layers on the real steps only, ``cormult_lib.nn.packing``) both
+models compute what they compute on the padded layout.
 """
 
 import pytest
@@ -17,6 +18,7 @@ from reference.mult_v1 import MulT as MulTv1
 from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator
 from cormult_lib.models.mult import MulT
 from cormult_lib.nn.functional import attention, dropout, dropout_scale, kept_fraction
+from cormult_lib.nn.packing import PackedRows, padded_layout
 
 DIMS = {"T": 6, "A": 5, "V": 7}
 VOCAB = 30
@@ -32,14 +34,17 @@ def _pair(modalities: str = "TAV", **kwargs) -> tuple[MulTv1, MulT]:
     return old.eval(), new.eval()
 
 
-def _batch(times: dict[str, int], ids: bool = False, seed: int = 1, batch: int = 4):
-    """Features with start- or end-padding (sample i loses i steps), NaN on padding."""
+def _batch(
+    times: dict[str, int], ids: bool = False, seed: int = 1, batch: int = 4, start_padded="A"
+):
+    """Features with end-padding, start-padding for ``start_padded`` (sample i loses i steps),
+    NaN on padding."""
     g = torch.Generator().manual_seed(seed)
     features, masks = {}, {}
     for m, t in times.items():
         lengths = torch.tensor([max(t - i, 1) for i in range(batch)])[:, None]
         steps = torch.arange(t)[None, :]
-        mask = steps < lengths if m != "A" else steps >= t - lengths  # audio start-padded
+        mask = steps >= t - lengths if m in start_padded else steps < lengths
         if m == "T" and ids:
             features[m] = torch.where(mask, torch.randint(1, VOCAB, (batch, t), generator=g), 0)
         else:
@@ -225,3 +230,64 @@ def test_stacked_evaluator_has_the_gradients_of_v1():
     old_grads = evaluator_state_dict({k: p.grad for k, p in old.named_parameters()}, new)
     for name, parameter in new.named_parameters():
         torch.testing.assert_close(parameter.grad, old_grads[name], atol=1e-5, rtol=1e-4)
+
+
+def _packings(monkeypatch) -> list[PackedRows | None]:
+    """Record every layout :meth:`PackedRows.of` hands out from now on."""
+    made = []
+    original = PackedRows.of.__func__
+
+    def recording(cls, mask):
+        made.append(original(cls, mask))
+        return made[-1]
+
+    monkeypatch.setattr(PackedRows, "of", classmethod(recording))
+    return made
+
+
+def _same_outputs_and_gradients(model, features, masks, readout):
+    """``readout(model(features, masks))`` and the parameters' gradients, packed and padded."""
+    results = []
+    for layout in ("packed", "padded"):
+        model.zero_grad(set_to_none=True)
+        if layout == "padded":
+            with padded_layout():
+                out = readout(model(features, masks))
+        else:
+            out = readout(model(features, masks))
+        out.square().sum().backward()
+        results.append((out.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}))
+    (packed, packed_grads), (padded, padded_grads) = results
+    torch.testing.assert_close(packed, padded, atol=1e-5, rtol=1e-5)
+    for name, grad in packed_grads.items():
+        torch.testing.assert_close(grad, padded_grads[name], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("times", [ALIGNED, UNALIGNED])
+@pytest.mark.parametrize("causal", [False, True])
+def test_mult_computes_the_same_function_packed(monkeypatch, times, causal):
+    torch.manual_seed(0)
+    model = MulT(DIMS, "TAV", **SIZES, causal=causal).eval()
+    # End-padded throughout: start- and end-padded modalities leave no step padding in all.
+    features, masks = _batch(times, start_padded="")
+    masks["V"][1] = False  # a sample without vision: its crossmodal queries see no key
+    made = _packings(monkeypatch)
+    _same_outputs_and_gradients(model, features, masks, lambda out: out)
+    assert any(rows is not None for rows in made), "the padded batch was packed"
+
+
+@pytest.mark.parametrize("times", [ALIGNED, UNALIGNED])
+@pytest.mark.parametrize("cross_attention", [True, False])
+def test_evaluator_computes_the_same_function_packed(monkeypatch, times, cross_attention):
+    torch.manual_seed(0)
+    sizes = EVALUATOR | {"shared_time": 3, "shared_dim": 5, "cross_attention": cross_attention}
+    model = ModalityCorrelationEvaluator(DIMS, **sizes).eval()
+    features, masks = _batch(times, start_padded="")
+    # A sample with text only: the keys of its text query in the cross-attention are the
+    # empty first step of audio, computed by the audio encoder like a real step.
+    masks["A"][2] = masks["V"][2] = False
+    made = _packings(monkeypatch)
+    _same_outputs_and_gradients(
+        model, features, masks, lambda out: torch.cat([out[m] for m in "TAV"], dim=-1)
+    )
+    assert any(rows is not None for rows in made), "the padded batch was packed"

@@ -36,8 +36,10 @@ coefficients ``Cor_{T,A}``, ``Cor_{T,V}``, ``Cor_{A,V}`` with a
 
 The modalities' encoders have the same shape, so each layer holds one *member* per modality
 (:mod:`cormult_lib.nn.stacked`) and computes all of them in one batched call; modalities of
-different lengths run as separate groups of members. ``tests/test_equivalence.py`` checks the
-outputs and gradients against the per-modality implementation this replaced.
+different lengths run as separate groups of members; on the CPU their per-step layers run on
+the steps that some member attends to (:mod:`cormult_lib.nn.packing`). ``tests/test_equivalence.py``
+checks the outputs and gradients against the per-modality implementation this replaced and
+against the padded computation.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from cormult_lib.correlation.distances import Distance, get_distance, present_pa
 from cormult_lib.modalities import parse_modalities
 from cormult_lib.nn.checks import check_inputs
 from cormult_lib.nn.functional import dropout, residual_dropout
+from cormult_lib.nn.packing import PackedRows, pack, unpack
 from cormult_lib.nn.positions import SinusoidalPositionalEncoding, valid_ranks
 from cormult_lib.nn.stacked import (
     Members,
@@ -73,6 +76,7 @@ __all__ = [
     "ModalityCorrelationEvaluator",
     "ModalityTransformation",
     "SinusoidalPositionalEncoding",
+    "attendable",
     "key_bias",
     "masked_time_pool",
 ]
@@ -111,20 +115,24 @@ class ModalityTransformation(nn.Module):
         self.positions = SinusoidalPositionalEncoding(dim, max_len)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, rows: PackedRows | None = None
+    ) -> torch.Tensor:
         """``x``: ``(batch, time, d_in)`` floats or ``(batch, time)`` ids; ``mask``: ``(batch,
-        time)`` bool, ``True`` on real steps. Padded steps are zeroed (id 0) before embedding."""
+        time)`` bool, ``True`` on real steps. Padded steps are zeroed (id 0) before embedding.
+        Returns ``(batch, time, d)``, or ``(rows, d)`` packed by ``rows``
+        (:mod:`cormult_lib.nn.packing`)."""
         if x.shape[1] > self.max_len:
             raise ValueError(
                 f"sequence of {x.shape[1]} steps exceeds max_len={self.max_len} of the positional "
                 "encoding; build the evaluator with a larger max_len"
             )
         if self.vocab_size is None:
-            h = self.embed(torch.where(mask[..., None], x, 0.0))
+            h = self.embed(pack(torch.where(mask[..., None], x, 0.0), rows))
         else:
-            h = self.embed(torch.where(mask, x, 0))
+            h = pack(self.embed(torch.where(mask, x, 0)), rows)
         # The p-th *valid* step gets position p, wherever the padding is.
-        embedded = h * self.scale + self.positions(valid_ranks(mask))
+        embedded = h * self.scale + pack(self.positions(valid_ranks(mask)), rows)
         return dropout(embedded, self.dropout, self.training)
 
 
@@ -173,7 +181,9 @@ class EncoderLayer(_AttentionBlock):
     ``count`` members (the evaluator's modalities, each with its own weights).
 
     ``forward(x (count, batch, time, d), bias)`` -> the same shape; ``bias`` is the additive
-    attention mask of :func:`attention_bias` ``(count * batch, 1, 1, time)``. Attention is
+    attention mask of :func:`attention_bias` ``(count * batch, 1, 1, time)``. With ``rows``
+    (:class:`~cormult_lib.nn.packing.PackedRows`) ``x`` comes and goes packed,
+    ``(count, rows, d)``: only attention's scores see the padded layout. Attention is
     :class:`~cormult_lib.nn.stacked.MultiHeadAttention`, the function of
     ``nn.MultiheadAttention``. ``attn_dropout`` (dropout on the attention weights)
     defaults to ``dropout``.
@@ -185,9 +195,15 @@ class EncoderLayer(_AttentionBlock):
         super().__init__(dim, *args, count=count, **kwargs)
         self.norm_input = StackedLayerNorm(count, dim)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, members: Members = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        bias: torch.Tensor,
+        members: Members = None,
+        rows: PackedRows | None = None,
+    ) -> torch.Tensor:
         x1 = self.norm_input(x, members)  # Eq. 4
-        x2 = self.attention(x1, x1, bias, members)  # Eq. 5
+        x2 = self.attention(x1, x1, bias, members, rows)  # Eq. 5
         # Eq. 6, X2 after dropout: the residual is X1, not X
         x3 = self.norm_attention(residual_dropout(x1, x2, self.dropout, self.training), members)
         return x3 + self.feed_forward(x3, members)  # Eq. 7
@@ -198,6 +214,8 @@ class CrossModalAttention(_AttentionBlock):
 
     ``forward(query (count, batch, time_q, d), context (count, batch, time_c, d), bias
     (count * batch, 1, 1, time_c))`` -> ``(count, batch, time_q, d)``; one member per modality.
+    ``rows`` / ``context_rows``: ``query`` / ``context`` come packed (as in
+    :class:`EncoderLayer`); the output has the layout of ``query``.
     """
 
     def __init__(self, dim: int, *args: Any, count: int = 1, **kwargs: Any):
@@ -211,8 +229,10 @@ class CrossModalAttention(_AttentionBlock):
         context: torch.Tensor,
         bias: torch.Tensor,
         members: Members = None,
+        rows: PackedRows | None = None,
+        context_rows: PackedRows | None = None,
     ) -> torch.Tensor:
-        attended = self.attention(query, context, bias, members)
+        attended = self.attention(query, context, bias, members, rows, context_rows)
         y = self.norm_attention(
             residual_dropout(query, attended, self.dropout, self.training), members
         )
@@ -241,18 +261,23 @@ def masked_time_pool(x: torch.Tensor, mask: torch.Tensor, bins: int) -> torch.Te
     return weights @ x
 
 
-def key_bias(mask: torch.Tensor) -> torch.Tensor:
-    """The additive attention mask over keys with validity mask ``mask`` ``(n, time)``:
-    ``(n, 1, 1, time)``, ``0`` on real steps and ``-inf`` on padding.
+def attendable(mask: torch.Tensor) -> torch.Tensor:
+    """The steps that serve as keys: ``mask`` ``(..., time)`` bool, plus the first step of
+    every row without a valid step.
 
     A row with no valid step keeps its first step as the one key, so softmax never sees a row
     of ``-inf`` (no NaN). Padded inputs are zeroed, so that key is a fixed "empty" vector and
     the result does not depend on how much padding there is.
     """
-    empty = ~mask.any(dim=1, keepdim=True)
     first = torch.zeros_like(mask)
-    first[:, :1] = empty
-    bias, _ = attention_bias((mask | first)[:, None, None, :])  # every row has a key
+    first[..., 0] = ~mask.any(dim=-1)
+    return mask | first
+
+
+def key_bias(mask: torch.Tensor) -> torch.Tensor:
+    """The additive attention mask over keys with validity mask ``mask`` ``(n, time)``:
+    ``(n, 1, 1, time)``, ``0`` on the :func:`attendable` steps and ``-inf`` elsewhere."""
+    bias, _ = attention_bias(attendable(mask)[:, None, None, :])  # every row has a key
     return bias
 
 
@@ -365,12 +390,14 @@ class ModalityCorrelationEvaluator(nn.Module):
         )
         hidden = {}
         for group in stack_groups({m: masks[m].shape[1] for m in self.modalities}):
-            h = torch.stack([self.transformations[m](features[m], masks[m]) for m in group])
+            # Per-step layers run on the steps some member attends to (nn.packing).
+            rows = PackedRows.of(attendable(torch.stack([masks[m] for m in group])))
+            h = torch.stack([self.transformations[m](features[m], masks[m], rows) for m in group])
             bias = key_bias(torch.cat([masks[m] for m in group]))  # (len(group) * batch, ...)
             members = self._members(group)
             for layer in self.encoders:
-                h = layer(h, bias, members)  # (len(group), batch, time, d)
-            hidden.update(zip(group, h, strict=True))
+                h = layer(h, bias, members, rows)  # (len(group), batch, time or rows, d)
+            hidden.update(zip(group, unpack(h, rows), strict=True))
         if self.cross is not None:
             hidden = self._attend_others(hidden, masks)
         out = {}
@@ -381,7 +408,8 @@ class ModalityCorrelationEvaluator(nn.Module):
             # their order does not change the result: project whichever has fewer steps.
             project_first = h.shape[2] < self.shared_time
             if project_first:
-                h = self.projections(h, members)
+                rows = PackedRows.of(torch.stack([masks[m] for m in group]))
+                h = unpack(self.projections(pack(h, rows), members), rows)
             pooled = torch.stack(
                 [
                     masked_time_pool(x, masks[m], self.shared_time)
@@ -410,13 +438,20 @@ class ModalityCorrelationEvaluator(nn.Module):
         lengths = {m: (masks[m].shape[1], context_masks[m].shape[1]) for m in self.modalities}
         out = {}
         for group in stack_groups(lengths):
+            # Queries and keys packed to the steps attended to (nn.packing): a padded query's
+            # output is never read, an empty context's first step is its one key.
+            rows = PackedRows.of(attendable(torch.stack([masks[m] for m in group])))
+            context_mask = torch.stack([context_masks[m] for m in group])
+            context_rows = PackedRows.of(attendable(context_mask))
             attended = self.cross(
-                torch.stack([hidden[m] for m in group]),
-                torch.stack([contexts[m] for m in group]),
-                key_bias(torch.cat([context_masks[m] for m in group])),
+                pack(torch.stack([hidden[m] for m in group]), rows),
+                pack(torch.stack([contexts[m] for m in group]), context_rows),
+                key_bias(context_mask.flatten(0, 1)),
                 self._members(group),
+                rows,
+                context_rows,
             )
-            out.update(zip(group, attended, strict=True))
+            out.update(zip(group, unpack(attended, rows), strict=True))
         return out
 
     def coefficients(

@@ -51,7 +51,10 @@ transformer with its weights would (``tests/test_attention.py`` compares them). 
 inputs differ in length cannot share a stack; the caller passes ``members`` to run a subset.
 
 Attention and dropout go through :mod:`cormult_lib.nn.functional` (cheaper dropout masks
-and a written-out attention on the CPU; PyTorch's fused kernels on CUDA).
+and a written-out attention on the CPU; PyTorch's fused kernels on CUDA). On the CPU the layers
+of a padded batch run packed to its real steps (:mod:`cormult_lib.nn.packing`): only the
+attention scores see the padded layout, and the encoder returns the padded layout with zeros on
+padded steps.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cormult_lib.nn.functional import dropout, residual_dropout
+from cormult_lib.nn.packing import PackedRows, pack, unpack
 from cormult_lib.nn.positions import positional_encoding, valid_ranks
 from cormult_lib.nn.stacked import (
     Members,
@@ -150,14 +154,18 @@ class TransformerBlock(nn.Module):
         bias: torch.Tensor | None = None,
         has_key: torch.Tensor | None = None,
         members: Members = None,
+        rows: PackedRows | None = None,
+        source_rows: PackedRows | None = None,
     ) -> torch.Tensor:
         """``x`` ``(count, batch, time_x, d)``; ``source`` ``(count, batch, time_s, d)`` for
         crossmodal attention (``None``: self-attention); ``bias`` and ``has_key`` from
         :func:`attention_bias` (``has_key`` ``(count, batch, time_x or 1, 1)``). Returns
-        ``(count, batch, time_x, d)``."""
+        ``(count, batch, time_x, d)``. With ``rows`` / ``source_rows``
+        (:class:`~cormult_lib.nn.packing.PackedRows`) ``x`` and ``has_key`` / ``source`` come
+        packed, ``(count, rows, .)``, and so does the output."""
         query = self.norm_attention(x, members)
         context = query if source is None else self.norm_attention(source, members)
-        attended = self.attention(query, context, bias, members)
+        attended = self.attention(query, context, bias, members, rows, source_rows)
         if has_key is not None:
             attended = attended * has_key
         x = residual_dropout(x, attended, self.res_dropout, self.training)
@@ -308,7 +316,15 @@ class TransformerEncoder(nn.Module):
             )  # (count * batch, 1, time_x or 1, time_s)
             bias, has_key = attention_bias(allowed)
             has_key = has_key.view(count, batch, *has_key.shape[1:])
+        # Per-step layers run on the real steps only (cormult_lib.nn.packing): padded queries'
+        # outputs are never read, padded keys never attended to.
+        rows = source_rows = None
+        if not unmasked:
+            rows = PackedRows.of(mask)
+            source_rows = rows if source is None else PackedRows.of(context_mask)
+            h, context = pack(h, rows), None if context is None else pack(context, source_rows)
+            has_key = pack(has_key.expand(count, batch, x.shape[2], 1), rows)
         for layer in self.layers:
-            h = layer(h, context, bias, has_key, members)
-        out = self.norm(h, members)
+            h = layer(h, context, bias, has_key, members, rows, source_rows)
+        out = unpack(self.norm(h, members), rows)
         return out[0] if single else out

@@ -42,7 +42,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["attention", "dropout", "dropout_scale", "kept_fraction", "residual_dropout"]
+__all__ = [
+    "attention",
+    "dropout",
+    "dropout_scale",
+    "eager_cpu",
+    "kept_fraction",
+    "residual_dropout",
+]
 
 _LEVELS = 1 << 16  # values of one int16 slice
 #: From this head size on, inference on the CPU goes through the fused kernel.
@@ -100,9 +107,10 @@ def _fill_mask(out: torch.Tensor, p: float) -> torch.Tensor:
     return out.mul_(1.0 / (1.0 - p))
 
 
-def _eager_cpu(x: torch.Tensor) -> bool:
-    """Whether this module's own kernels serve ``x``: on the CPU, outside ``torch.compile``
-    (which generates fused code from PyTorch's own dropout and attention)."""
+def eager_cpu(x: torch.Tensor) -> bool:
+    """Whether the project's CPU kernels serve ``x`` (this module's, the separate products of
+    :mod:`cormult_lib.nn.stacked`, the packing of :mod:`cormult_lib.nn.packing`): on the CPU,
+    outside ``torch.compile`` (which generates fused code from PyTorch's own operations)."""
     return x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
@@ -110,7 +118,7 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """``F.dropout(x, p, training)``; on the CPU with :func:`dropout_scale`'s cheaper masks."""
     if not training or p == 0.0:
         return x
-    if not _eager_cpu(x):
+    if not eager_cpu(x):
         return F.dropout(x, p, training=True)
     return x * dropout_scale(tuple(x.shape), p, x)
 
@@ -138,7 +146,7 @@ def residual_dropout(x: torch.Tensor, y: torch.Tensor, p: float, training: bool)
     ``torch.addcmul(x, y, mask)`` instead of a product and a sum."""
     if not training or p == 0.0:
         return x + y
-    if not _eager_cpu(y):
+    if not eager_cpu(y):
         return x + F.dropout(y, p, training=True)
     return torch.addcmul(x, y, dropout_scale(tuple(y.shape), p, y))
 
@@ -228,7 +236,7 @@ def attention(
     # Without autograd and dropout the fused CPU kernel is the faster one from heads of 16
     # features on (measured: 25% faster at d_h = 32, 30% slower at d_h = 8).
     inference_kernel = not autograd and not drop and head_dim >= FUSED_CPU_HEAD_DIM
-    if not _eager_cpu(q) or inference_kernel:
+    if not eager_cpu(q) or inference_kernel:
         return _fused_attention(q, k, v, bias, rates if drop else (0.0,))
     multiplier = None
     if drop:
