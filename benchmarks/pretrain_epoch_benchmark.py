@@ -9,7 +9,8 @@ batch 24, strategy D) on synthetic samples with CMU-MOSEI's MMSA shapes (50 step
 
 ``--count-flops`` also counts the FLOPs of one epoch (``FlopCounterMode``, training and
 validation) and prints the seconds an epoch would take at this process's ``1024 x 1024``
-float32 matmul throughput: the floor that no implementation of the same function beats here.
+float32 matmul throughput: the floor for the operations this implementation runs (packing
+skips the padded steps' per-step work, so the count is below that of the padded computation).
 ``--compare-padded`` then times, side by side in this process, one-epoch runs with the per-step
 layers on the real steps only (packed, the default) and on the padded layout
 (:func:`~cormult_lib.nn.packing.padded_layout`), alternating, ``--epochs`` of each.

@@ -256,7 +256,8 @@ def test_encoder_rejects_bad_inputs():
 @pytest.mark.parametrize("rows", [10, 300], ids=["one-batched-product", "one-product-each"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_stacked_linear_is_one_linear_per_member(rows, bias):
-    """Small products run batched, large ones (rows x 256 x 256 >= 2^24) one per member."""
+    """Small products run batched, large ones (rows x 256 x 256 >= SEPARATE_PRODUCT_MACS, 2^22)
+    one per member."""
     torch.manual_seed(0)
     layer = StackedLinear(3, 256, 256, bias=bias)
     x = _randn(3, rows, 256, seed=1)

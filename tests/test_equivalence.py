@@ -265,11 +265,13 @@ def _same_outputs_and_gradients(model, features, masks, readout):
 
 @pytest.mark.parametrize("times", [ALIGNED, UNALIGNED])
 @pytest.mark.parametrize("causal", [False, True])
-def test_mult_computes_the_same_function_packed(monkeypatch, times, causal):
+@pytest.mark.parametrize("start_padded", ["", "TAV"])
+def test_mult_computes_the_same_function_packed(monkeypatch, times, causal, start_padded):
     torch.manual_seed(0)
     model = MulT(DIMS, "TAV", **SIZES, causal=causal).eval()
-    # End-padded throughout: start- and end-padded modalities leave no step padding in all.
-    features, masks = _batch(times, start_padded="")
+    # Every modality padded at the same end: mixing start- and end-padding would leave, in an
+    # aligned stack, no step that is padding in every member, and nothing to pack.
+    features, masks = _batch(times, start_padded=start_padded)
     masks["V"][1] = False  # a sample without vision: its crossmodal queries see no key
     made = _packings(monkeypatch)
     _same_outputs_and_gradients(model, features, masks, lambda out: out)

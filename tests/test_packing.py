@@ -11,7 +11,7 @@ def test_rows_are_the_steps_real_in_any_member_and_unpack_restores_them():
         [[[True, True, False], [False, True, False]], [[True, False, False], [False, True, True]]]
     )  # (count 2, batch 2, time 3)
     rows = PackedRows.of(mask)
-    assert rows.index.tolist() == [0, 1, 4, 5] and rows.rows == 4
+    assert rows.index.tolist() == [0, 1, 4, 5] and rows.n_rows == 4
     x = torch.arange(2 * 2 * 3 * 2, dtype=torch.float32).view(2, 2, 3, 2)
     packed = rows.pack(x)
     assert packed.shape == (2, 4, 2)

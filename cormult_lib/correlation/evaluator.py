@@ -116,11 +116,11 @@ class ModalityTransformation(nn.Module):
         self.dropout = dropout
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, rows: PackedRows | None = None
+        self, x: torch.Tensor, mask: torch.Tensor, packed: PackedRows | None = None
     ) -> torch.Tensor:
         """``x``: ``(batch, time, d_in)`` floats or ``(batch, time)`` ids; ``mask``: ``(batch,
         time)`` bool, ``True`` on real steps. Padded steps are zeroed (id 0) before embedding.
-        Returns ``(batch, time, d)``, or ``(rows, d)`` packed by ``rows``
+        Returns ``(batch, time, d)``, or ``(n_rows, d)`` packed by ``packed``
         (:mod:`cormult_lib.nn.packing`)."""
         if x.shape[1] > self.max_len:
             raise ValueError(
@@ -128,11 +128,11 @@ class ModalityTransformation(nn.Module):
                 "encoding; build the evaluator with a larger max_len"
             )
         if self.vocab_size is None:
-            h = self.embed(pack(torch.where(mask[..., None], x, 0.0), rows))
+            h = self.embed(pack(torch.where(mask[..., None], x, 0.0), packed))
         else:
-            h = pack(self.embed(torch.where(mask, x, 0)), rows)
+            h = pack(self.embed(torch.where(mask, x, 0)), packed)
         # The p-th *valid* step gets position p, wherever the padding is.
-        embedded = h * self.scale + pack(self.positions(valid_ranks(mask)), rows)
+        embedded = h * self.scale + pack(self.positions(valid_ranks(mask)), packed)
         return dropout(embedded, self.dropout, self.training)
 
 
@@ -181,9 +181,9 @@ class EncoderLayer(_AttentionBlock):
     ``count`` members (the evaluator's modalities, each with its own weights).
 
     ``forward(x (count, batch, time, d), bias)`` -> the same shape; ``bias`` is the additive
-    attention mask of :func:`attention_bias` ``(count * batch, 1, 1, time)``. With ``rows``
+    attention mask of :func:`attention_bias` ``(count * batch, 1, 1, time)``. With ``packed``
     (:class:`~cormult_lib.nn.packing.PackedRows`) ``x`` comes and goes packed,
-    ``(count, rows, d)``: only attention's scores see the padded layout. Attention is
+    ``(count, n_rows, d)``: only attention's scores see the padded layout. Attention is
     :class:`~cormult_lib.nn.stacked.MultiHeadAttention`, the function of
     ``nn.MultiheadAttention``. ``attn_dropout`` (dropout on the attention weights)
     defaults to ``dropout``.
@@ -200,10 +200,10 @@ class EncoderLayer(_AttentionBlock):
         x: torch.Tensor,
         bias: torch.Tensor,
         members: Members = None,
-        rows: PackedRows | None = None,
+        packed: PackedRows | None = None,
     ) -> torch.Tensor:
         x1 = self.norm_input(x, members)  # Eq. 4
-        x2 = self.attention(x1, x1, bias, members, rows)  # Eq. 5
+        x2 = self.attention(x1, x1, bias, members, packed)  # Eq. 5
         # Eq. 6, X2 after dropout: the residual is X1, not X
         x3 = self.norm_attention(residual_dropout(x1, x2, self.dropout, self.training), members)
         return x3 + self.feed_forward(x3, members)  # Eq. 7
@@ -214,7 +214,7 @@ class CrossModalAttention(_AttentionBlock):
 
     ``forward(query (count, batch, time_q, d), context (count, batch, time_c, d), bias
     (count * batch, 1, 1, time_c))`` -> ``(count, batch, time_q, d)``; one member per modality.
-    ``rows`` / ``context_rows``: ``query`` / ``context`` come packed (as in
+    ``packed`` / ``context_packed``: ``query`` / ``context`` come packed (as in
     :class:`EncoderLayer`); the output has the layout of ``query``.
     """
 
@@ -229,10 +229,10 @@ class CrossModalAttention(_AttentionBlock):
         context: torch.Tensor,
         bias: torch.Tensor,
         members: Members = None,
-        rows: PackedRows | None = None,
-        context_rows: PackedRows | None = None,
+        packed: PackedRows | None = None,
+        context_packed: PackedRows | None = None,
     ) -> torch.Tensor:
-        attended = self.attention(query, context, bias, members, rows, context_rows)
+        attended = self.attention(query, context, bias, members, packed, context_packed)
         y = self.norm_attention(
             residual_dropout(query, attended, self.dropout, self.training), members
         )
@@ -391,13 +391,13 @@ class ModalityCorrelationEvaluator(nn.Module):
         hidden = {}
         for group in stack_groups({m: masks[m].shape[1] for m in self.modalities}):
             # Per-step layers run on the steps some member attends to (nn.packing).
-            rows = PackedRows.of(attendable(torch.stack([masks[m] for m in group])))
-            h = torch.stack([self.transformations[m](features[m], masks[m], rows) for m in group])
+            packed = PackedRows.of(attendable(torch.stack([masks[m] for m in group])))
+            h = torch.stack([self.transformations[m](features[m], masks[m], packed) for m in group])
             bias = key_bias(torch.cat([masks[m] for m in group]))  # (len(group) * batch, ...)
             members = self._members(group)
             for layer in self.encoders:
-                h = layer(h, bias, members, rows)  # (len(group), batch, time or rows, d)
-            hidden.update(zip(group, unpack(h, rows), strict=True))
+                h = layer(h, bias, members, packed)  # (len(group), batch, time, d) or packed
+            hidden.update(zip(group, unpack(h, packed), strict=True))
         if self.cross is not None:
             hidden = self._attend_others(hidden, masks)
         out = {}
@@ -408,8 +408,8 @@ class ModalityCorrelationEvaluator(nn.Module):
             # their order does not change the result: project whichever has fewer steps.
             project_first = h.shape[2] < self.shared_time
             if project_first:
-                rows = PackedRows.of(torch.stack([masks[m] for m in group]))
-                h = unpack(self.projections(pack(h, rows), members), rows)
+                packed = PackedRows.of(torch.stack([masks[m] for m in group]))
+                h = unpack(self.projections(pack(h, packed), members), packed)
             pooled = torch.stack(
                 [
                     masked_time_pool(x, masks[m], self.shared_time)
@@ -440,18 +440,18 @@ class ModalityCorrelationEvaluator(nn.Module):
         for group in stack_groups(lengths):
             # Queries and keys packed to the steps attended to (nn.packing): a padded query's
             # output is never read, an empty context's first step is its one key.
-            rows = PackedRows.of(attendable(torch.stack([masks[m] for m in group])))
+            packed = PackedRows.of(attendable(torch.stack([masks[m] for m in group])))
             context_mask = torch.stack([context_masks[m] for m in group])
-            context_rows = PackedRows.of(attendable(context_mask))
+            context_packed = PackedRows.of(attendable(context_mask))
             attended = self.cross(
-                pack(torch.stack([hidden[m] for m in group]), rows),
-                pack(torch.stack([contexts[m] for m in group]), context_rows),
+                pack(torch.stack([hidden[m] for m in group]), packed),
+                pack(torch.stack([contexts[m] for m in group]), context_packed),
                 key_bias(context_mask.flatten(0, 1)),
                 self._members(group),
-                rows,
-                context_rows,
+                packed,
+                context_packed,
             )
-            out.update(zip(group, unpack(attended, rows), strict=True))
+            out.update(zip(group, unpack(attended, packed), strict=True))
         return out
 
     def coefficients(

@@ -52,9 +52,9 @@ inputs differ in length cannot share a stack; the caller passes ``members`` to r
 
 Attention and dropout go through :mod:`cormult_lib.nn.functional` (cheaper dropout masks
 and a written-out attention on the CPU; PyTorch's fused kernels on CUDA). On the CPU the layers
-of a padded batch run packed to its real steps (:mod:`cormult_lib.nn.packing`): only the
-attention scores see the padded layout, and the encoder returns the padded layout with zeros on
-padded steps.
+of a padded batch run packed to the steps real in some member (:mod:`cormult_lib.nn.packing`):
+only the attention scores see the padded layout. The encoder returns the padded layout either
+way; what it holds on padded steps is not defined (zeros where packing dropped the step).
 """
 
 from __future__ import annotations
@@ -154,18 +154,18 @@ class TransformerBlock(nn.Module):
         bias: torch.Tensor | None = None,
         has_key: torch.Tensor | None = None,
         members: Members = None,
-        rows: PackedRows | None = None,
-        source_rows: PackedRows | None = None,
+        packed: PackedRows | None = None,
+        source_packed: PackedRows | None = None,
     ) -> torch.Tensor:
         """``x`` ``(count, batch, time_x, d)``; ``source`` ``(count, batch, time_s, d)`` for
         crossmodal attention (``None``: self-attention); ``bias`` and ``has_key`` from
         :func:`attention_bias` (``has_key`` ``(count, batch, time_x or 1, 1)``). Returns
-        ``(count, batch, time_x, d)``. With ``rows`` / ``source_rows``
+        ``(count, batch, time_x, d)``. With ``packed`` / ``source_packed``
         (:class:`~cormult_lib.nn.packing.PackedRows`) ``x`` and ``has_key`` / ``source`` come
-        packed, ``(count, rows, .)``, and so does the output."""
+        packed, ``(count, n_rows, .)``, and so does the output."""
         query = self.norm_attention(x, members)
         context = query if source is None else self.norm_attention(source, members)
-        attended = self.attention(query, context, bias, members, rows, source_rows)
+        attended = self.attention(query, context, bias, members, packed, source_packed)
         if has_key is not None:
             attended = attended * has_key
         x = residual_dropout(x, attended, self.res_dropout, self.training)
@@ -318,13 +318,13 @@ class TransformerEncoder(nn.Module):
             has_key = has_key.view(count, batch, *has_key.shape[1:])
         # Per-step layers run on the real steps only (cormult_lib.nn.packing): padded queries'
         # outputs are never read, padded keys never attended to.
-        rows = source_rows = None
+        packed = source_packed = None
         if not unmasked:
-            rows = PackedRows.of(mask)
-            source_rows = rows if source is None else PackedRows.of(context_mask)
-            h, context = pack(h, rows), None if context is None else pack(context, source_rows)
-            has_key = pack(has_key.expand(count, batch, x.shape[2], 1), rows)
+            packed = PackedRows.of(mask)
+            source_packed = packed if source is None else PackedRows.of(context_mask)
+            h, context = pack(h, packed), None if context is None else pack(context, source_packed)
+            has_key = pack(has_key.expand(count, batch, x.shape[2], 1), packed)
         for layer in self.layers:
-            h = layer(h, context, bias, has_key, members, rows, source_rows)
-        out = unpack(self.norm(h, members), rows)
+            h = layer(h, context, bias, has_key, members, packed, source_packed)
+        out = unpack(self.norm(h, members), packed)
         return out[0] if single else out

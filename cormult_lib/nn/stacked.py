@@ -19,6 +19,7 @@ from typing import TypeVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from cormult_lib.nn.functional import attention, eager_cpu
 from cormult_lib.nn.packing import PackedRows, pack, unpack
@@ -115,6 +116,7 @@ class _SeparateProducts(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # the products write into their outputs (out=): no double backward
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
         need_x, need_weight, need_bias = ctx.needs_input_grad
@@ -204,8 +206,8 @@ class MultiHeadAttention(nn.Module):
         context: torch.Tensor,
         bias: torch.Tensor | None = None,
         members: Members = None,
-        rows: PackedRows | None = None,
-        context_rows: PackedRows | None = None,
+        packed: PackedRows | None = None,
+        context_packed: PackedRows | None = None,
     ) -> torch.Tensor:
         """Attend from ``query`` ``(count, batch, time_q, d)`` to ``context``
         ``(count, batch, time_k, d)`` (keys and values; ``context is query`` for
@@ -213,20 +215,21 @@ class MultiHeadAttention(nn.Module):
 
         ``bias``: ``(count * batch, 1, time_q or 1, time_k)``, ``0`` where a query may attend
         and ``-inf`` where not, every row with at least one ``0`` (:func:`attention_bias`).
-        ``rows`` / ``context_rows``: ``query`` / ``context`` come packed ``(count, rows, d)``
-        (:class:`~cormult_lib.nn.packing.PackedRows`; for self-attention ``rows`` serves both):
+        ``packed`` / ``context_packed``: ``query`` / ``context`` come packed
+        ``(count, n_rows, d)`` (:class:`~cormult_lib.nn.packing.PackedRows`; for self-attention
+        ``packed`` serves both):
         the projections run on the packed rows, the attention itself on the padded layout.
-        Returns the layout of ``query``: ``(count, batch, time_q, d)`` or ``(count, rows, d)``.
+        Returns the layout of ``query``: ``(count, batch, time_q, d)`` or ``(count, n_rows, d)``.
         """
         count, d = query.shape[0], query.shape[-1]
         weight = _pick(self.in_proj.weight, members)
         bias_in = _pick(self.in_proj.bias, members)
         if context is query:
-            q, k, v = unpack(stacked_linear(query, weight, bias_in), rows).split(d, dim=-1)
+            q, k, v = unpack(stacked_linear(query, weight, bias_in), packed).split(d, dim=-1)
         else:
-            q = unpack(stacked_linear(query, weight[:, :d], bias_in[:, :d]), rows)
+            q = unpack(stacked_linear(query, weight[:, :d], bias_in[:, :d]), packed)
             kv = stacked_linear(context, weight[:, d:], bias_in[:, d:])
-            k, v = unpack(kv, context_rows).split(d, dim=-1)
+            k, v = unpack(kv, context_packed).split(d, dim=-1)
         batch, time_q = q.shape[1:3]
         rates = self.dropout if members is None else tuple(self.dropout[i] for i in members)
         heads = attention(
@@ -239,7 +242,7 @@ class MultiHeadAttention(nn.Module):
         )  # (count * batch, heads, time_q, d / heads)
         merged = heads.view(count, batch, self.num_heads, time_q, -1).permute(0, 1, 3, 2, 4)
         merged = merged.reshape(count, batch, time_q, d)
-        return self.out_proj(pack(merged, rows), members)
+        return self.out_proj(pack(merged, packed), members)
 
 
 def attention_bias(allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
