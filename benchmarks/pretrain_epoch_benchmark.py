@@ -67,16 +67,22 @@ def main() -> None:
     )
     print(result.history[["epoch", "train_loss", "valid_loss", "seconds"]].to_string(index=False))
     print(f"median seconds per epoch: {result.history['seconds'].median():.1f}")
+
+    def one_epoch() -> float:
+        """Pre-train a fresh evaluator for one epoch; its seconds."""
+        run = pretrain_evaluator(
+            splits["train"],
+            splits["valid"],
+            replace(config, epochs=1),
+            strategy=args.strategy,
+            device=device,
+            progress=False,
+        )
+        return float(run.history["seconds"].iloc[0])
+
     if args.count_flops:
         with FlopCounterMode(display=False) as counter:
-            pretrain_evaluator(
-                splits["train"],
-                splits["valid"],
-                replace(config, epochs=1),
-                strategy=args.strategy,
-                device=device,
-                progress=False,
-            )
+            one_epoch()
         a, b = torch.randn(1024, 1024, device=device), torch.randn(1024, 1024, device=device)
         seconds = min(timeit.repeat(lambda: torch.mm(a, b), number=10, repeat=5)) / 10
         peak = 2 * 1024**3 / seconds
@@ -90,15 +96,7 @@ def main() -> None:
         for _ in range(args.epochs):
             for layout, times in seconds.items():
                 with padded_layout() if layout == "padded" else nullcontext():
-                    run = pretrain_evaluator(
-                        splits["train"],
-                        splits["valid"],
-                        replace(config, epochs=1),
-                        strategy=args.strategy,
-                        device=device,
-                        progress=False,
-                    )
-                times.append(float(run.history["seconds"].iloc[0]))
+                    times.append(one_epoch())
         packed, padded = (statistics.median(times) for times in seconds.values())
         print(
             f"one-epoch runs, alternating, {args.epochs} of each: median {packed:.1f} s packed, "

@@ -1,11 +1,13 @@
 """The training benchmark still builds and steps every model it times, the v1 references too;
-the evaluator seed scan still runs, and the quick evaluator learns for the seeds it names.
+the pre-training epoch benchmark runs and compares packed with padded epochs; the evaluator seed
+scan still runs, and the quick evaluator learns for the seeds it names.
 
 Of the training benchmark only that the steps run and compute: the speed figures are the
 benchmark's to print, on an idle machine (``benchmarks/training_benchmark.py``), never a timed
 test.
 """
 
+import re
 import sys
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from cormult_lib.config import get_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import evaluator_seed_scan  # noqa: E402
+import pretrain_epoch_benchmark  # noqa: E402
 import training_benchmark  # noqa: E402
 
 
@@ -33,6 +36,16 @@ def test_every_timed_step_runs_and_computes(setting: str) -> None:
         # benchmark's inputs; build_models above raises if one no longer takes its options.
         flops = training_benchmark.flops_per_sample(step, batch, torch.device("cpu"))
         assert flops > 1e5, (name, flops)
+
+
+def test_the_epoch_benchmark_compares_packed_and_padded_epochs(monkeypatch, capsys) -> None:
+    argv = ["pretrain_epoch_benchmark", "--samples", "30", "--epochs", "1", "--compare-padded"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--device", "cpu"])
+    pretrain_epoch_benchmark.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("30 training samples") for line in lines), lines
+    pattern = r"one-epoch runs, alternating, 1 of each: median [\d.]+ s packed, [\d.]+ s padded"
+    assert re.fullmatch(pattern + r" \([\d.]+x\)", lines[-1]), lines[-1]
 
 
 def test_the_seed_scan_reports_every_dropout_and_seed() -> None:
