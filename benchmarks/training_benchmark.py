@@ -19,7 +19,9 @@ rounds as the models (a busy machine slows both alike). ``--reference`` also tim
 implementation the faster models replaced (``tests/reference``, plain Adam) side by side and
 prints the speed-up; ``--fill-uninitialized-memory`` times every step again with torch's NaN
 fill of new tensors on (:func:`~cormult_lib.seeding.seed_everything` switches it off);
-``--data`` measures the share of a training epoch spent loading and collating batches.
+``--data`` measures the share of a training epoch on the synthetic corpus spent loading and
+collating batches, and times its epochs with packing (:mod:`cormult_lib.nn.packing`) against
+the padded layout, for MulT of quick and of paper sizes.
 
     .venv/bin/python benchmarks/training_benchmark.py --reference --data
     .venv/bin/python benchmarks/training_benchmark.py --device cuda --compile
@@ -29,9 +31,11 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import statistics
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -51,6 +55,7 @@ from cormult_lib.models.clip_msa import ClipMSA
 from cormult_lib.models.cormult import CorMulT
 from cormult_lib.models.mult import MulT, build_mult, mult_arguments
 from cormult_lib.models.official_mult import OFFICIAL_OPTIONS
+from cormult_lib.nn.packing import padded_layout
 from cormult_lib.seeding import seed_everything
 from cormult_lib.training.loop import make_optimizer, maybe_compile
 from cormult_lib.training.pretrain import embed_together
@@ -238,38 +243,55 @@ def matmul_step(device: torch.device) -> tuple[Callable, float]:
     return step, 4 * 2 * MATMUL**3
 
 
+def epoch_seconds(
+    model: nn.Module, optimizer: torch.optim.Optimizer, loader, device: torch.device
+) -> tuple[float, float]:
+    """Train ``model`` for one epoch of ``loader`` (L1 loss): ``(seconds, of which loading and
+    collating)``."""
+    loading = 0.0
+    began = time.perf_counter()
+    batches = iter(loader)
+    while True:
+        fetched = time.perf_counter()
+        batch = next(batches, None)
+        loading += time.perf_counter() - fetched
+        if batch is None:
+            break
+        features = {m: x.to(device) for m, x in batch["features"].items()}
+        masks = {m: x.to(device) for m, x in batch["masks"].items()}
+        optimizer.zero_grad(set_to_none=True)
+        F.l1_loss(model(features, masks), batch["labels"].to(device)).backward()
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - began, loading
+
+
 def data_share(device: torch.device, epochs: int = 3) -> None:
-    """Seconds per epoch of the quick MulT on the synthetic corpus, and the loader's share."""
+    """Seconds per training epoch of MulT (quick and paper sizes) on the quick synthetic corpus:
+    the loader's share, and packed epochs against epochs on the padded layout, alternating."""
     config = get_config("quick")
-    splits = make_synthetic_splits(config.data, seed=0)
-    train = splits["train"]
-    seed_everything(0)
-    model = build_mult(train.dims(), config.model).to(device).train()
-    optimizer = make_optimizer(model.parameters(), lr=1e-3)
+    train = make_synthetic_splits(config.data, seed=0)["train"]
     loader = make_loader(train, config.train.batch_size, shuffle=True, device=device)
-    loading = total = 0.0
-    for _ in range(epochs):
-        began = time.perf_counter()
-        batches = iter(loader)
-        while True:
-            fetched = time.perf_counter()
-            batch = next(batches, None)
-            loading += time.perf_counter() - fetched
-            if batch is None:
-                break
-            features = {m: x.to(device) for m, x in batch["features"].items()}
-            masks = {m: x.to(device) for m, x in batch["masks"].items()}
-            optimizer.zero_grad(set_to_none=True)
-            F.l1_loss(model(features, masks), batch["labels"].to(device)).backward()
-            optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        total += time.perf_counter() - began
-    print(
-        f"data path: {len(train)} training samples, batch {config.train.batch_size}: "
-        f"{total / epochs:.2f} s per epoch, of which loading and collating "
-        f"{loading / epochs:.3f} s ({100 * loading / total:.1f}%)"
-    )
+    print(f"data path: {len(train)} training samples, batch {config.train.batch_size}")
+    for sizes in ("quick", "paper"):
+        seed_everything(0)
+        model = build_mult(train.dims(), get_config(sizes).model).to(device).train()
+        optimizer = make_optimizer(model.parameters(), lr=1e-3)
+        seconds: dict[str, list[float]] = {"packed": [], "padded": []}
+        loading = 0.0
+        for _ in range(epochs):
+            for layout, times in seconds.items():
+                with padded_layout() if layout == "padded" else nullcontext():
+                    spent, loaded = epoch_seconds(model, optimizer, loader, device)
+                times.append(spent)
+                loading += loaded if layout == "packed" else 0.0
+        packed, padded = (statistics.median(times) for times in seconds.values())
+        print(
+            f"  {sizes}-sized MulT: {packed:.2f} s per epoch, of which loading and collating "
+            f"{loading / epochs:.3f} s ({100 * loading / sum(seconds['packed']):.1f}%); on the "
+            f"padded layout {padded:.2f} s ({padded / packed:.2f}x the packed epoch's time)"
+        )
 
 
 def main() -> None:
@@ -284,7 +306,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help='"cpu", "cuda" or "auto"')
     parser.add_argument("--reference", action="store_true", help="also time tests/reference")
     parser.add_argument("--compile", action="store_true", help="torch.compile the models")
-    parser.add_argument("--data", action="store_true", help="measure the data path's share")
+    parser.add_argument(
+        "--data", action="store_true", help="the data path's share; packed vs padded epochs"
+    )
     parser.add_argument(
         "--fill-uninitialized-memory",
         action="store_true",
