@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import timeit
-from contextlib import nullcontext
 from dataclasses import replace
 
 import torch
@@ -30,8 +29,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from cormult_lib.config import DataConfig, get_config
 from cormult_lib.data.synthetic import make_synthetic_splits
 from cormult_lib.device import resolve_device
-from cormult_lib.nn.packing import padded_layout
 from cormult_lib.training.pretrain import pretrain_evaluator
+from cormult_lib.tutorial.timing import packed_and_padded
 
 
 def main() -> None:
@@ -92,11 +91,7 @@ def main() -> None:
             f"{peak / 1e9:.0f} GFLOP/s that is {flops / peak:.1f} s"
         )
     if args.compare_padded:
-        seconds = {"packed": [], "padded": []}
-        for _ in range(args.epochs):
-            for layout, times in seconds.items():
-                with padded_layout() if layout == "padded" else nullcontext():
-                    times.append(one_epoch())
+        seconds = packed_and_padded(one_epoch, args.epochs)
         packed, padded = (statistics.median(times) for times in seconds.values())
         print(
             f"one-epoch runs, alternating, {args.epochs} of each: median {packed:.1f} s packed, "

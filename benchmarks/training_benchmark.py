@@ -35,7 +35,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -55,11 +55,10 @@ from cormult_lib.models.clip_msa import ClipMSA
 from cormult_lib.models.cormult import CorMulT
 from cormult_lib.models.mult import MulT, build_mult, mult_arguments
 from cormult_lib.models.official_mult import OFFICIAL_OPTIONS
-from cormult_lib.nn.packing import padded_layout
 from cormult_lib.seeding import seed_everything
 from cormult_lib.training.loop import make_optimizer, maybe_compile
 from cormult_lib.training.pretrain import embed_together
-from cormult_lib.tutorial.timing import median_seconds
+from cormult_lib.tutorial.timing import median_seconds, packed_and_padded
 
 DIMS = {"T": 300, "A": 74, "V": 35}
 STEPS = 50
@@ -278,19 +277,14 @@ def data_share(device: torch.device, epochs: int = 3) -> None:
         seed_everything(0)
         model = build_mult(train.dims(), get_config(sizes).model).to(device).train()
         optimizer = make_optimizer(model.parameters(), lr=1e-3)
-        seconds: dict[str, list[float]] = {"packed": [], "padded": []}
-        loading = 0.0
-        for _ in range(epochs):
-            for layout, times in seconds.items():
-                with padded_layout() if layout == "padded" else nullcontext():
-                    spent, loaded = epoch_seconds(model, optimizer, loader, device)
-                times.append(spent)
-                loading += loaded if layout == "packed" else 0.0
-        packed, padded = (statistics.median(times) for times in seconds.values())
+        runs = packed_and_padded(partial(epoch_seconds, model, optimizer, loader, device), epochs)
+        packed, padded = (statistics.median(spent for spent, _ in r) for r in runs.values())
+        loading = sum(loaded for _, loaded in runs["packed"])
+        total = sum(spent for spent, _ in runs["packed"])
         print(
             f"  {sizes}-sized MulT: {packed:.2f} s per epoch, of which loading and collating "
-            f"{loading / epochs:.3f} s ({100 * loading / sum(seconds['packed']):.1f}%); on the "
-            f"padded layout {padded:.2f} s ({padded / packed:.2f}x the packed epoch's time)"
+            f"{loading / epochs:.3f} s ({100 * loading / total:.1f}%); on the padded layout "
+            f"{padded:.2f} s ({padded / packed:.2f}x the packed epoch's time)"
         )
 
 

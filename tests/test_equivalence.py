@@ -8,6 +8,8 @@ its rates. Packed (per-step layers on the real steps only, ``cormult_lib.nn.pack
 models compute what they compute on the padded layout.
 """
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -250,10 +252,7 @@ def _same_outputs_and_gradients(model, features, masks, readout):
     results = []
     for layout in ("packed", "padded"):
         model.zero_grad(set_to_none=True)
-        if layout == "padded":
-            with padded_layout():
-                out = readout(model(features, masks))
-        else:
+        with padded_layout() if layout == "padded" else nullcontext():
             out = readout(model(features, masks))
         out.square().sum().backward()
         results.append((out.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}))

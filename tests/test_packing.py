@@ -4,6 +4,7 @@ the round trip. That the models compute the same function packed is in test_equi
 import torch
 
 from cormult_lib.nn.packing import PackedRows, pack, padded_layout, unpack
+from cormult_lib.tutorial.timing import packed_and_padded
 
 
 def test_rows_are_the_steps_real_in_any_member_and_unpack_restores_them():
@@ -38,3 +39,9 @@ def test_gradients_flow_to_the_kept_rows_only():
     x = torch.randn(1, 3, 2, requires_grad=True)
     rows.unpack(rows.pack(x) * 2).sum().backward()
     torch.testing.assert_close(x.grad, torch.tensor([[[2.0, 2.0], [2.0, 2.0], [0.0, 0.0]]]))
+
+
+def test_packed_and_padded_runs_take_turns_with_packing_on_then_off():
+    mask = torch.tensor([[True, False]])
+    runs = packed_and_padded(lambda: PackedRows.of(mask) is not None, rounds=2)
+    assert runs == {"packed": [True, True], "padded": [False, False]}

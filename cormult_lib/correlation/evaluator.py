@@ -390,10 +390,11 @@ class ModalityCorrelationEvaluator(nn.Module):
         )
         hidden = {}
         for group in stack_groups({m: masks[m].shape[1] for m in self.modalities}):
+            group_masks = torch.stack([masks[m] for m in group])  # (len(group), batch, time)
             # Per-step layers run on the steps some member attends to (nn.packing).
-            packed = PackedRows.of(attendable(torch.stack([masks[m] for m in group])))
+            packed = PackedRows.of(attendable(group_masks))
             h = torch.stack([self.transformations[m](features[m], masks[m], packed) for m in group])
-            bias = key_bias(torch.cat([masks[m] for m in group]))  # (len(group) * batch, ...)
+            bias = key_bias(group_masks.flatten(0, 1))  # (len(group) * batch, ...)
             members = self._members(group)
             for layer in self.encoders:
                 h = layer(h, bias, members, packed)  # (len(group), batch, time, d) or packed

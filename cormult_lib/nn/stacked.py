@@ -217,8 +217,8 @@ class MultiHeadAttention(nn.Module):
         and ``-inf`` where not, every row with at least one ``0`` (:func:`attention_bias`).
         ``packed`` / ``context_packed``: ``query`` / ``context`` come packed
         ``(count, n_rows, d)`` (:class:`~cormult_lib.nn.packing.PackedRows`; for self-attention
-        ``packed`` serves both):
-        the projections run on the packed rows, the attention itself on the padded layout.
+        ``packed`` serves both): the projections run on the packed rows, the attention itself
+        on the padded layout.
         Returns the layout of ``query``: ``(count, batch, time_q, d)`` or ``(count, n_rows, d)``.
         """
         count, d = query.shape[0], query.shape[-1]

@@ -5,8 +5,14 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
+from typing import TypeVar
 
 import torch
+
+from cormult_lib.nn.packing import padded_layout
+
+T = TypeVar("T")
 
 
 def median_seconds(
@@ -40,3 +46,15 @@ def median_seconds(
                 sync()
                 times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def packed_and_padded(run: Callable[[], T], rounds: int) -> dict[str, list[T]]:
+    """``run()``'s results with packing (:mod:`cormult_lib.nn.packing`, the default) and on the
+    padded layout, ``rounds`` of each, taking turns as :func:`median_seconds`'s functions do:
+    ``{"packed": [...], "padded": [...]}``."""
+    results: dict[str, list[T]] = {"packed": [], "padded": []}
+    for _ in range(rounds):
+        for layout, values in results.items():
+            with padded_layout() if layout == "padded" else nullcontext():
+                values.append(run())
+    return results
