@@ -17,6 +17,7 @@ from reference import evaluator_state_dict, mult_state_dict
 from reference.evaluator_v1 import ModalityCorrelationEvaluator as EvaluatorV1
 from reference.mult_v1 import MulT as MulTv1
 
+import cormult_lib.nn.functional as functional
 from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator
 from cormult_lib.models.mult import MulT
 from cormult_lib.nn.functional import attention, dropout, dropout_scale, kept_fraction
@@ -185,6 +186,69 @@ def test_attention_backward_passes_gradcheck_with_dropout():
         return attention(q, k, v, bias, dropout_p=0.4, training=True)
 
     assert torch.autograd.gradcheck(with_fixed_mask, (q, k, v))
+
+
+def _attention_inputs(batch: int, heads: int, time_q: int, time_k: int, dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(batch, heads, time_q, 3, generator=g, dtype=dtype, requires_grad=True)
+    k, v = (
+        torch.randn(batch, heads, time_k, 3, generator=g, dtype=dtype, requires_grad=True)
+        for _ in range(2)
+    )
+    key_bias = torch.zeros(batch, 1, 1, time_k, dtype=dtype)
+    key_bias[1, ..., 2:] = float("-inf")  # a sample of the first member sees two keys
+    causal = torch.ones(time_q, time_k, dtype=torch.bool).triu(1)
+    shared_bias = torch.zeros(1, 1, time_q, time_k, dtype=dtype).masked_fill(causal, float("-inf"))
+    return q, k, v, {"key": key_bias, "causal": shared_bias, "none": None}
+
+
+@pytest.mark.parametrize("bias", ["key", "causal", "none"])
+@pytest.mark.parametrize("rates", [(0.3,), (0.0, 0.4, 0.2), (0.0, 0.0, 0.0)])
+def test_attention_in_chunks_equals_attention_in_one_piece(monkeypatch, bias, rates):
+    """Chunks of members and of samples (the last one shorter) give the outputs, gradients and
+    dropout masks of one piece."""
+    batch = 9 if len(rates) == 3 else 7  # chunks of two samples: the last of a member has one
+    q, k, v, biases = _attention_inputs(batch, heads=2, time_q=4, time_k=5)
+    grad = torch.randn(q.shape, generator=torch.Generator().manual_seed(1))
+    results = []
+    for chunk_bytes in (1 << 30, 2 * 2 * 4 * 5 * 4):  # whole members; two samples
+        monkeypatch.setattr(functional, "CHUNK_BYTES", chunk_bytes)
+        torch.manual_seed(3)
+        out = attention(q, k, v, biases[bias], rates, training=True)
+        results.append((out, *torch.autograd.grad(out, (q, k, v), grad)))
+        with torch.no_grad():
+            torch.manual_seed(3)
+            torch.testing.assert_close(attention(q, k, v, biases[bias], rates, True), out)
+    for whole, chunked in zip(*results, strict=True):
+        torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-5)
+
+
+def test_attention_dropout_keeps_each_members_rate_and_scale():
+    """With ``Q = K = 0`` every weight is ``1 / time_k`` and ``V = I`` makes the output the
+    weights themselves: a member's kept fraction is ``1 - p`` and kept weights are scaled by
+    ``1 / (1 - p)``; a member with ``p = 0`` is untouched."""
+    rates, batch, time = (0.0, 0.5, 0.2), 300, 8
+    q = torch.zeros(len(rates) * batch, 1, time, time)
+    v = torch.eye(time).expand_as(q)
+    torch.manual_seed(0)
+    weights = attention(q, q, v, None, rates, training=True).reshape(len(rates), -1)
+    for p, member in zip(rates, weights, strict=True):
+        kept = member[member > 0]
+        torch.testing.assert_close(kept, torch.full_like(kept, 1 / time / (1 - p)))
+        # 19,200 weights per member: the standard error of the kept fraction is below 4e-3.
+        assert (member > 0).float().mean().item() == pytest.approx(1 - p, abs=0.015)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 30, 2 * 4 * 4 * 8])
+def test_attention_backward_passes_gradcheck_with_per_member_dropout(monkeypatch, chunk_bytes):
+    monkeypatch.setattr(functional, "CHUNK_BYTES", chunk_bytes)
+    q, k, v, biases = _attention_inputs(6, 2, 4, 4, dtype=torch.float64)
+
+    def with_fixed_masks(q, k, v):
+        torch.manual_seed(3)
+        return attention(q, k, v, biases["key"], (0.0, 0.5, 0.3), training=True)
+
+    assert torch.autograd.gradcheck(with_fixed_masks, (q, k, v))
 
 
 # ------------------------------------------------------------------------- the evaluator

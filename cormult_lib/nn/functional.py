@@ -27,8 +27,9 @@ functions call PyTorch's own operations, which are fast there):
 * :func:`attention` is ``softmax(Q K^T / sqrt(d_head) + bias) V`` with dropout on the weights,
   as one ``torch.autograd.Function`` whose backward is written out (the gradients of softmax
   and of the two batched products), so each ``time_q x time_k`` tensor is read and written as
-  few times as possible, and laid out for the fast cases of MKL's batched product
-  (:class:`_Attention`).
+  few times as possible, laid out for the fast cases of MKL's batched product, and computed
+  one member (or cache-sized chunk) at a time so that it stays in the cache between the
+  operations that read it (:class:`_Attention`).
 
 Both keep the function of the standard layers: the same outputs in eval mode (tests compare
 them with ``F.scaled_dot_product_attention`` and ``nn.MultiheadAttention``), masks of the same
@@ -123,24 +124,6 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x * dropout_scale(tuple(x.shape), p, x)
 
 
-def _attend(q, k, v, bias, multiplier, scale):
-    """The forward pass of :class:`_Attention`; also returns what its backward pass reads:
-    ``(out, q * scale, K^T, V^T, P, W)`` with ``n = batch * heads`` leading the last five."""
-    batch, heads, time_q, head_dim = q.shape
-    n = batch * heads
-    q = q.reshape(n, time_q, head_dim) * scale
-    k_t = k.reshape(n, -1, head_dim).transpose(1, 2).contiguous()  # (n, d_h, time_k)
-    v_t = v.reshape(n, -1, head_dim).transpose(1, 2).contiguous()
-    scores = torch.bmm(q, k_t)  # (n, time_q, time_k)
-    if bias is not None:
-        scores.view(batch, heads, time_q, -1).add_(bias)
-    probs = torch.softmax(scores, dim=-1)
-    weights = probs if multiplier is None else probs * multiplier
-    out_t = torch.bmm(v_t, weights.transpose(1, 2))  # O^T: (n, d_h, time_q)
-    out = out_t.transpose(1, 2).reshape(batch, heads, time_q, head_dim)
-    return out, q, k_t, v_t, probs, weights
-
-
 def residual_dropout(x: torch.Tensor, y: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """``x + dropout(y)``, the residual join of a transformer; on the CPU one
     ``torch.addcmul(x, y, mask)`` instead of a product and a sum."""
@@ -151,17 +134,95 @@ def residual_dropout(x: torch.Tensor, y: torch.Tensor, p: float, training: bool)
     return torch.addcmul(x, y, dropout_scale(tuple(y.shape), p, y))
 
 
+#: Largest ``time_q x time_k`` block of attention weights (bytes) that :func:`attention` works
+#: on at once on the CPU; a member's block larger than this is split by samples.
+CHUNK_BYTES = 4 << 20
+
+
+def _noise(
+    rates: tuple[float, ...], rows: int, time_q: int, time_k: int, device: torch.device
+) -> list[torch.Tensor | None]:
+    """Per member, the int16 values its dropout mask compares with the threshold of its rate
+    (:func:`dropout_scale`'s draws, in its order), ``(rows, time_q, time_k)``; ``None`` for a
+    member without dropout."""
+    if len(set(rates)) == 1:
+        if rates[0] == 0.0:
+            return [None] * len(rates)
+        return list(_uniform_int16((len(rates), rows, time_q, time_k), device).unbind(0))
+    return [_uniform_int16((rows, time_q, time_k), device) if p > 0 else None for p in rates]
+
+
+class _Chunk:
+    """Rows ``[start, stop)`` of the ``(batch * heads, time_q, time_k)`` weights of one member,
+    whole samples (``heads`` rows each), with that member's dropout."""
+
+    def __init__(self, start: int, stop: int, heads: int, member_start: int, noise, rate: float):
+        self.rows = slice(start, stop)
+        self.samples = slice(start // heads, stop // heads)
+        self.noise = None if noise is None else noise[start - member_start : stop - member_start]
+        self.threshold = None if noise is None else _threshold(rate)
+        self.scale = 1.0 / (1.0 - rate)  # inverted dropout: kept weights count 1 / (1 - p)
+
+    @staticmethod
+    def split(shape: tuple[int, ...], heads: int, rates, noise) -> list[_Chunk]:
+        """The chunks of weights ``shape`` ``(batch * heads, time_q, time_k)`` of
+        ``len(rates)`` members: one per member, or slices of at most :data:`CHUNK_BYTES`."""
+        n, time_q, time_k = shape
+        member_rows = n // len(rates)
+        rows = max(1, CHUNK_BYTES // (4 * heads * time_q * time_k)) * heads
+        return [
+            _Chunk(first, min(first + rows, begin + member_rows), heads, begin, noise[i], rate)
+            for i, rate in enumerate(rates)
+            for begin in (i * member_rows,)
+            for first in range(begin, begin + member_rows, rows)
+        ]
+
+    def kept(self, out: torch.Tensor) -> torch.Tensor:
+        """The binary dropout mask ``B`` of the chunk (1 kept, 0 dropped), written into ``out``."""
+        return torch.ge(self.noise, self.threshold, out=out[: self.noise.shape[0]])
+
+
+def _attend(q, k_t, v_t, bias, chunks, heads, probs) -> torch.Tensor:
+    """The forward pass of :class:`_Attention`: ``O^T`` ``(n, d_h, time_q)`` from ``q * scale``
+    ``(n, time_q, d_h)``, ``K^T`` and ``V^T`` ``(n, d_h, time_k)`` (``n = batch * heads``),
+    chunk by chunk; fills ``probs`` ``(n, time_q, time_k)`` with ``P`` when it is given."""
+    n, time_q, head_dim = q.shape
+    longest = max(c.rows.stop - c.rows.start for c in chunks)
+    scratch = q.new_empty(2 if probs is None else 1, longest, time_q, k_t.shape[2])
+    out_t = q.new_empty(n, head_dim, time_q)
+    for c in chunks:
+        scores = torch.bmm(q[c.rows], k_t[c.rows], out=scratch[0, : c.rows.stop - c.rows.start])
+        if bias is not None:
+            part = bias if bias.shape[0] == 1 else bias[c.samples]
+            scores.view(-1, heads, *scores.shape[1:]).add_(part)
+        p = probs[c.rows] if probs is not None else scratch[1, : scores.shape[0]]
+        torch.softmax(scores, -1, out=p)
+        values, weights = v_t[c.rows], p
+        if c.noise is not None:  # W = P * B, with the 1 / (1 - p) of kept weights moved onto V
+            weights = c.kept(scores).mul_(p)
+            values = values * c.scale
+        torch.bmm(values, weights.transpose(1, 2), out=out_t[c.rows])
+    return out_t
+
+
 class _Attention(torch.autograd.Function):
-    """``O = (softmax(Q K^T * scale + bias) * M) V`` with a constant ``bias`` and multiplier
-    ``M`` (a dropout mask from :func:`dropout_scale`, or ``None``).
+    """``O = (softmax(Q K^T * scale + bias) * B / (1 - p)) V`` with a constant ``bias`` and
+    binary dropout masks ``B`` of rate ``p`` (one rate per member).
 
     Shapes: ``q`` ``(batch, heads, time_q, d_h)``, ``k`` and ``v`` ``(batch, heads, time_k,
-    d_h)``, ``bias`` broadcasting to ``(batch, heads, time_q, time_k)`` or ``None``, ``M``
-    ``(batch * heads, time_q, time_k)``. With ``S = Q K^T * scale + bias``, ``P = softmax(S)``
-    and ``W = P * M`` the backward pass is::
+    d_h)``, ``bias`` broadcasting to ``(batch, heads, time_q, time_k)`` or ``None``. With
+    ``S = Q K^T * scale + bias``, ``P = softmax(S)``, ``W = P * B`` and ``s = 1 / (1 - p)``
+    (``B = 1``, ``s = 1`` without dropout), ``O = W (s V)`` and the backward pass is::
 
-        dV = W^T dO        dW = dO V^T        dP = dW * M
+        dV = s W^T dO        dW = s dO V^T        dP = dW * B
         dS = P * (dP - rowsum(dP * P))        dQ = dS K * scale        dK = dS^T Q * scale
+
+    **Chunks.** The ``time_q x time_k`` tensors (``S``, ``P``, ``B``, ``W`` and their
+    gradients) are the large ones: 1.9 million numbers per call for quick MulT's crossmodal
+    stack. Both passes go through them one member at a time (slices of at most
+    :data:`CHUNK_BYTES`), so each chunk stays in the CPU's cache from the first product to the
+    second; only ``P`` and the int16 values of the masks are kept for the backward pass, which
+    recomputes ``B`` and ``W`` per chunk. A member without dropout draws and applies no mask.
 
     Layout: MKL's batched product of a ``time x time`` matrix with a ``time x d_h`` one is
     three to four times faster when it is written as ``(d_h x time) @ (time x time)``, so the
@@ -172,26 +233,44 @@ class _Attention(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
-    def forward(ctx, q, k, v, bias, multiplier, scale):
-        out, q, k_t, v_t, probs, weights = _attend(q, k, v, bias, multiplier, scale)
-        ctx.save_for_backward(q.transpose(1, 2).contiguous(), k_t, v_t, probs, weights, multiplier)
+    def forward(ctx, q, k, v, bias, rates, noise, scale):
+        q, k_t, v_t = _head_layout(q, k, v, scale)
+        heads = k.shape[1]
+        probs = q.new_empty(q.shape[0], q.shape[1], k_t.shape[2])  # P, kept for backward
+        ctx.chunks = _Chunk.split(tuple(probs.shape), heads, rates, noise)
+        out_t = _attend(q, k_t, v_t, bias, ctx.chunks, heads, probs)
+        ctx.save_for_backward(q.transpose(1, 2).contiguous(), k_t, v_t, probs)
         ctx.scale = scale
-        return out
+        return out_t.transpose(1, 2).reshape(k.shape[0], heads, -1, k.shape[3])
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad_out):
-        q_t, k_t, v_t, probs, weights, multiplier = ctx.saved_tensors  # q_t is scaled
+        q_t, k_t, v_t, probs = ctx.saved_tensors  # q_t is scaled
         shape = grad_out.shape
         n, head_dim, time_q = q_t.shape
         grad_out = grad_out.reshape(n, time_q, head_dim)
-        grad_v_t = torch.bmm(grad_out.transpose(1, 2).contiguous(), weights)  # dV^T
-        grad_probs = torch.bmm(grad_out, v_t)  # dW: (n, time_q, time_k)
-        if multiplier is not None:
-            grad_probs.mul_(multiplier)
-        grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
-        grad_q_t = torch.bmm(k_t, grad_scores.transpose(1, 2)).mul_(ctx.scale)  # dQ^T
-        grad_k_t = torch.bmm(q_t, grad_scores)  # dK^T (q_t carries the scale)
+        grad_out_t = grad_out.transpose(1, 2).contiguous()
+        grad_q_t, grad_k_t, grad_v_t = (torch.empty_like(t) for t in (q_t, k_t, v_t))
+        longest = max(c.rows.stop - c.rows.start for c in ctx.chunks)
+        scratch = probs.new_empty(2, longest, time_q, k_t.shape[2])
+        for c in ctx.chunks:
+            p, values = probs[c.rows], v_t[c.rows]
+            weights = kept = None
+            if c.noise is not None:
+                kept = c.kept(scratch[0])
+                weights, values = torch.mul(p, kept, out=scratch[1, : p.shape[0]]), values * c.scale
+            torch.bmm(grad_out_t[c.rows], p if weights is None else weights, out=grad_v_t[c.rows])
+            grad_weights = torch.bmm(grad_out[c.rows], values, out=scratch[1, : p.shape[0]])  # dW
+            if kept is not None:
+                grad_v_t[c.rows].mul_(c.scale)
+                grad_weights.mul_(kept)  # dP
+            grad_scores = torch._softmax_backward_data(
+                grad_weights, p, -1, p.dtype, grad_input=scratch[0, : p.shape[0]]
+            )
+            torch.bmm(k_t[c.rows], grad_scores.transpose(1, 2), out=grad_q_t[c.rows])  # dQ^T
+            torch.bmm(q_t[c.rows], grad_scores, out=grad_k_t[c.rows])  # dK^T (q_t is scaled)
+        grad_q_t.mul_(ctx.scale)
         kv_shape = (*shape[:2], k_t.shape[2], head_dim)
         return (
             grad_q_t.transpose(1, 2).reshape(shape),
@@ -200,7 +279,18 @@ class _Attention(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
+
+
+def _head_layout(q, k, v, scale):
+    """``q * scale`` ``(n, time_q, d_h)``, ``K^T`` and ``V^T`` ``(n, d_h, time_k)`` from
+    ``(batch, heads, time, d_h)`` inputs (``n = batch * heads``)."""
+    head_dim = q.shape[3]
+    q = q.reshape(-1, q.shape[2], head_dim) * scale
+    k_t = k.reshape(-1, k.shape[2], head_dim).transpose(1, 2).contiguous()
+    v_t = v.reshape(-1, v.shape[2], head_dim).transpose(1, 2).contiguous()
+    return q, k_t, v_t
 
 
 def attention(
@@ -238,16 +328,16 @@ def attention(
     inference_kernel = not autograd and not drop and head_dim >= FUSED_CPU_HEAD_DIM
     if not eager_cpu(q) or inference_kernel:
         return _fused_attention(q, k, v, bias, rates if drop else (0.0,))
-    multiplier = None
-    if drop:
-        count = len(rates)
-        shape = (count, batch // count * heads, time_q, k.shape[2])
-        multiplier = dropout_scale(shape, rates if count > 1 else rates[0], q)
-        multiplier = multiplier.view(batch * heads, time_q, k.shape[2])
+    if not drop:
+        rates = (0.0,) * len(rates)
+    noise = _noise(rates, batch // len(rates) * heads, time_q, k.shape[2], q.device)
     scale = 1.0 / math.sqrt(head_dim)
     if autograd:
-        return _Attention.apply(q, k, v, bias, multiplier, scale)
-    return _attend(q.float(), k.float(), v.float(), bias, multiplier, scale)[0]
+        return _Attention.apply(q, k, v, bias, rates, noise, scale)
+    q, k_t, v_t = _head_layout(q.float(), k.float(), v.float(), scale)
+    chunks = _Chunk.split((q.shape[0], time_q, k_t.shape[2]), heads, rates, noise)
+    out_t = _attend(q, k_t, v_t, bias, chunks, heads, None)
+    return out_t.transpose(1, 2).reshape(batch, heads, time_q, head_dim)
 
 
 def _fused_attention(q, k, v, bias, rates: tuple[float, ...]) -> torch.Tensor:
