@@ -21,9 +21,15 @@ prints the speed-up; ``--fill-uninitialized-memory`` times every step again with
 fill of new tensors on (:func:`~cormult_lib.seeding.seed_everything` switches it off);
 ``--data`` measures the share of a training epoch on the synthetic corpus spent loading and
 collating batches, and times its epochs with packing (:mod:`cormult_lib.nn.packing`) against
-the padded layout, for MulT of quick and of paper sizes.
+the padded layout, for MulT of quick and of paper sizes. ``--breakdown`` times every step twice
+more with a part of it made free, to show what bounds its efficiency: attention's
+``time x time`` work (scores, softmax, dropout on the weights and the two products; a stand-in
+keeps the shapes and the gradient paths), and the random numbers of every dropout mask (read
+from a pool drawn once). The efficiency a step would reach without that part is its ceiling
+for any faster implementation of the rest.
 
     .venv/bin/python benchmarks/training_benchmark.py --reference --data
+    .venv/bin/python benchmarks/training_benchmark.py --settings quick official --breakdown
     .venv/bin/python benchmarks/training_benchmark.py --device cuda --compile
 """
 
@@ -31,12 +37,14 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import math
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +63,7 @@ from cormult_lib.models.clip_msa import ClipMSA
 from cormult_lib.models.cormult import CorMulT
 from cormult_lib.models.mult import MulT, build_mult, mult_arguments
 from cormult_lib.models.official_mult import OFFICIAL_OPTIONS
+from cormult_lib.nn import functional, stacked
 from cormult_lib.seeding import seed_everything
 from cormult_lib.training.loop import make_optimizer, maybe_compile
 from cormult_lib.training.pretrain import embed_together
@@ -116,6 +125,44 @@ def with_nan_fill(step: Callable) -> Callable:
             torch.utils.deterministic.fill_uninitialized_memory = False
 
     return filled
+
+
+def stand_in_attention(q, k, v, bias=None, dropout_p=0.0, training=False) -> torch.Tensor:
+    """:func:`~cormult_lib.nn.functional.attention`'s shapes and gradient paths at the cost of
+    a mean over time: ``(batch, heads, time_q, d_h)`` from queries, keys and values, without
+    the ``time_q x time_k`` work."""
+    return q + k.mean(dim=2, keepdim=True) + v.mean(dim=2, keepdim=True)
+
+
+class RandomPool:
+    """Stands in for the random draws of dropout masks
+    (:func:`~cormult_lib.nn.functional._uniform_int16`): int16 values read from one pool of
+    random words, drawn again only when a request is larger than the pool."""
+
+    def __init__(self) -> None:
+        self.values = torch.empty(0, dtype=torch.int16)
+
+    def __call__(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        n = math.prod(shape)
+        if n > self.values.numel() or self.values.device != device:
+            words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
+            self.values = words.random_(-(2**63), None).view(torch.int16)
+        return self.values[:n].view(shape)
+
+
+def with_free_part(step: Callable, part: str) -> Callable:
+    """``step`` with ``part`` made free: ``"attention"`` (:func:`stand_in_attention`) or
+    ``"random numbers"`` (:class:`RandomPool`)."""
+    target, name, value = {
+        "attention": (stacked, "attention", stand_in_attention),
+        "random numbers": (functional, "_uniform_int16", RandomPool()),
+    }[part]
+
+    def run(x: torch.Tensor) -> None:
+        with mock.patch.object(target, name, value):
+            step(x)
+
+    return run
 
 
 def accepted_arguments(cls: type, arguments: dict) -> dict:
@@ -309,6 +356,12 @@ def main() -> None:
         help="also time every step with torch's NaN fill of new tensors on (see seed_everything)",
     )
     parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time MulT's step with attention's time x time work, then with the random "
+        "numbers of dropout, made free",
+    )
+    parser.add_argument(
         "--default-allocator",
         action="store_true",
         help="leave glibc's allocator as it is (as the v1 code ran), see keep_freed_memory",
@@ -326,29 +379,32 @@ def main() -> None:
                 f"{name} fill": (with_nan_fill(step), batch)
                 for name, (step, batch) in steps.items()
             }
+        free_parts = ("attention", "random numbers") if args.breakdown else ()
+        steps |= {
+            f"MulT free {part}": (with_free_part(steps["MulT"][0], part), steps["MulT"][1])
+            for part in free_parts
+        }
         # The counter sees other kernels (SDPA, nn.MultiheadAttention's fast path) in the v1
-        # models for the same function: a v1 model is credited with its replacement's count.
+        # models for the same function: a v1 model is credited with its replacement's count,
+        # and so are the steps with the NaN fill or a free part (whose efficiency is then the
+        # ceiling the rest of the step allows).
         flops = {
             name: flops_per_sample(step, batch, device)
             for name, (step, batch) in steps.items()
-            if not name.endswith((" v1", " fill"))
+            if name in ("MulT", "CorMulT", "evaluator", "CLIP-MSA")
         }
-        flops |= {
-            name: flops[name.removesuffix(" fill").removesuffix(" v1")]
-            for name in steps
-            if name.endswith((" v1", " fill"))
-        }
+        flops |= {name: flops[name.split()[0]] for name in steps if name not in flops}
         matmul, matmul_flops = matmul_step(device)
         timed = {name: step for name, (step, _) in steps.items()} | {"matmul": matmul}
         seconds = median_seconds(timed, torch.empty(0, device=device), args.repeats, autograd=True)
         peak = matmul_flops / seconds["matmul"]
         print(f"\n[{setting}] matmul {peak / 1e9:.0f} GFLOP/s")
-        print(f"{'model':14s} {'samples/s':>10s} {'ms/step':>8s} {'MFLOP/sample':>13s} {'eff':>6s}")
+        print(f"{'model':24s} {'samples/s':>10s} {'ms/step':>8s} {'MFLOP/sample':>13s} {'eff':>6s}")
         for name, (_, batch) in steps.items():
             rate = batch / seconds[name]
             efficiency = flops[name] * rate / peak
             print(
-                f"{name:14s} {rate:10.1f} {seconds[name] * 1e3:8.1f} {flops[name] / 1e6:13.1f} "
+                f"{name:24s} {rate:10.1f} {seconds[name] * 1e3:8.1f} {flops[name] / 1e6:13.1f} "
                 f"{100 * efficiency:5.1f}%"
             )
         if "CorMulT" in seconds:
@@ -356,6 +412,9 @@ def main() -> None:
         for name in [n for n in steps if f"{n} v1" in steps]:
             speedup = seconds[f"{name} v1"] / seconds[name]
             print(f"{name}: {speedup:.2f}x the speed of the v1 implementation")
+        for part in free_parts:
+            share = 1 - seconds[f"MulT free {part}"] / seconds["MulT"]
+            print(f"MulT: {part}: {100 * share:.0f}% of the step")
         for name in [n for n in steps if f"{n} fill" in steps]:
             speedup = seconds[f"{name} fill"] / seconds[name]
             print(f"{name}: {speedup:.2f}x the speed with the NaN fill of new tensors")

@@ -66,3 +66,25 @@ def test_the_quick_evaluator_learns_for_seeds_the_authors_dropout_left_untrained
     dropout = get_config("quick").correlation.dropout
     table = evaluator_seed_scan.scan("quick", seeds=[1, 2], dropouts=[dropout])
     assert table["learned"].all(), table
+
+
+def test_the_breakdown_makes_attention_and_random_numbers_free_only_inside_the_step() -> None:
+    """Free attention drops the attention products from the counted FLOPs (and only while the
+    step runs); with free random numbers a step no longer advances torch's generator."""
+    steps = training_benchmark.build_models(
+        "official", torch.device("cpu"), reference=False, compile_models=False
+    )
+    step, batch = steps["MulT"]
+    cpu = torch.device("cpu")
+    full = training_benchmark.flops_per_sample(step, batch, cpu)
+    free = training_benchmark.flops_per_sample(
+        training_benchmark.with_free_part(step, "attention"), batch, cpu
+    )
+    assert free < full  # the attention products are gone
+    assert training_benchmark.flops_per_sample(step, batch, cpu) == full  # and back after
+    free_draws = training_benchmark.with_free_part(step, "random numbers")
+    for run, draws in ((free_draws, False), (step, True)):
+        run(torch.empty(0))  # the pool's first draw
+        state = torch.get_rng_state()
+        run(torch.empty(0))
+        assert torch.equal(torch.get_rng_state(), state) is not draws
