@@ -195,32 +195,60 @@ def _attention_inputs(batch: int, heads: int, time_q: int, time_k: int, dtype=to
         torch.randn(batch, heads, time_k, 3, generator=g, dtype=dtype, requires_grad=True)
         for _ in range(2)
     )
+    # Sample i may see keys 0 .. i % time_k: every sample its own bias.
+    seen = torch.arange(time_k) <= torch.arange(batch)[:, None] % time_k
     key_bias = torch.zeros(batch, 1, 1, time_k, dtype=dtype)
-    key_bias[1, ..., 2:] = float("-inf")  # a sample of the first member sees two keys
+    key_bias.masked_fill_(~seen[:, None, None], float("-inf"))
     causal = torch.ones(time_q, time_k, dtype=torch.bool).triu(1)
     shared_bias = torch.zeros(1, 1, time_q, time_k, dtype=dtype).masked_fill(causal, float("-inf"))
     return q, k, v, {"key": key_bias, "causal": shared_bias, "none": None}
 
 
+def _written_out_attention(q, k, v, bias, rates: tuple[float, ...]) -> torch.Tensor:
+    """``(softmax(Q K^T / sqrt(d_h) + bias) * M) V`` in one piece, ``M`` from
+    :func:`dropout_scale` (one rate per member, members outermost in the batch)."""
+    batch, heads, time_q, head_dim = q.shape
+    scores = q @ k.transpose(-1, -2) / head_dim**0.5
+    weights = (scores if bias is None else scores + bias).softmax(dim=-1)
+    if max(rates) > 0:
+        shape = (len(rates), batch // len(rates) * heads, time_q, k.shape[2])
+        weights = weights * dropout_scale(shape, rates, q).view(weights.shape)
+    return weights @ v
+
+
 @pytest.mark.parametrize("bias", ["key", "causal", "none"])
 @pytest.mark.parametrize("rates", [(0.3,), (0.0, 0.4, 0.2), (0.0, 0.0, 0.0)])
-def test_attention_in_chunks_equals_attention_in_one_piece(monkeypatch, bias, rates):
-    """Chunks of members and of samples (the last one shorter) give the outputs, gradients and
-    dropout masks of one piece."""
-    batch = 9 if len(rates) == 3 else 7  # chunks of two samples: the last of a member has one
+def test_attention_in_chunks_equals_the_written_out_formula(monkeypatch, bias, rates):
+    """Whole members and chunks of two samples (the last one of a member shorter) give the
+    outputs and gradients of the formula, with the dropout masks of :func:`dropout_scale`."""
+    batch = 9 if len(rates) == 3 else 7
     q, k, v, biases = _attention_inputs(batch, heads=2, time_q=4, time_k=5)
     grad = torch.randn(q.shape, generator=torch.Generator().manual_seed(1))
-    results = []
-    for chunk_bytes in (1 << 30, 2 * 2 * 4 * 5 * 4):  # whole members; two samples
+    torch.manual_seed(3)
+    expected = _written_out_attention(q, k, v, biases[bias], rates)
+    expected_grads = torch.autograd.grad(expected, (q, k, v), grad)
+    for chunk_bytes in (1 << 30, 2 * 2 * 4 * 5 * 4):
         monkeypatch.setattr(functional, "CHUNK_BYTES", chunk_bytes)
         torch.manual_seed(3)
         out = attention(q, k, v, biases[bias], rates, training=True)
-        results.append((out, *torch.autograd.grad(out, (q, k, v), grad)))
+        torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
+        grads = torch.autograd.grad(out, (q, k, v), grad)
+        for ours, theirs in zip(grads, expected_grads, strict=True):
+            torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5)
         with torch.no_grad():
             torch.manual_seed(3)
             torch.testing.assert_close(attention(q, k, v, biases[bias], rates, True), out)
-    for whole, chunked in zip(*results, strict=True):
-        torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-5)
+
+
+def test_attention_refuses_rates_that_do_not_divide_the_batch_and_odd_biases():
+    q, k, v, _ = _attention_inputs(5, heads=2, time_q=4, time_k=5)
+    with pytest.raises(ValueError, match="2 dropout rates"):
+        attention(q, k, v, None, (0.1, 0.2), training=True)
+    with pytest.raises(ValueError, match="first axis of 5 or 1"):
+        attention(q, k, v, torch.zeros(3, 1, 1, 5))
+    assert attention(q, k, v, None, (0.1, 0.2)).shape == q.shape  # no dropout: one piece
+    flat = torch.zeros(4, 5).masked_fill(torch.ones(4, 5, dtype=torch.bool).triu(1), -torch.inf)
+    torch.testing.assert_close(attention(q, k, v, flat), attention(q, k, v, flat[None, None]))
 
 
 def test_attention_dropout_keeps_each_members_rate_and_scale():
@@ -239,10 +267,10 @@ def test_attention_dropout_keeps_each_members_rate_and_scale():
         assert (member > 0).float().mean().item() == pytest.approx(1 - p, abs=0.015)
 
 
-@pytest.mark.parametrize("chunk_bytes", [1 << 30, 2 * 4 * 4 * 8])
+@pytest.mark.parametrize("chunk_bytes", [1 << 30, 2 * 2 * 4 * 4 * 4])  # members; two samples
 def test_attention_backward_passes_gradcheck_with_per_member_dropout(monkeypatch, chunk_bytes):
     monkeypatch.setattr(functional, "CHUNK_BYTES", chunk_bytes)
-    q, k, v, biases = _attention_inputs(6, 2, 4, 4, dtype=torch.float64)
+    q, k, v, biases = _attention_inputs(9, 2, 4, 4, dtype=torch.float64)
 
     def with_fixed_masks(q, k, v):
         torch.manual_seed(3)

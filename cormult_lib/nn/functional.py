@@ -166,7 +166,8 @@ class _Chunk:
     @staticmethod
     def split(shape: tuple[int, ...], heads: int, rates, noise) -> list[_Chunk]:
         """The chunks of weights ``shape`` ``(batch * heads, time_q, time_k)`` of
-        ``len(rates)`` members: one per member, or slices of at most :data:`CHUNK_BYTES`."""
+        ``len(rates)`` members: one per member, or slices of whole samples of at most
+        :data:`CHUNK_BYTES` (counted in float32; at least one sample)."""
         n, time_q, time_k = shape
         member_rows = n // len(rates)
         rows = max(1, CHUNK_BYTES // (4 * heads * time_q * time_k)) * heads
@@ -184,8 +185,9 @@ class _Chunk:
 
 def _attend(q, k_t, v_t, bias, chunks, heads, probs) -> torch.Tensor:
     """The forward pass of :class:`_Attention`: ``O^T`` ``(n, d_h, time_q)`` from ``q * scale``
-    ``(n, time_q, d_h)``, ``K^T`` and ``V^T`` ``(n, d_h, time_k)`` (``n = batch * heads``),
-    chunk by chunk; fills ``probs`` ``(n, time_q, time_k)`` with ``P`` when it is given."""
+    ``(n, time_q, d_h)``, ``K^T`` and ``V^T`` ``(n, d_h, time_k)`` (``n = batch * heads``) and
+    ``bias`` ``(batch or 1, 1 or heads, time_q or 1, time_k)`` (or ``None``), chunk by chunk;
+    fills ``probs`` ``(n, time_q, time_k)`` with ``P`` when it is given."""
     n, time_q, head_dim = q.shape
     longest = max(c.rows.stop - c.rows.start for c in chunks)
     scratch = q.new_empty(2 if probs is None else 1, longest, time_q, k_t.shape[2])
@@ -228,7 +230,7 @@ class _Attention(torch.autograd.Function):
     three to four times faster when it is written as ``(d_h x time) @ (time x time)``, so the
     products that end in ``d_h`` columns compute their transposes (``O^T = V^T W^T``,
     ``dV^T = dO^T W``, ``dQ^T = K^T dS^T``, ``dK^T = Q^T dS``) from transposed copies of the
-    small ``time x d_h`` inputs. Runs in float32 (under CPU autocast too).
+    small ``time x d_h`` inputs. Under CPU autocast it casts its inputs to float32.
     """
 
     @staticmethod
@@ -308,11 +310,13 @@ def attention(
     Args:
         q: queries ``(batch, heads, time_q, d_h)``.
         k, v: keys and values ``(batch, heads, time_k, d_h)``.
-        bias: added to the scores, broadcasting to ``(batch, heads, time_q, time_k)``: ``0``
-            where a query may look, ``-inf`` where not; every row must allow at least one key.
-            ``None``: no bias.
+        bias: added to the scores, broadcasting to ``(batch, heads, time_q, time_k)`` with a
+            first axis of ``batch`` or 1 (fewer axes count as leading 1s): ``0`` where a query
+            may look, ``-inf`` where not; every row must allow at least one key. ``None``: no
+            bias.
         dropout_p: drop probability of the attention weights, or one per member of a stack:
-            a tuple of ``count`` rates when ``batch`` stacks ``count`` members, outermost.
+            a tuple of ``count`` rates when ``batch`` stacks ``count`` members, outermost
+            (``batch`` a multiple of ``count``).
         training: apply the dropout.
 
     Returns:
@@ -322,14 +326,25 @@ def attention(
     batch, heads, time_q, head_dim = q.shape
     rates = dropout_p if isinstance(dropout_p, tuple) else (float(dropout_p),)
     drop = training and max(rates) > 0
+    if drop and batch % len(rates):
+        raise ValueError(f"{len(rates)} dropout rates (one per member) for a batch of {batch}")
+    if bias is not None:
+        bias = bias.reshape((1,) * (4 - bias.ndim) + tuple(bias.shape))
+        if bias.ndim != 4 or bias.shape[0] not in (1, batch):
+            expected = (batch, heads, time_q, k.shape[2])
+            raise ValueError(
+                f"bias must broadcast to (batch, heads, time_q, time_k) = {expected} with a "
+                f"first axis of {batch} or 1, got {tuple(bias.shape)}"
+            )
     autograd = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     # Without autograd and dropout the fused CPU kernel is the faster one from heads of 16
     # features on (measured: 25% faster at d_h = 32, 30% slower at d_h = 8).
     inference_kernel = not autograd and not drop and head_dim >= FUSED_CPU_HEAD_DIM
-    if not eager_cpu(q) or inference_kernel:
+    empty = q.numel() == 0 or k.shape[2] == 0
+    if not eager_cpu(q) or inference_kernel or empty:
         return _fused_attention(q, k, v, bias, rates if drop else (0.0,))
     if not drop:
-        rates = (0.0,) * len(rates)
+        rates = (0.0,)
     noise = _noise(rates, batch // len(rates) * heads, time_q, k.shape[2], q.device)
     scale = 1.0 / math.sqrt(head_dim)
     if autograd:
