@@ -21,7 +21,7 @@ prints the speed-up; ``--fill-uninitialized-memory`` times every step again with
 fill of new tensors on (:func:`~cormult_lib.seeding.seed_everything` switches it off);
 ``--data`` measures the share of a training epoch on the synthetic corpus spent loading and
 collating batches, and times its epochs with packing (:mod:`cormult_lib.nn.packing`) against
-the padded layout, for MulT of quick and of paper sizes. ``--breakdown`` times every step twice
+the padded layout, for MulT of quick and of paper sizes. ``--breakdown`` times MulT's step twice
 more with a part of it made free, to show what bounds its efficiency: attention's
 ``time x time`` work (scores, softmax, dropout on the weights and the two products; a stand-in
 keeps the shapes and the gradient paths), and the random numbers of every dropout mask (read

@@ -251,6 +251,15 @@ def test_attention_refuses_rates_that_do_not_divide_the_batch_and_odd_biases():
     torch.testing.assert_close(attention(q, k, v, flat), attention(q, k, v, flat[None, None]))
 
 
+def test_fused_path_gives_a_shared_bias_to_every_member():
+    """PyTorch's kernels (CUDA, ``torch.compile``) with per-member rates and one bias for all
+    samples (a causal mask without padding): a member without dropout gets its exact output."""
+    q, k, v, biases = _attention_inputs(4, heads=2, time_q=4, time_k=5)
+    out = functional._fused_attention(q, k, v, biases["causal"], (0.0, 0.5))
+    expected = F.scaled_dot_product_attention(q[:2], k[:2], v[:2], attn_mask=biases["causal"])
+    torch.testing.assert_close(out[:2], expected)
+
+
 def test_attention_dropout_keeps_each_members_rate_and_scale():
     """With ``Q = K = 0`` every weight is ``1 / time_k`` and ``V = I`` makes the output the
     weights themselves: a member's kept fraction is ``1 - p`` and kept weights are scaled by

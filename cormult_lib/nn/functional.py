@@ -362,7 +362,8 @@ def _fused_attention(q, k, v, bias, rates: tuple[float, ...]) -> torch.Tensor:
         mask = None if bias is None else bias.to(q.dtype)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=rates[0])
     count = len(rates)
-    biases = [None] * count if bias is None else list(bias.chunk(count))
+    shared = bias is None or bias.shape[0] == 1  # one bias for every member
+    biases = [bias] * count if shared else list(bias.chunk(count))
     parts = [
         _fused_attention(qi, ki, vi, bi, (rate,))
         for qi, ki, vi, bi, rate in zip(
