@@ -20,6 +20,7 @@ from reference.mult_v1 import MulT as MulTv1
 import cormult_lib.nn.functional as functional
 from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator
 from cormult_lib.models.mult import MulT
+from cormult_lib.nn import packing, stacked
 from cormult_lib.nn.functional import attention, dropout, dropout_scale, kept_fraction
 from cormult_lib.nn.packing import PackedRows, padded_layout
 
@@ -393,3 +394,52 @@ def test_evaluator_computes_the_same_function_packed(monkeypatch, times, cross_a
         model, features, masks, lambda out: torch.cat([out[m] for m in "TAV"], dim=-1)
     )
     assert any(rows is not None for rows in made), "the padded batch was packed"
+
+
+# ------------------------------------------------- PyTorch's kernels (CUDA, torch.compile)
+def _gradients(model, features, masks, readout):
+    model.zero_grad(set_to_none=True)
+    out = readout(model(features, masks))
+    out.square().sum().backward()
+    return out.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}
+
+
+OFFICIAL_LIKE = {
+    "causal": True,
+    "causal_rule": "shifted",
+    "use_padding_mask": False,
+    "attn_dropout_audio": 0.0,
+    "attn_dropout_vision": 0.0,
+}
+
+
+@pytest.mark.parametrize(
+    ("times", "kwargs"),
+    [(UNALIGNED, {}), (ALIGNED, OFFICIAL_LIKE)],  # aligned: the six directions in one stack
+)
+def test_pytorch_kernels_path_computes_the_same_function(monkeypatch, times, kwargs):
+    """With the project's CPU kernels switched off, the models take the path of CUDA and
+    ``torch.compile`` (``F.dropout``, ``scaled_dot_product_attention``, batched products, no
+    packing), here on the CPU: the same outputs and gradients in eval mode, and a training
+    step with per-member attention dropout runs."""
+    torch.manual_seed(0)
+    model = MulT(DIMS, **SIZES, **kwargs)
+    features, masks = _batch(times)
+    if not kwargs.get("use_padding_mask", True):
+        features = {m: torch.nan_to_num(x) for m, x in features.items()}
+    models = {"MulT": (model, lambda out: out)}
+    torch.manual_seed(0)
+    evaluator = ModalityCorrelationEvaluator(DIMS, **EVALUATOR, shared_time=3, shared_dim=5)
+    models["evaluator"] = (evaluator, lambda out: torch.cat([out[m] for m in "TAV"], dim=-1))
+    for name, (net, readout) in models.items():
+        net.eval()
+        expected = _gradients(net, features, masks, readout)
+        for module in (functional, stacked, packing):
+            monkeypatch.setattr(module, "eager_cpu", lambda x: False)
+        out, grads = _gradients(net, features, masks, readout)
+        torch.testing.assert_close(out, expected[0], atol=1e-5, rtol=1e-5, msg=name)
+        for key, grad in grads.items():
+            torch.testing.assert_close(grad, expected[1][key], atol=1e-5, rtol=1e-4, msg=key)
+        _, trained = _gradients(net.train(), features, masks, readout)
+        assert all(torch.isfinite(g).all() for g in trained.values()), name
+        monkeypatch.undo()
