@@ -19,6 +19,7 @@ from reference.mult_v1 import MulT as MulTv1
 
 import cormult_lib.nn.functional as functional
 from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator
+from cormult_lib.models.clip_msa import ClipMSA
 from cormult_lib.models.mult import MulT
 from cormult_lib.nn import packing, stacked
 from cormult_lib.nn.functional import attention, dropout, dropout_scale, kept_fraction
@@ -422,24 +423,30 @@ def test_pytorch_kernels_path_computes_the_same_function(monkeypatch, times, kwa
     ``torch.compile`` (``F.dropout``, ``scaled_dot_product_attention``, batched products, no
     packing), here on the CPU: the same outputs and gradients in eval mode, and a training
     step with per-member attention dropout runs."""
-    torch.manual_seed(0)
-    model = MulT(DIMS, **SIZES, **kwargs)
     features, masks = _batch(times)
     if not kwargs.get("use_padding_mask", True):
         features = {m: torch.nan_to_num(x) for m, x in features.items()}
-    models = {"MulT": (model, lambda out: out)}
     torch.manual_seed(0)
+    models = {"MulT": (MulT(DIMS, **SIZES, **kwargs), features, masks, lambda out: out)}
     evaluator = ModalityCorrelationEvaluator(DIMS, **EVALUATOR, shared_time=3, shared_dim=5)
-    models["evaluator"] = (evaluator, lambda out: torch.cat([out[m] for m in "TAV"], dim=-1))
-    for name, (net, readout) in models.items():
-        net.eval()
-        expected = _gradients(net, features, masks, readout)
+    pooled = lambda out: torch.cat([out[m] for m in "TAV"], dim=-1)  # noqa: E731
+    models["evaluator"] = (evaluator, features, masks, pooled)
+    # CLIP-MSA: one vector for text and audio, padded frames for vision (its face transformer).
+    branches = {"T": (6, 5), "A": (4, 3), "V": (7, 5)}
+    clip = ClipMSA(branches, hidden_dim=8, num_heads=2)
+    frames = {"T": 1, "A": 1, "V": times["V"]}
+    clip_features = {m: torch.randn(4, t, sum(branches[m])) for m, t in frames.items()}
+    clip_masks = {m: torch.ones(4, t, dtype=torch.bool) for m, t in frames.items()}
+    clip_masks["V"][0, 2:] = False
+    models["CLIP-MSA"] = (clip, clip_features, clip_masks, lambda out: out)
+    for name, (net, x, x_masks, readout) in models.items():
+        expected = _gradients(net.eval(), x, x_masks, readout)
         for module in (functional, stacked, packing):
             monkeypatch.setattr(module, "eager_cpu", lambda x: False)
-        out, grads = _gradients(net, features, masks, readout)
+        out, grads = _gradients(net, x, x_masks, readout)
         torch.testing.assert_close(out, expected[0], atol=1e-5, rtol=1e-5, msg=name)
         for key, grad in grads.items():
             torch.testing.assert_close(grad, expected[1][key], atol=1e-5, rtol=1e-4, msg=key)
-        _, trained = _gradients(net.train(), features, masks, readout)
+        _, trained = _gradients(net.train(), x, x_masks, readout)
         assert all(torch.isfinite(g).all() for g in trained.values()), name
         monkeypatch.undo()
