@@ -8,6 +8,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+# Bytecode caches in .venv/pycache, also where PYTHONDONTWRITEBYTECODE is set (as on this
+# project's development machines): without them each process of a test run or of the tutorial
+# (test workers, notebook kernels, sweep and distributed workers) compiles the ~3,300 modules it
+# imports again, about 4 s of a 2-core CPU each (7.6 s against 3.8 s for one import of torch,
+# transformers, pandas, matplotlib and the library).
+unexport PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX := $(abspath $(VENV))/pycache
+
 .PHONY: tutorial reference docs test lint setup clean device-wheels
 
 setup: $(STAMP)
