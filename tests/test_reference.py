@@ -1,6 +1,7 @@
 """Reference results: provenance, the side-by-side table each chapter prints, and the files."""
 
 import json
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from cormult_lib.tutorial.notebook import RESULT_KEYS
 from cormult_lib.tutorial.reference import (
     REFERENCE_DIR,
     beside_reference,
+    code_version,
     load_reference,
     print_beside_reference,
     seed_list,
@@ -75,6 +77,26 @@ def test_missing_and_malformed_references(tmp_path: Path, capsys) -> None:
 
 REFERENCES = sorted(REFERENCE_DIR.glob("[0-9][0-9]_*.json"))
 
+
+
+def test_code_version_names_the_commit_and_uncommitted_changes(tmp_path: Path, capsys) -> None:
+    assert code_version(tmp_path) == {"commit": None, "uncommitted_changes": None}  # no repo
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "a.txt").write_text("a")
+    subprocess.run([*git, "add", "a.txt"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "a"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert code_version(tmp_path) == {"commit": head.strip(), "uncommitted_changes": False}
+    (tmp_path / "a.txt").write_text("b")
+    assert code_version(tmp_path)["uncommitted_changes"] is True
+    # The block keeps what it is given (taken before a run), and a chapter prints it.
+    code = code_version(tmp_path)
+    record = with_provenance(_record("standard", []), {"profile": "standard"}, code)
+    assert record["reference"]["code"] == code
+    (tmp_path / "07_cormult_training.json").write_text(json.dumps(record))
+    print_beside_reference(_record("quick", []), tmp_path)
+    assert f"code {head[:7]} with uncommitted changes" in capsys.readouterr().out
 
 @pytest.mark.parametrize("path", REFERENCES or [None], ids=lambda p: p.name if p else "none")
 def test_committed_references_hold_the_chapter_schema(path: Path | None) -> None:

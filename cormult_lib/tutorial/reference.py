@@ -6,7 +6,8 @@
 * ``results/NN_name.json``: the chapter's results JSON (the record of
   :meth:`~cormult_lib.tutorial.notebook.NotebookRun.write_results`, same schema) with a
   ``reference`` block added: the command, the parameters, the seed list, the machine, the
-  library versions, the chapter's wall time and the date;
+  library versions, the git commit of the code (and whether the working tree had changes),
+  the chapter's wall time and the date;
 * ``figures/readme/*.png``: one small picture per chapter for the README (at most
   :data:`THUMBNAIL_PIXELS` wide).
 
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 from datetime import datetime
@@ -106,6 +108,21 @@ def library_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[package] = None
     return versions
+
+
+def code_version(root: Path = REPO_ROOT) -> dict[str, Any]:
+    """The git commit checked out in ``root`` and whether its working tree has changes (files
+    tracked or not, ignored ones aside); both ``None`` outside a git checkout or without git."""
+    try:
+        commit, status = (
+            subprocess.run(
+                ["git", *command], cwd=root, capture_output=True, text=True, check=True
+            ).stdout
+            for command in (["rev-parse", "HEAD"], ["status", "--porcelain"])
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "uncommitted_changes": None}
+    return {"commit": commit.strip(), "uncommitted_changes": bool(status.strip())}
 
 
 def seed_list(record: dict[str, Any]) -> list[int]:
@@ -193,10 +210,14 @@ def print_beside_reference(record: dict[str, Any], folder: Path | None = None) -
         print(f"No reference results at {where} (`make reference` writes them).")
         return
     provenance = reference["reference"]
+    commit = (provenance.get("code") or {}).get("commit")
+    code = "" if commit is None else f", code {commit[:7]}"
+    if commit and provenance["code"]["uncommitted_changes"]:
+        code += " with uncommitted changes"
     print(
         f"Reference: {where.name}, profile {reference['settings'].get('profile')}, seeds "
         f"{provenance['seeds']}, {provenance['seconds']:.0f} s on {provenance['machine']['cpu']}"
-        f" ({provenance['machine']['cpu_count']} cores), {provenance['made_at'][:10]}"
+        f" ({provenance['machine']['cpu_count']} cores), {provenance['made_at'][:10]}{code}"
     )
     table = beside_reference(record, reference)
     if table.empty:
@@ -208,8 +229,11 @@ def print_beside_reference(record: dict[str, Any], folder: Path | None = None) -
         print(table.to_string())
 
 
-def with_provenance(record: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
-    """``record`` with its ``reference`` block: command, parameters, seeds, machine, versions."""
+def with_provenance(
+    record: dict[str, Any], parameters: dict[str, Any], code: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``record`` with its ``reference`` block: command, parameters, seeds, machine, versions
+    and ``code`` (:func:`code_version`, taken before the chapters ran; now when ``None``)."""
     command = "make reference  # python -m cormult_lib.tutorial.reference " + " ".join(
         f"-p {name} {value}" for name, value in parameters.items()
     )
@@ -221,6 +245,7 @@ def with_provenance(record: dict[str, Any], parameters: dict[str, Any]) -> dict[
             "seeds": seed_list(record),
             "machine": machine(),
             "versions": library_versions(),
+            "code": code or code_version(),
             "seconds": record["seconds"],
             "made_at": datetime.now().astimezone().isoformat(timespec="seconds"),
         },
@@ -254,6 +279,7 @@ def make_reference(
     from cormult_lib.tutorial import runner
 
     parameters = {**REFERENCE_PARAMETERS, **(parameters or {})}
+    code = code_version()  # before the run writes results/ and figures/
     with tempfile.TemporaryDirectory(prefix="cormult-reference-") as scratch:
         work = Path(scratch)
         arguments = [str(path) for path in notebooks]
@@ -267,7 +293,7 @@ def make_reference(
         status = runner.main(arguments)
         results_dir.mkdir(parents=True, exist_ok=True)
         for path in sorted((work / "outputs").glob("[0-9][0-9]_*.json")):
-            record = with_provenance(json.loads(path.read_text()), parameters)
+            record = with_provenance(json.loads(path.read_text()), parameters, code)
             text = json.dumps(record, indent=1, allow_nan=False) + "\n"
             # The scratch folder is gone after the run: say so rather than keep its name.
             text = text.replace(scratch, SCRATCH).encode()
