@@ -135,6 +135,10 @@ def stand_in_attention(q, k, v, bias=None, dropout_p=0.0, training=False) -> tor
     return q + k.mean(dim=2, keepdim=True) + v.mean(dim=2, keepdim=True)
 
 
+#: The project's draw, kept before :func:`with_free_part` replaces it for the pool to use.
+_UNIFORM_INT16 = functional._uniform_int16
+
+
 class RandomPool:
     """Stands in for the random draws of dropout masks
     (:func:`~cormult_lib.nn.functional._uniform_int16`): int16 values read from one pool of
@@ -146,8 +150,7 @@ class RandomPool:
     def __call__(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
         n = math.prod(shape)
         if n > self.values.numel() or self.values.device != device:
-            words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
-            self.values = words.random_(-(2**63), None).view(torch.int16)
+            self.values = _UNIFORM_INT16((n,), device)
         return self.values[:n].view(shape)
 
 

@@ -350,15 +350,20 @@ def _packings(monkeypatch) -> list[PackedRows | None]:
     return made
 
 
+def _gradients(model, features, masks, readout):
+    """``readout(model(features, masks))`` and the parameters' gradients of its squared sum."""
+    model.zero_grad(set_to_none=True)
+    out = readout(model(features, masks))
+    out.square().sum().backward()
+    return out.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}
+
+
 def _same_outputs_and_gradients(model, features, masks, readout):
     """``readout(model(features, masks))`` and the parameters' gradients, packed and padded."""
     results = []
     for layout in ("packed", "padded"):
-        model.zero_grad(set_to_none=True)
         with padded_layout() if layout == "padded" else nullcontext():
-            out = readout(model(features, masks))
-        out.square().sum().backward()
-        results.append((out.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}))
+            results.append(_gradients(model, features, masks, readout))
     (packed, packed_grads), (padded, padded_grads) = results
     torch.testing.assert_close(packed, padded, atol=1e-5, rtol=1e-5)
     for name, grad in packed_grads.items():
@@ -398,13 +403,6 @@ def test_evaluator_computes_the_same_function_packed(monkeypatch, times, cross_a
 
 
 # ------------------------------------------------- PyTorch's kernels (CUDA, torch.compile)
-def _gradients(model, features, masks, readout):
-    model.zero_grad(set_to_none=True)
-    out = readout(model(features, masks))
-    out.square().sum().backward()
-    return out.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}
-
-
 OFFICIAL_LIKE = {
     "causal": True,
     "causal_rule": "shifted",
