@@ -1,0 +1,189 @@
+"""The stated rule that turns a complete sweep into one choice of setting.
+
+A sweep (chapter 06's shared space :math:`(t, o)`) gives every point a loss and a cost per
+seed. Loss alone always favours the biggest setting that still learns, cost alone the
+smallest, and point estimates of either favour whichever point was lucky. The rule reads both
+the way the tutorial reads every comparison, with a paired 95% interval over seeds
+(:func:`~cormult_lib.stats.seed_interval`):
+
+1. **Not measurably worse.** Let ``best`` be the point of lowest mean loss. A point is
+   *worse* when the interval of its loss minus ``best``'s lies entirely above
+   ``tolerance * loss(best)``.
+2. **Not measurably slower.** Among the points left, let ``fastest`` be the one of lowest mean
+   time. A point is *slower* when the interval of its time minus ``fastest``'s lies entirely
+   above ``tolerance * time(fastest)``.
+3. **The lowest loss** among the points that are neither (ties: the faster one).
+
+Step 2 treats time as step 1 treats loss. Taking the fastest point of step 1 instead lets
+timing noise decide whenever the epoch times differ by less than their spread between runs:
+two reference runs of chapter 06 with every loss equal to the digit chose ``o = 8`` and then
+``o = 32`` that way. With one seed there is no interval, and both steps read the point
+estimates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from cormult_lib.stats import Comparison, seed_interval
+
+__all__ = ["SweepChoice", "choose_point"]
+
+
+@dataclass(frozen=True)
+class SweepChoice:
+    """What :func:`choose_point` decided.
+
+    Attributes:
+        points: one row per point: the key columns, ``loss`` and ``loss_sd``, ``seconds`` and
+            ``seconds_sd`` (mean and sd over seeds), ``n_seeds``, and the flags ``worse``,
+            ``slower`` and ``chosen`` of the rule's three steps.
+        choice, best, fastest: rows of ``points``: the chosen point, the point of lowest mean
+            loss, and the fastest point that is not worse.
+        comparisons: every interval the rule read: each point's loss against ``best``'s, then
+            each remaining point's time against ``fastest``'s.
+        keys: the columns that name a point.
+        tolerance: the relative margin of both steps.
+    """
+
+    points: pd.DataFrame
+    choice: pd.Series
+    best: pd.Series
+    fastest: pd.Series
+    comparisons: list[Comparison]
+    keys: tuple[str, ...]
+    tolerance: float
+
+    def name(self, row: pd.Series) -> str:
+        """A point's key as ``(value, value)``."""
+        return _name(tuple(row[k] for k in self.keys))
+
+    def sentences(self) -> list[str]:
+        """The decision in words, every number read from :attr:`points`."""
+        points, choice = self.points, self.choice
+        seeds = int(points["n_seeds"].iloc[0])
+        method = "paired t intervals" if seeds > 1 else "point estimates, one seed"
+        fast = int((~points["worse"] & ~points["slower"]).sum())
+        lines = [
+            f"best loss {self.best['loss']:.4f} at {self.name(self.best)}; "
+            f"{int((~points['worse']).sum())} of {len(points)} point(s) not measurably worse "
+            f"by more than {self.tolerance:.0%} ({seeds} seeds, {method})",
+            f"fastest of them {self.name(self.fastest)} at {self.fastest['seconds']:.3f} s; "
+            f"{fast} point(s) not measurably slower by more than {self.tolerance:.0%}",
+            f"chosen {self.name(choice)}, the lowest loss of those: {choice['loss']:.4f}, "
+            f"{choice['seconds']:.3f} s",
+        ]
+        if fast == len(points):
+            lines.append(
+                "no point is measurably worse or slower: at this budget and number of seeds "
+                "neither the loss nor the time separates the points"
+            )
+        return lines
+
+
+def _name(key: tuple) -> str:
+    return "(" + ", ".join(str(value) for value in key) + ")"
+
+
+def _beyond(result: Comparison, margin: float) -> bool:
+    """Whether ``a - b`` is measurably above ``margin``: the whole interval, or the point
+    estimate when there is no interval (one seed)."""
+    low = result.ci_low if np.isfinite(result.ci_low) else result.difference
+    return bool(low > margin)
+
+
+def _per_seed(table: pd.DataFrame, keys: list[str], column: str) -> pd.DataFrame:
+    """``column`` as a ``point x seed`` matrix; every point must have every seed once."""
+    counts = table.groupby(keys + ["seed"]).size()
+    if (counts > 1).any():
+        raise ValueError(f"table: {int((counts > 1).sum())} (point, seed) pair(s) appear twice")
+    matrix = table.pivot_table(index=keys, columns="seed", values=column, aggfunc="first")
+    missing = matrix.isna().any(axis=1)
+    if missing.any():
+        lacking = [_name(k if isinstance(k, tuple) else (k,)) for k in matrix.index[missing]]
+        raise ValueError(
+            f"table: point(s) {lacking} lack some of the seeds {list(matrix.columns)}; the rule "
+            "needs a complete grid"
+        )
+    return matrix
+
+
+def choose_point(
+    table: pd.DataFrame,
+    keys: Sequence[str],
+    *,
+    loss: str,
+    seconds: str,
+    tolerance: float,
+    n_loss: int = 0,
+    n_seconds: int = 0,
+) -> SweepChoice:
+    """Choose one point of a complete sweep by the module's rule.
+
+    Args:
+        table: one row per trial: the ``keys`` columns (the point), ``seed``, ``loss`` and
+            ``seconds``; every point with the same seeds.
+        keys: the columns that name a point, e.g. ``["shared_time", "shared_dim"]``.
+        loss: the column to minimise (lower is better).
+        seconds: the cost column (lower is better).
+        tolerance: relative margin of both steps (``>= 0``); 0: any measurable difference.
+        n_loss, n_seconds: samples behind each loss (validation) and each time (an epoch's
+            training samples), reported in the comparisons.
+
+    Raises:
+        ValueError naming the parameter: a negative ``tolerance``, missing columns, a point
+        without every seed, or a (point, seed) pair twice.
+    """
+    keys = list(keys)
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    missing = [c for c in (*keys, "seed", loss, seconds) if c not in table.columns]
+    if missing or not keys:
+        raise ValueError(f"table: columns {missing or 'keys'} missing from {list(table.columns)}")
+    losses = _per_seed(table, keys, loss)
+    times = _per_seed(table, keys, seconds).loc[losses.index]
+    names = [_name(k if isinstance(k, tuple) else (k,)) for k in losses.index]
+    points = losses.index.to_frame(index=False)
+    points["loss"], points["loss_sd"] = losses.mean(axis=1).values, losses.std(axis=1).values
+    points["seconds"], points["seconds_sd"] = times.mean(axis=1).values, times.std(axis=1).values
+    points["n_seeds"] = losses.shape[1]
+    losses, times = losses.to_numpy(), times.to_numpy()
+    comparisons: list[Comparison] = []
+
+    def against(values: np.ndarray, i: int, j: int, metric: str, subset: str, n: int):
+        result = seed_interval(
+            values[i], values[j], metric, names=(names[i], names[j]), subset=subset, n=n,
+            lower_is_better=True,
+        )
+        comparisons.append(result)
+        return result
+
+    best = int(points["loss"].idxmin())
+    margin = tolerance * points.loc[best, "loss"]
+    points["worse"] = [
+        i != best and _beyond(against(losses, i, best, loss, "validation loss", n_loss), margin)
+        for i in points.index
+    ]
+    fastest = int(points.loc[~points["worse"], "seconds"].idxmin())
+    margin = tolerance * points.loc[fastest, "seconds"]
+    points["slower"] = [
+        not worse and i != fastest
+        and _beyond(against(times, i, fastest, seconds, "epoch time", n_seconds), margin)
+        for i, worse in zip(points.index, points["worse"], strict=True)
+    ]
+    candidates = points[~points["worse"] & ~points["slower"]]
+    chosen = int(candidates.sort_values(["loss", "seconds"], kind="stable").index[0])
+    points["chosen"] = points.index == chosen
+    return SweepChoice(
+        points=points,
+        choice=points.loc[chosen],
+        best=points.loc[best],
+        fastest=points.loc[fastest],
+        comparisons=comparisons,
+        keys=tuple(keys),
+        tolerance=tolerance,
+    )
