@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cormult_lib.stats import verdict
 from cormult_lib.training.sweep_choice import choose_point
 
 KEYS = ["shared_time", "shared_dim"]
@@ -86,6 +87,8 @@ def test_sentences_and_comparisons_come_from_the_numbers():
     assert "1 point(s) not measurably slower" in lines[1]
     assert [c.subset for c in result.comparisons] == ["validation loss"] * 2 + ["epoch time"]
     assert result.comparisons[-1].verdict == "b better"  # (32, 128) - (32, 8) time
+    # chapter 10 re-reads stored verdicts from metric names: both must count lower as better
+    assert all(verdict(c.ci_low, c.ci_high, c.metric) == c.verdict for c in result.comparisons)
 
 
 @pytest.mark.parametrize(
