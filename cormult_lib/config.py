@@ -117,8 +117,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ClipMSAConfig:
-    """CLIP-MSA's fusion model on cached encoder outputs (CLIP-MSA section 2.3; the paper's d
-    is 128, the ``paper`` preset's)."""
+    """CLIP-MSA's fusion model on cached encoder outputs (CLIP-MSA section 2.3). The paper
+    does not give ``d`` (only ``d_h = d / m``); the ``paper`` preset's 128 is this
+    repository's choice."""
 
     hidden_dim: int = 32
     num_heads: int = 4

@@ -362,6 +362,27 @@ def test_fine_tuned_evaluator_gets_gradients():
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
 
 
+def test_fine_tuning_leaves_the_given_evaluator_as_it_was():
+    """Seeds built from one pre-trained evaluator each fine-tune their own copy, even after a
+    frozen CorMulT (which shares it and switches its gradients off) was built from it."""
+    features, masks = _batch("TAV")
+    pretrained = _evaluator()
+    CorMulT(_mult(), pretrained)  # frozen: shared, no gradients
+    before = {k: v.clone() for k, v in pretrained.state_dict().items()}
+    first = CorMulT(_mult(), pretrained, fusion="residual", freeze_evaluator=False).train()
+    optimizer = torch.optim.SGD(first.parameters(), lr=1.0)
+    first(features, masks).sum().backward()
+    optimizer.step()
+    changed = [k for k, v in first.evaluator.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed, "the fine-tuned copy must have moved"
+    for key, value in pretrained.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+    second = CorMulT(_mult(), pretrained, fusion="residual", freeze_evaluator=False)
+    for key, value in second.evaluator.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+    assert all(p.requires_grad for p in second.evaluator.parameters())
+
+
 def test_load_cormult_uses_the_saved_evaluator_and_distance(tmp_path):
     tiny = make_synthetic_splits(DataConfig(n_samples=40, seq_len=8), seed=1)
     config = replace(get_config("quick").correlation, epochs=1, num_layers=1, shared_time=2)

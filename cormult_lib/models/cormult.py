@@ -35,6 +35,7 @@ sentiment loss.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from contextlib import nullcontext
 
@@ -63,7 +64,10 @@ class CorMulT(nn.Module):
         fusion: ``"product"`` (``h * Cor``, the paper), ``"residual"`` (``(1 + Cor) * h``,
             the authors' code) or ``"post_norm"`` (this repository's variant: ``Cor`` on the
             pooled memory outputs, see the module docstring).
-        freeze_evaluator: keep the evaluator fixed (no gradients, eval mode).
+        freeze_evaluator: keep the evaluator fixed (no gradients, eval mode); it is then
+            shared with the caller. ``False`` fine-tunes a copy with every parameter
+            trainable, so that the caller's pre-trained evaluator stays as it was (several
+            seeds built from one evaluator each start from the pre-trained weights).
 
     Attributes:
         modalities: the modalities the inputs must hold: the MulT's and the evaluator's (it
@@ -92,6 +96,11 @@ class CorMulT(nn.Module):
                 f"{''.join(evaluator.modalities)}: they share no pair of modalities, so there is "
                 "no coefficient to weight the fusion with"
             )
+        if freeze_evaluator:
+            evaluator.requires_grad_(False)
+            evaluator.eval()
+        else:
+            evaluator = copy.deepcopy(evaluator).requires_grad_(True)
         self.mult = mult
         self.evaluator = evaluator
         self.distance = get_distance(distance)
@@ -103,9 +112,6 @@ class CorMulT(nn.Module):
         self.fused_modalities = mult.modalities
         self.pairs = shared
         self.head = mult.head
-        if freeze_evaluator:
-            evaluator.requires_grad_(False)
-            evaluator.eval()
 
     def train(self, mode: bool = True) -> CorMulT:
         """Set training mode; a frozen evaluator stays in eval mode."""
