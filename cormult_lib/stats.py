@@ -112,7 +112,9 @@ class Comparison:
     ``n`` is the number of test samples (``n_seeds`` the seeds); ``a_value`` / ``b_value``
     are the metrics averaged over seeds; ``difference = a_value - b_value``; ``[ci_low,
     ci_high]`` its 95% interval; ``verdict`` from :func:`verdict`; ``method`` says how the
-    interval was made.
+    interval was made. ``groups``: for two groups of different samples, the size of each
+    (``n`` is their sum), so that a verdict resting on a small group shows it; ``None`` when
+    ``a`` and ``b`` are scored on the same ``n`` samples.
     """
 
     subset: str
@@ -128,6 +130,7 @@ class Comparison:
     ci_high: float
     verdict: str
     method: str
+    groups: tuple[int, int] | None = None
 
     @classmethod
     def build(
@@ -142,6 +145,7 @@ class Comparison:
         interval: tuple[float, float],
         method: str,
         lower_is_better: bool | None = None,
+        groups: tuple[int, int] | None = None,
     ) -> Comparison:
         """The one way comparisons are made: ``difference`` and ``verdict`` computed here from
         the ``values`` of ``a`` and ``b`` (named by ``names``, in that order) and the 95%
@@ -162,10 +166,16 @@ class Comparison:
             ci_high=high,
             verdict=verdict(low, high, metric, lower_is_better),
             method=method,
+            groups=None if groups is None else (int(groups[0]), int(groups[1])),
         )
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def sizes(self) -> str:
+        """``n`` as printed: ``"120"``, or ``"3 vs 50"`` for two groups."""
+        return str(self.n) if self.groups is None else f"{self.groups[0]} vs {self.groups[1]}"
 
     def sentence(self) -> str:
         """The result in words, printed from the numbers, e.g. ``"weak:voice (n=120, 5
@@ -176,7 +186,7 @@ class Comparison:
             "no measurable difference": "no measurable difference",
         }[self.verdict]
         return (
-            f"{self.subset} (n={self.n}, {self.n_seeds} seed{'s' * (self.n_seeds != 1)}): "
+            f"{self.subset} (n={self.sizes}, {self.n_seeds} seed{'s' * (self.n_seeds != 1)}): "
             f"{self.a} - {self.b} {self.metric} = {self.difference:+.3f} "
             f"[{self.ci_low:+.3f}, {self.ci_high:+.3f}], {verdict_words}"
         )
@@ -454,6 +464,7 @@ def auc_against_chance(
         values=(auc, 0.5),
         interval=interval,
         method=f"stratified bootstrap over {len(higher)} + {len(lower)} samples",
+        groups=(len(higher), len(lower)),
     )
 
 
@@ -526,6 +537,7 @@ def mean_difference(
         method=f"{'paired' if paired else 'two-group'} bootstrap over samples"
         + (f" of values averaged over {n_seeds} seeds" if n_seeds > 1 else ""),
         lower_is_better=lower_is_better,
+        groups=None if paired else (len(a), len(b)),
     )
 
 

@@ -58,6 +58,11 @@ def test_the_table_aligns_comparisons_and_marks_those_one_side_lacks() -> None:
     assert len(beside_reference(twice, reference)) == 2, "a repeated pair keeps both rows"
     assert beside_reference(_record("quick", []), reference).iloc[0, 0] == "-"
     assert beside_reference(_record("quick", []), _record("standard", [])).empty
+    two_groups = {**_comparison("weak:voice", 0.1), "n": 53, "groups": [3, 50]}
+    mixed = beside_reference(_record("quick", [two_groups]), reference)
+    assert mixed.loc[("weak:voice", "mae", "CorMulT", "MulT", 0), "this run (quick)"].startswith(
+        "+0.100 [+0.050, +0.150] (n=3 vs 50)"
+    )
     undefined = {**_comparison("all", 0.0), "difference": None, "ci_low": None, "ci_high": None}
     assert beside_reference(_record("quick", [undefined]), _record("standard", [])).empty
 

@@ -45,6 +45,11 @@ def test_provenance_and_verdicts(tmp_path: Path) -> None:
     assert mismatched_verdicts(references) == []
     (found,) = comparisons_of(references["07_cormult_training"], verdict="a better")
     assert found.sentence().endswith("CorMulT better")
+    assert found.groups is None and "(n=120, 5 seeds)" in found.sentence()
+    # Two groups of different samples keep both sizes through the JSON file.
+    _write(tmp_path, "00_data_tour", [{**right, "n": 53, "groups": [3, 50]}])
+    (two,) = comparisons_of(load_references(tmp_path)["00_data_tour"])
+    assert two.groups == (3, 50) and "(n=3 vs 50, 5 seeds)" in two.sentence()
     # A verdict its interval does not support is caught.
     _write(tmp_path, "07_cormult_training", [_comparison(0.01, -0.02, 0.04, "a better")])
     assert len(mismatched_verdicts(load_references(tmp_path))) == 1

@@ -174,6 +174,8 @@ def test_mean_difference_paired_and_two_group_intervals():
     two_group = mean_difference(negative, real, paired=False, metric="agreement")
     assert paired.difference == pytest.approx(two_group.difference)
     assert paired.verdict == "b better" and paired.n == 200 and two_group.n == 400
+    assert paired.groups is None and "(n=200, 1 seed)" in paired.sentence()
+    assert two_group.groups == (200, 200) and "(n=200 vs 200, 1 seed)" in two_group.sentence()
     # Pairing removes the variation the two share: a much narrower interval.
     assert (paired.ci_high - paired.ci_low) < (two_group.ci_high - two_group.ci_low) / 5
     theirs = scipy_stats.bootstrap(

@@ -316,7 +316,7 @@ def plot_comparisons(comparisons: Sequence, title: str = "") -> plt.Figure:
         ax.set_yticks(
             range(len(group)),
             [
-                f"{c.a} - {c.b}, {c.subset} (n={c.n}, {c.n_seeds} seed{'s' * (c.n_seeds != 1)})"
+                f"{c.a} - {c.b}, {c.subset} (n={c.sizes}, {c.n_seeds} seed{'s' * (c.n_seeds != 1)})"
                 for c in group
             ],
             fontsize=8,

@@ -161,8 +161,10 @@ def _interval(frame: pd.DataFrame) -> pd.Series:
 
     def text(c: pd.Series) -> str:
         words = {"a better": f"{c.a} better", "b better": f"{c.b} better"}
+        groups = c.get("groups")  # two groups: their sizes (absent from older records)
+        sizes = f"{groups[0]} vs {groups[1]}" if isinstance(groups, list | tuple) else c.n
         return (
-            f"{c.difference:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}] (n={c.n}) "
+            f"{c.difference:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}] (n={sizes}) "
             f"{words.get(c.verdict, c.verdict)}"
         )
 

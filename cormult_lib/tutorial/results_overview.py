@@ -55,8 +55,9 @@ def comparisons_of(record: dict[str, Any], **where: Any) -> list[Comparison]:
     found = []
     for entry in record.get("comparisons") or []:
         if all(entry.get(key) == value for key, value in where.items()):
-            values = {k: (np.nan if v is None else v) for k, v in entry.items()}
-            found.append(Comparison(**values))
+            values = {k: (np.nan if v is None else v) for k, v in entry.items() if k != "groups"}
+            groups = entry.get("groups")  # JSON keeps the pair as a list; older records lack it
+            found.append(Comparison(**values, groups=None if groups is None else tuple(groups)))
     return found
 
 
