@@ -29,6 +29,7 @@ from cormult_lib.features.vision import (
     pool_channels,
     read_frames,
     resize_image,
+    resolved_weights,
     uniform_frame_indices,
 )
 
@@ -342,6 +343,7 @@ def test_imagenet_weights_load_from_the_hub_cache(tmp_path, monkeypatch):
 
 def test_auto_weights_use_imagenet_when_cached_and_random_otherwise(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert resolved_weights("auto", "resnet18") is None
     with pytest.warns(UserWarning, match="randomly initialised"):
         FrameEncoder(weights="auto", backbone="resnet18")
     torch.manual_seed(3)
@@ -353,6 +355,9 @@ def test_auto_weights_use_imagenet_when_cached_and_random_otherwise(tmp_path, mo
         warnings.simplefilter("error")
         encoder = FrameEncoder(weights="auto", backbone="resnet18")
     assert torch.equal(encoder.backbone.conv1.weight, reference.conv1.weight)
+    assert resolved_weights("auto", "resnet18") == "imagenet"
+    assert resolved_weights("auto", "resnet50") is None, "each backbone has its own checkpoint"
+    assert resolved_weights(None) is None and resolved_weights("imagenet") == "imagenet"
 
 
 def test_local_state_dict_gives_that_models_outputs(tmp_path):

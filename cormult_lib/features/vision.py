@@ -372,6 +372,15 @@ def _backbone(name: str) -> tuple:
     return BACKBONES[name]
 
 
+def resolved_weights(weights: str | Path | None, backbone: str = "resnet50") -> str | Path | None:
+    """What :class:`FrameEncoder` loads for ``weights``: ``"auto"`` becomes ``"imagenet"``
+    when the ImageNet checkpoint of ``backbone`` is in the torch hub cache, else ``None``
+    (random weights); any other value is returned as it is."""
+    if weights == "auto":
+        return "imagenet" if imagenet_checkpoint_path(backbone).is_file() else None
+    return weights
+
+
 def _build_backbone(name: str, weights: str | Path | None, download: bool) -> nn.Module:
     build, enum, _ = _backbone(name)
     checkpoint = imagenet_checkpoint_path(name)
@@ -380,8 +389,7 @@ def _build_backbone(name: str, weights: str | Path | None, download: bool) -> nn
         f"(here: {checkpoint.parent}) and pass weights='imagenet', or pass weights= a local "
         f"state-dict path"
     )
-    if weights == "auto":
-        weights = "imagenet" if checkpoint.is_file() else None
+    weights = resolved_weights(weights, name)
     if weights is None:
         warnings.warn(
             f"FrameEncoder(weights=None): the {name} backbone is randomly initialised, so its "
