@@ -11,7 +11,7 @@ from cormult_lib.config import DataConfig
 from cormult_lib.data.synthetic import SyntheticCorpus
 from cormult_lib.data.synthetic_raw import render_raw
 from cormult_lib.tutorial.audio_checks import compare_with_torchaudio, speech_measures
-from cormult_lib.tutorial.timing import median_seconds
+from cormult_lib.tutorial.timing import median_seconds, seconds_per_call
 
 
 def test_compare_with_torchaudio_reports_tiny_differences() -> None:
@@ -46,5 +46,8 @@ def test_median_seconds_takes_turns_and_reports_each() -> None:
     medians = median_seconds(functions, torch.zeros(1), repeats=3)
     assert calls == ["fast", "slow"] * 4  # one warm-up each, then alternating repeats
     assert medians["slow"] >= 0.01 > medians["fast"]
+    times = seconds_per_call(functions, torch.zeros(1), repeats=4)
+    assert [len(v) for v in times.values()] == [4, 4]
+    assert min(times["slow"]) >= 0.01 > max(times["fast"])
     with pytest.raises(ValueError, match="repeats"):
         median_seconds(functions, torch.zeros(1), repeats=0)

@@ -15,17 +15,18 @@ from cormult_lib.nn.packing import padded_layout
 T = TypeVar("T")
 
 
-def median_seconds(
+def seconds_per_call(
     functions: dict[str, Callable[[torch.Tensor], object]],
     x: torch.Tensor,
     repeats: int = 5,
     autograd: bool = False,
-) -> dict[str, float]:
-    """Median wall time of each ``fn(x)`` over ``repeats`` runs after one warm-up run each.
+) -> dict[str, list[float]]:
+    """Wall time of each ``fn(x)`` in each of ``repeats`` runs, after one warm-up run each.
 
-    The functions take turns within every repeat, so a busy machine slows them alike; on CUDA
-    the device is synchronised around each call so that the time covers the kernels. The calls
-    run under ``torch.inference_mode`` unless ``autograd=True`` (to time training steps).
+    The functions take turns within every repeat, so a busy machine slows them alike and the
+    ``i``-th times of two functions form a pair; on CUDA the device is synchronised around each
+    call so that the time covers the kernels. The calls run under ``torch.inference_mode``
+    unless ``autograd=True`` (to time training steps).
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
@@ -45,6 +46,17 @@ def median_seconds(
                 fn(x)
                 sync()
                 times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median_seconds(
+    functions: dict[str, Callable[[torch.Tensor], object]],
+    x: torch.Tensor,
+    repeats: int = 5,
+    autograd: bool = False,
+) -> dict[str, float]:
+    """The median of each function's :func:`seconds_per_call` (same arguments)."""
+    times = seconds_per_call(functions, x, repeats, autograd)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
