@@ -70,5 +70,7 @@ def test_identical_rows_are_found() -> None:
     assert ("CorMulT Table 2: C", "CorMulT Table 4: MMLatch") in pairs
     assert ("CorMulT Table 2: Average", "CorMulT Table 4: MULT") in pairs
     assert ("CorMulT Table 2: A", "CorMulT Table 2: B") not in pairs
+    # Table 3 prints MAE and Corr x 100: its cosine row is Table 2's D in the metrics' units.
+    assert ("CorMulT Table 2: D", "CorMulT Table 3: Cosine Similarity") in pairs
     one = PaperTable("P", 1, "c", "d", ("a",), {"x": (1.0,), "y": (math.nan,)}, "f")
     assert identical_rows((one, one)).shape[0] == 1, "the dash row is never matched"

@@ -109,21 +109,23 @@ def paper_table(paper: str, number: int) -> PaperTable:
 
 
 def identical_rows(tables: tuple[PaperTable, ...] = TABLES) -> pd.DataFrame:
-    """Rows of different tables (or of one) that print exactly the same numbers.
+    """Rows of different tables (or of one) that give exactly the same numbers, compared in the
+    metrics' own units (:meth:`PaperTable.frame`: Table 3's MAE x 100 is Table 2's MAE).
 
     Returns:
         One row per pair, with the columns ``first``, ``second`` (``"CorMulT Table 2: C"``)
-        and ``values``; rows with a dash are never matched.
+        and ``values`` (in the metrics' units); rows with a dash are never matched.
     """
     labelled = [
-        (f"{table.name}: {label}", table.columns, values)
+        (f"{table.name}: {label}", table.columns, tuple(values))
         for table in tables
-        for label, values in table.rows.items()
-        if not any(math.isnan(v) for v in values)
+        for label, values in table.frame().iterrows()
+        if not values.isna().any()
     ]
     pairs = [
         {"first": a, "second": b, "values": values_a}
         for (a, columns_a, values_a), (b, columns_b, values_b) in combinations(labelled, 2)
-        if columns_a == columns_b and values_a == values_b
+        if columns_a == columns_b
+        and all(math.isclose(x, y, rel_tol=1e-9) for x, y in zip(values_a, values_b, strict=True))
     ]
     return pd.DataFrame(pairs, columns=["first", "second", "values"])
