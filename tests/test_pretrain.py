@@ -10,6 +10,7 @@ import torch
 
 from cormult_lib.config import DataConfig, get_config
 from cormult_lib.correlation.evaluation import (
+    auc_comparisons,
     coefficient_table,
     separation_auc,
     weak_strong_auc,
@@ -120,6 +121,12 @@ def test_weak_strong_and_coefficient_tables(trained, splits):
     strong = int((test.meta["correlation"] == "strong").sum())
     assert (ranking["n_strong"] == strong).all()
     assert ranking["auc"].between(0, 1).all()
+    # As comparisons with chance: both group sizes travel with the interval.
+    for comparison, (_, row) in zip(
+        auc_comparisons(ranking, by=["discrepancy", "pair"]), ranking.iterrows(), strict=True
+    ):
+        assert comparison.groups == (row["n_strong"], row["n_weak"])
+        assert f"(n={row['n_strong']} vs {row['n_weak']}, 1 seed)" in comparison.sentence()
 
 
 def test_save_and_load_give_identical_coefficients(trained, splits, tmp_path):

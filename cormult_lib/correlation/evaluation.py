@@ -230,7 +230,7 @@ def weak_strong_auc(
 def auc_comparisons(table: pd.DataFrame, by: Sequence[str]) -> list[Comparison]:
     """The rows of :func:`separation_auc` or :func:`weak_strong_auc` as comparisons of ``Cor``
     with chance (AUC 0.5), for a chapter's ``comparisons``; ``subset`` joins the ``by``
-    columns (e.g. ``"B TA"``), ``n`` counts both groups."""
+    columns (e.g. ``"B TA"``), ``n`` counts both groups and ``groups`` gives each."""
     sizes = ("n_pos", "n_neg") if "n_pos" in table else ("n_strong", "n_weak")
     return [
         Comparison.build(
@@ -242,6 +242,7 @@ def auc_comparisons(table: pd.DataFrame, by: Sequence[str]) -> list[Comparison]:
             values=(row["auc"], 0.5),
             interval=(row["auc_low"] - 0.5, row["auc_high"] - 0.5),
             method=f"stratified bootstrap over {row[sizes[0]]} + {row[sizes[1]]} samples",
+            groups=(row[sizes[0]], row[sizes[1]]),
         )
         for _, row in table.iterrows()
     ]
