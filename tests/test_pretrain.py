@@ -105,6 +105,13 @@ def test_paired_counts_negatives_below_their_own_real_sample(tiny):
                 row = table.loc[(strategy, "".join(pair))]
                 assert row["paired"] == pytest.approx(wins), (strategy, pair)
                 assert row["n_neg"] == int(keep.sum())
+                # the Wilson interval of that share, written out
+                n, z = int(keep.sum()), 1.959963984540054
+                share = int((real[pair][keep] > fake[pair][keep]).sum()) / n  # exact, not float32
+                centre = (share + z**2 / (2 * n)) / (1 + z**2 / n)
+                half = z * np.sqrt(share * (1 - share) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+                assert row["paired_low"] == pytest.approx(centre - half, abs=1e-9)
+                assert row["paired_high"] == pytest.approx(centre + half, abs=1e-9)
     with pytest.raises(ValueError, match="negative_options.*noise"):
         separation_auc(result.model, test, result.distance, negative_options={"noise": 1.0})
 

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from scipy import stats as scipy_stats
 
 from cormult_lib.correlation.distances import Distance, present_pairs
 from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator
@@ -34,7 +35,7 @@ from cormult_lib.correlation.negatives import (
 )
 from cormult_lib.data.dataset import MultimodalSplit, make_loader
 from cormult_lib.device import move_to_device
-from cormult_lib.stats import Comparison, auc_against_chance
+from cormult_lib.stats import CONFIDENCE, Comparison, auc_against_chance
 
 
 def pair_name(pair: tuple[str, str]) -> str:
@@ -95,7 +96,8 @@ def separation_auc(
         ``auc`` with its 95% interval ``auc_low`` / ``auc_high``, ``paired`` (the share of
         negatives whose ``Cor`` is below that of the real
         sample they were made from: the per-sample ranking the triplet loss trains, where
-        ``auc`` compares every real sample with every negative), ``n_pos``, ``n_neg``.
+        ``auc`` compares every real sample with every negative) with its 95% Wilson interval
+        ``paired_low`` / ``paired_high`` over the ``n_neg`` negatives, ``n_pos``, ``n_neg``.
     """
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown or not strategies:
@@ -144,12 +146,23 @@ def separation_auc(
                     "strategy": s,
                     "pair": pair_name(pair),
                     **_auc_columns(pos, neg, seed),
-                    "paired": np.concatenate(wins[(s, pair)]).mean() if len(neg) else np.nan,
+                    **_share_columns(np.concatenate(wins[(s, pair)]) if len(neg) else neg),
                     "n_pos": len(pos),
                     "n_neg": len(neg),
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _share_columns(won: np.ndarray) -> dict[str, float]:
+    """``paired``: the share of ``True`` in ``won``, with its 95% Wilson interval
+    (:meth:`scipy.stats.binomtest`'s ``proportion_ci``); NaN when ``won`` is empty."""
+    if len(won) == 0:
+        return {"paired": np.nan, "paired_low": np.nan, "paired_high": np.nan}
+    interval = scipy_stats.binomtest(int(won.sum()), len(won)).proportion_ci(
+        confidence_level=CONFIDENCE, method="wilson"
+    )
+    return {"paired": won.mean(), "paired_low": interval.low, "paired_high": interval.high}
 
 
 @torch.no_grad()
