@@ -326,8 +326,8 @@ class FeatureCache:
                 detail = f"; unreadable: {', '.join(unreadable[:5])}" if unreadable else ""
                 warnings.warn(
                     f"{self.root} [{name}]: {missing} of {len(rows)} clip(s) of the label table "
-                    f"have no cached features{detail}; extracting again repairs them (see "
-                    f"{REPORT})",
+                    f"have no cached features{detail}; extracting again retries them, and {REPORT} "
+                    "names the clips that failed and why",
                     UserWarning,
                     stacklevel=3,
                 )
