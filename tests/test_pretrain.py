@@ -61,7 +61,8 @@ def test_pretraining_lowers_the_validation_loss(trained):
 def test_coefficients_separate_real_samples_from_negatives(trained, splits):
     auc = separation_auc(trained.model, splits["test"], trained.distance, strategies=("A", "B"))
     assert list(auc.columns) == [
-        "strategy", "pair", "auc", "auc_low", "auc_high", "paired", "n_pos", "n_neg"
+        "strategy", "pair", "auc", "auc_low", "auc_high", "paired", "paired_low", "paired_high",
+        "n_pos", "n_neg",
     ]  # fmt: skip
     assert ((auc["auc_low"] < auc["auc"]) & (auc["auc"] < auc["auc_high"])).all(), "95% interval"
     assert len(auc) == 6 and (auc["n_pos"] == len(splits["test"])).all()
@@ -74,6 +75,7 @@ def test_coefficients_separate_real_samples_from_negatives(trained, splits):
     assert (table > 0.6).all().all(), table
     assert (table.mean(axis=1) > 0.7).all(), table
     assert (auc["paired"] > 0.6).all(), auc
+    assert ((auc["paired_low"] < auc["paired"]) & (auc["paired"] < auc["paired_high"])).all()
 
 
 def test_paired_counts_negatives_below_their_own_real_sample(tiny):
