@@ -105,6 +105,12 @@ def verdict(ci_low: float, ci_high: float, metric: str, lower_is_better: bool | 
     return "no measurable difference"
 
 
+def sample_sizes(n: int, groups: Sequence[int] | None) -> str:
+    """How a comparison's ``n`` is printed: ``"120"``, or ``"3 vs 50"`` when ``groups`` gives
+    the sizes of two groups of different samples."""
+    return str(n) if groups is None else f"{groups[0]} vs {groups[1]}"
+
+
 @dataclass(frozen=True)
 class Comparison:
     """One row of a chapter's ``comparisons`` list: ``a - b`` on ``metric`` over ``subset``.
@@ -175,7 +181,7 @@ class Comparison:
     @property
     def sizes(self) -> str:
         """``n`` as printed: ``"120"``, or ``"3 vs 50"`` for two groups."""
-        return str(self.n) if self.groups is None else f"{self.groups[0]} vs {self.groups[1]}"
+        return sample_sizes(self.n, self.groups)
 
     def sentence(self) -> str:
         """The result in words, printed from the numbers, e.g. ``"weak:voice (n=120, 5

@@ -85,6 +85,8 @@ def test_sentences_and_comparisons_come_from_the_numbers():
         f"{choice['seconds']:.3f} s"
     )
     assert "1 point(s) not measurably slower" in lines[1]
+    assert f"margin {0.02 * result.best['loss']:.4f}" in lines[0]
+    assert f"margin {0.02 * result.fastest['seconds']:.3f} s" in lines[1]
     assert [c.subset for c in result.comparisons] == ["validation loss"] * 2 + ["epoch time"]
     assert result.comparisons[-1].verdict == "b better"  # (32, 128) - (32, 8) time
     # chapter 10 re-reads stored verdicts from metric names: both must count lower as better
@@ -97,6 +99,8 @@ def test_sentences_and_comparisons_come_from_the_numbers():
         (lambda t: t.drop(index=3), r"\(32, 8\).*lack some of the seeds"),
         (lambda t: pd.concat([t, t.iloc[:1]]), "appear twice"),
         (lambda t: t.drop(columns="epoch_s"), "epoch_s"),
+        (lambda t: t.assign(valid_loss=t["valid_loss"].where(t["seed"] > 0)), "valid_loss: non"),
+        (lambda t: t.iloc[:0], "no trials"),
     ],
 )
 def test_bad_tables_are_refused(change, message):
@@ -105,6 +109,9 @@ def test_bad_tables_are_refused(change, message):
         choose(change(table))
 
 
-def test_negative_tolerance_is_refused():
+def test_negative_tolerance_and_no_keys_are_refused():
     with pytest.raises(ValueError, match="tolerance"):
         choose(trials({(8, 8): (0.2, 0.5)}), tolerance=-0.1)
+    with pytest.raises(ValueError, match="keys"):
+        choose_point(trials({(8, 8): (0.2, 0.5)}), [], loss="valid_loss", seconds="epoch_s",
+                     tolerance=0.02)

@@ -29,8 +29,8 @@ for perfectly anti-correlated pairs.
 
 By default the evaluator is frozen, as in the paper: its parameters get no gradient, the
 coefficients are computed without autograd, and it stays in eval mode (no dropout) even when
-the CorMulT module is put in training mode. ``freeze_evaluator=False`` fine-tunes it with the
-sentiment loss.
+the CorMulT module is put in training mode. ``freeze_evaluator=False`` fine-tunes a copy of it
+with the sentiment loss, leaving the pre-trained evaluator that was passed in as it was.
 """
 
 from __future__ import annotations

@@ -13,4 +13,5 @@ Modules:
     supervised: train and evaluate a sentiment model, on subsets and over seeds.
     sweep, sweep_storage: grids x seeds as Optuna studies, shared by workers through SQLite or a
         database server.
+    sweep_choice: the stated rule that chooses one point of a complete sweep (chapter 06).
 """

@@ -16,8 +16,9 @@ the way the tutorial reads every comparison, with a paired 95% interval over see
 
 Step 2 treats time as step 1 treats loss. Taking the fastest point of step 1 instead lets
 timing noise decide whenever the epoch times differ by less than their spread between runs:
-two reference runs of chapter 06 with every loss equal to the digit chose ``o = 8`` and then
-``o = 32`` that way. With one seed there is no interval, and both steps read the point
+chapter 06's reference results at commits 7cccccd and 60e328a, every loss equal to the digit,
+chose ``o = 8`` and then ``o = 32`` that way (``tests/test_sweep_choice.py`` shows it on
+generated times). With one seed there is no interval, and both steps read the point
 estimates.
 """
 
@@ -71,9 +72,11 @@ class SweepChoice:
         lines = [
             f"best loss {self.best['loss']:.4f} at {self.name(self.best)}; "
             f"{int((~points['worse']).sum())} of {len(points)} point(s) not measurably worse "
-            f"by more than {self.tolerance:.0%} ({seeds} seeds, {method})",
+            f"by more than {self.tolerance:.0%} (margin {self.tolerance * self.best['loss']:.4f}; "
+            f"{seeds} seeds, {method})",
             f"fastest of them {self.name(self.fastest)} at {self.fastest['seconds']:.3f} s; "
-            f"{fast} point(s) not measurably slower by more than {self.tolerance:.0%}",
+            f"{fast} point(s) not measurably slower by more than {self.tolerance:.0%} (margin "
+            f"{self.tolerance * self.fastest['seconds']:.3f} s)",
             f"chosen {self.name(choice)}, the lowest loss of those: {choice['loss']:.4f}, "
             f"{choice['seconds']:.3f} s",
         ]
@@ -97,11 +100,16 @@ def _beyond(result: Comparison, margin: float) -> bool:
 
 
 def _per_seed(table: pd.DataFrame, keys: list[str], column: str) -> pd.DataFrame:
-    """``column`` as a ``point x seed`` matrix; every point must have every seed once."""
+    """``column`` as a ``point x seed`` matrix; every point must have every seed once, with a
+    finite value."""
+    values = table[column].to_numpy(dtype=float)
+    if not np.isfinite(values).all():
+        bad = table.loc[~np.isfinite(values), keys + ["seed"]].to_dict(orient="records")
+        raise ValueError(f"{column}: non-finite values (a diverged run?) at {bad[:5]}")
     counts = table.groupby(keys + ["seed"]).size()
     if (counts > 1).any():
         raise ValueError(f"table: {int((counts > 1).sum())} (point, seed) pair(s) appear twice")
-    matrix = table.pivot_table(index=keys, columns="seed", values=column, aggfunc="first")
+    matrix = table.set_index(keys + ["seed"])[column].unstack("seed")
     missing = matrix.isna().any(axis=1)
     if missing.any():
         lacking = [_name(k if isinstance(k, tuple) else (k,)) for k in matrix.index[missing]]
@@ -141,9 +149,13 @@ def choose_point(
     keys = list(keys)
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    if not keys:
+        raise ValueError("keys must name at least one column")
     missing = [c for c in (*keys, "seed", loss, seconds) if c not in table.columns]
-    if missing or not keys:
-        raise ValueError(f"table: columns {missing or 'keys'} missing from {list(table.columns)}")
+    if missing:
+        raise ValueError(f"table: columns {missing} missing from {list(table.columns)}")
+    if table.empty:
+        raise ValueError("table has no trials: nothing to choose from")
     losses = _per_seed(table, keys, loss)
     times = _per_seed(table, keys, seconds).loc[losses.index]
     names = [_name(k if isinstance(k, tuple) else (k,)) for k in losses.index]

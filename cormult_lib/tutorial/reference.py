@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 
 from cormult_lib.files import write_atomically
+from cormult_lib.stats import sample_sizes
 from cormult_lib.tutorial import REPO_ROOT
 
 REFERENCE_DIR = REPO_ROOT / "results"
@@ -162,7 +163,7 @@ def _interval(frame: pd.DataFrame) -> pd.Series:
     def text(c: pd.Series) -> str:
         words = {"a better": f"{c.a} better", "b better": f"{c.b} better"}
         groups = c.get("groups")  # two groups: their sizes (absent from older records)
-        sizes = f"{groups[0]} vs {groups[1]}" if isinstance(groups, list | tuple) else c.n
+        sizes = sample_sizes(c.n, groups if isinstance(groups, list | tuple) else None)
         return (
             f"{c.difference:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}] (n={sizes}) "
             f"{words.get(c.verdict, c.verdict)}"
