@@ -89,6 +89,13 @@ def test_sentences_and_comparisons_come_from_the_numbers():
     assert f"margin {0.02 * result.fastest['seconds']:.3f} s" in lines[1]
     assert [c.subset for c in result.comparisons] == ["validation loss"] * 2 + ["epoch time"]
     assert result.comparisons[-1].verdict == "b better"  # (32, 128) - (32, 8) time
+    # the rule's own call on each interval, with the margins in the metrics' units
+    assert result.margins == {
+        "valid_loss": pytest.approx(0.02 * result.best["loss"]),
+        "epoch_s": pytest.approx(0.02 * result.fastest["seconds"]),
+    }
+    calls = [line.rsplit(": ", 1)[1] for line in result.interval_lines()]
+    assert calls == ["worse", "kept", "slower"]  # (2, 8) loss, (32, 8) loss, (32, 128) time
     # chapter 10 re-reads stored verdicts from metric names: both must count lower as better
     assert all(verdict(c.ci_low, c.ci_high, c.metric) == c.verdict for c in result.comparisons)
 

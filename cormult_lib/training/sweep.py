@@ -11,8 +11,9 @@ size ``(t, o)`` of its shared space, each over several seeds. This module runs s
   them, :func:`summarize_sweep` gives the mean and standard deviation over seeds per setting.
 
 Storage. ``storage`` is a path (an embedded SQLite file, the default: several processes on
-one machine may share it), any SQLAlchemy URL (``postgresql://user@host/db``, ``mysql://...``:
-machines that reach the same database server share the sweep) or an Optuna storage object
+one machine may share it), any SQLAlchemy URL (``postgresql+psycopg://user@host/db``, the
+psycopg 3 driver the dev extra installs; ``mysql://...``: machines that reach the same database
+server share the sweep) or an Optuna storage object
 (for a shared file system without a database, ``optuna.storages.JournalStorage(
 optuna.storages.journal.JournalFileBackend("sweep.log"))``). Every finished trial is committed
 at once, so an interrupted sweep loses at most the trials that were running.

@@ -49,6 +49,8 @@ class SweepChoice:
             each remaining point's time against ``fastest``'s.
         keys: the columns that name a point.
         tolerance: the relative margin of both steps.
+        margins: the margins in the metrics' own units, by metric (the loss column:
+            ``tolerance * best loss``; the time column: ``tolerance * fastest time``).
     """
 
     points: pd.DataFrame
@@ -58,6 +60,7 @@ class SweepChoice:
     comparisons: list[Comparison]
     keys: tuple[str, ...]
     tolerance: float
+    margins: dict[str, float]
 
     def name(self, row: pd.Series) -> str:
         """A point's key as ``(value, value)``."""
@@ -84,6 +87,23 @@ class SweepChoice:
             lines.append(
                 "no point is measurably worse or slower: at this budget and number of seeds "
                 "neither the loss nor the time separates the points"
+            )
+        return lines
+
+    def interval_lines(self) -> list[str]:
+        """Each interval the rule read, with the rule's call on it: whether its lower end (the
+        point estimate with one seed) lies beyond the step's margin. A comparison's own verdict
+        uses no margin, so "b better" can sit beside "within the margin"."""
+        lines = []
+        for c in self.comparisons:
+            margin = self.margins[c.metric]
+            flag = "worse" if c.subset == "validation loss" else "slower"  # step 1 or step 2
+            call = f"beyond the margin {margin:.4g}: {flag}" if _beyond(c, margin) else (
+                f"within the margin {margin:.4g}: kept"
+            )
+            lines.append(
+                f"{c.subset}: {c.a} - {c.b} = {c.difference:+.4g} [{c.ci_low:+.4g}, "
+                f"{c.ci_high:+.4g}] ({c.n_seeds} seeds); lower end {call}"
             )
         return lines
 
@@ -175,13 +195,14 @@ def choose_point(
         return result
 
     best = int(points["loss"].idxmin())
-    margin = tolerance * points.loc[best, "loss"]
+    margins = {loss: tolerance * points.loc[best, "loss"]}
+    margin = margins[loss]
     points["worse"] = [
         i != best and _beyond(against(losses, i, best, loss, "validation loss", n_loss), margin)
         for i in points.index
     ]
     fastest = int(points.loc[~points["worse"], "seconds"].idxmin())
-    margin = tolerance * points.loc[fastest, "seconds"]
+    margins[seconds] = margin = tolerance * points.loc[fastest, "seconds"]
     points["slower"] = [
         not worse and i != fastest
         and _beyond(against(times, i, fastest, seconds, "epoch time", n_seconds), margin)
@@ -198,4 +219,5 @@ def choose_point(
         comparisons=comparisons,
         keys=tuple(keys),
         tolerance=tolerance,
+        margins={name: float(value) for name, value in margins.items()},
     )

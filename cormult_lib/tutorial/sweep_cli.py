@@ -6,7 +6,7 @@ One machine, four workers on the default SQLite file::
 
 Several machines: the same command on each, all pointed at one database server::
 
-    cormult-sweep --sweep distances --profile paper --storage postgresql://me@db/sweeps \\
+    cormult-sweep --sweep distances --profile paper --storage postgresql+psycopg://me@db/sweeps \\
         --device cuda --workers 1
 
 Every worker pulls the next unfinished (point, seed) of the study until the grid is done, so
