@@ -1,0 +1,34 @@
+"""The rough power calculation: how many samples would decide an undecided comparison."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from cormult_lib.stats import Comparison, mean_difference
+from cormult_lib.tutorial.power import decide_sentence, samples_to_decide
+
+
+def test_samples_to_decide_scales_with_the_squared_width_ratio():
+    undecided = Comparison.build(
+        subset="weak:voice", n=100, n_seeds=5, metric="mae", names=("a", "b"),
+        values=(0.75, 0.70), interval=(-0.05, 0.15), method="test",
+    )
+    assert samples_to_decide(undecided) == pytest.approx(400)  # half-width 0.1, difference 0.05
+    decided = replace(undecided, ci_low=0.04, ci_high=0.06)
+    assert samples_to_decide(decided) < decided.n
+    assert np.isnan(samples_to_decide(replace(undecided, difference=0.0)))
+    assert np.isnan(samples_to_decide(replace(undecided, ci_low=float("nan"))))
+    assert decide_sentence(undecided) == (
+        "weak:voice: mae difference +0.050 at n=100; about 400 samples (4.0x) would decide it "
+        "if it stayed so"
+    )
+    assert decide_sentence(decided).endswith("already decided by its interval")
+    # the 1/sqrt(n) rule it rests on: a bootstrap interval at 4n is about half as wide
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (200, 800):
+        a, b = rng.normal(0.05, 1, n), rng.normal(0, 1, n)
+        c = mean_difference(a, b, paired=True, metric="agreement")
+        widths.append(c.ci_high - c.ci_low)
+    assert widths[1] / widths[0] == pytest.approx(0.5, abs=0.1)
