@@ -8,6 +8,7 @@ Modules:
     probes: linear probes that read what a feature or an embedding holds.
     audio_checks: chapter 01's checks of a log-Mel spectrogram against its waveform.
     timing: wall-clock timing of a chapter's steps.
+    power: how many samples would decide a comparison that its interval leaves undecided.
     chapter_sweeps: the sweeps of chapters 05 and 06 on the Optuna engine of
         :mod:`cormult_lib.training.sweep`, from one ``SweepSetup`` (data, grid, seeds, device);
         sweep_cli runs them from a shell (``cormult-sweep``).
