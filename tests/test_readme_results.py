@@ -37,6 +37,7 @@ def test_quick_timings_are_recorded_and_tabled(tmp_path: Path) -> None:
             {"notebook": name, "settings": {"profile": profile}, "seconds": seconds}))
     target = record_quick_timings(quick, "nbval, 1 thread", tmp_path)
     assert json.loads(target.read_text())["seconds"] == {"07_cormult_training": 95.3}
+    assert "torch_threads" not in json.loads(target.read_text())["machine"], "not this process's"
     table = timing_table(tmp_path)
     assert "| `07_cormult_training` | 1.6 min | - |" in table
     assert "quick: nbval, 1 thread" in table and "GPU: not measured" in table

@@ -55,7 +55,8 @@ def record_quick_timings(quick_dir: Path, conditions: str, results_dir: Path) ->
         raise FileNotFoundError(f"{quick_dir} holds no results JSON of a quick-profile run")
     payload = {
         "conditions": conditions,
-        "machine": machine(),
+        # The chapters' thread count is the run's (in ``conditions``), not this process's.
+        "machine": {k: v for k, v in machine().items() if k != "torch_threads"},
         "made_at": datetime.now().astimezone().isoformat(timespec="seconds"),
         "seconds": seconds,
     }
