@@ -146,7 +146,7 @@ def separation_auc(
                     "strategy": s,
                     "pair": pair_name(pair),
                     **_auc_columns(pos, neg, seed),
-                    **_share_columns(np.concatenate(wins[(s, pair)]) if len(neg) else neg),
+                    **_share_columns(np.concatenate(wins[(s, pair)] or [np.zeros(0, bool)])),
                     "n_pos": len(pos),
                     "n_neg": len(neg),
                 }

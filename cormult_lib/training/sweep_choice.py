@@ -108,8 +108,10 @@ class SweepChoice:
         return lines
 
 
-def _name(key: tuple) -> str:
-    return "(" + ", ".join(str(value) for value in key) + ")"
+def _name(key) -> str:
+    """A point's key (a tuple of values, or one value) as ``(value, value)``."""
+    values = key if isinstance(key, tuple) else (key,)
+    return "(" + ", ".join(str(value) for value in values) + ")"
 
 
 def _beyond(result: Comparison, margin: float) -> bool:
@@ -132,7 +134,7 @@ def _per_seed(table: pd.DataFrame, keys: list[str], column: str) -> pd.DataFrame
     matrix = table.set_index(keys + ["seed"])[column].unstack("seed")
     missing = matrix.isna().any(axis=1)
     if missing.any():
-        lacking = [_name(k if isinstance(k, tuple) else (k,)) for k in matrix.index[missing]]
+        lacking = [_name(k) for k in matrix.index[missing]]
         raise ValueError(
             f"table: point(s) {lacking} lack some of the seeds {list(matrix.columns)}; the rule "
             "needs a complete grid"
@@ -178,7 +180,7 @@ def choose_point(
         raise ValueError("table has no trials: nothing to choose from")
     losses = _per_seed(table, keys, loss)
     times = _per_seed(table, keys, seconds).loc[losses.index]
-    names = [_name(k if isinstance(k, tuple) else (k,)) for k in losses.index]
+    names = [_name(k) for k in losses.index]
     points = losses.index.to_frame(index=False)
     points["loss"], points["loss_sd"] = losses.mean(axis=1).values, losses.std(axis=1).values
     points["seconds"], points["seconds_sd"] = times.mean(axis=1).values, times.std(axis=1).values
@@ -186,28 +188,31 @@ def choose_point(
     losses, times = losses.to_numpy(), times.to_numpy()
     comparisons: list[Comparison] = []
 
-    def against(values: np.ndarray, i: int, j: int, metric: str, subset: str, n: int):
-        result = seed_interval(
-            values[i], values[j], metric, names=(names[i], names[j]), subset=subset, n=n,
-            lower_is_better=True,
-        )
-        comparisons.append(result)
-        return result
+    def step(values: np.ndarray, base: int, rows, metric: str, subset: str, n: int, margin):
+        """One flag per point: measurably above point ``base`` by more than ``margin`` (only
+        ``rows`` are compared; the others are ``False``)."""
+        flags = {}
+        for i in rows:
+            if i != base:
+                result = seed_interval(
+                    values[i], values[base], metric, names=(names[i], names[base]),
+                    subset=subset, n=n, lower_is_better=True,
+                )
+                comparisons.append(result)
+                flags[i] = _beyond(result, margin)
+        return [flags.get(i, False) for i in points.index]
 
     best = int(points["loss"].idxmin())
-    margins = {loss: tolerance * points.loc[best, "loss"]}
-    margin = margins[loss]
-    points["worse"] = [
-        i != best and _beyond(against(losses, i, best, loss, "validation loss", n_loss), margin)
-        for i in points.index
-    ]
-    fastest = int(points.loc[~points["worse"], "seconds"].idxmin())
-    margins[seconds] = margin = tolerance * points.loc[fastest, "seconds"]
-    points["slower"] = [
-        not worse and i != fastest
-        and _beyond(against(times, i, fastest, seconds, "epoch time", n_seconds), margin)
-        for i, worse in zip(points.index, points["worse"], strict=True)
-    ]
+    margins = {loss: float(tolerance * points.loc[best, "loss"])}
+    points["worse"] = step(
+        losses, best, points.index, loss, "validation loss", n_loss, margins[loss]
+    )
+    kept = points.index[~points["worse"]]
+    fastest = int(points.loc[kept, "seconds"].idxmin())
+    margins[seconds] = float(tolerance * points.loc[fastest, "seconds"])
+    points["slower"] = step(
+        times, fastest, kept, seconds, "epoch time", n_seconds, margins[seconds]
+    )
     candidates = points[~points["worse"] & ~points["slower"]]
     chosen = int(candidates.sort_values(["loss", "seconds"], kind="stable").index[0])
     points["chosen"] = points.index == chosen
@@ -219,5 +224,5 @@ def choose_point(
         comparisons=comparisons,
         keys=tuple(keys),
         tolerance=tolerance,
-        margins={name: float(value) for name, value in margins.items()},
+        margins=margins,
     )
