@@ -24,8 +24,10 @@ from cormult_lib.data.synthetic import (
     source_word,
 )
 from cormult_lib.data.synthetic_raw import (
+    RENDERER,
     ensure_raw_corpus,
     export_raw_corpus,
+    render_audio,
     render_frames,
     render_raw,
     speech_envelope,
@@ -223,6 +225,50 @@ def test_raw_alignment_delays_the_audio_and_the_face(corpus):
     assert abs(measured - raw.spec.audio_shift_s) < 0.1
 
 
+def _syllable_over_the_edge(corpus, direction: int):
+    """An alignment clip whose audio shift (sign ``direction``) moves a syllable at least
+    60 ms over the clip's end: ``(spec, samples before the end, samples after it)``."""
+    rate = corpus.config.sample_rate
+    for spec in corpus.specs:
+        if spec.discrepancy != "alignment" or np.sign(spec.audio_shift_s) != direction:
+            continue
+        for onset, duration in zip(spec.onsets, spec.durations, strict=True):
+            start = np.mod(onset + spec.audio_shift_s, spec.clip_duration)
+            over = start + duration - spec.clip_duration
+            if 0.06 < over < duration - 0.06:
+                return spec, round((duration - over) * rate), round(over * rate)
+    raise AssertionError(f"no alignment clip shifts a syllable over the edge ({direction=})")
+
+
+@pytest.mark.parametrize("direction", [1, -1], ids=["delayed", "advanced"])
+def test_a_syllable_shifted_over_the_clips_edge_goes_on_at_the_other_end(corpus, direction):
+    spec, before, after = _syllable_over_the_edge(corpus, direction)
+    rate = corpus.config.sample_rate
+
+    def audio(spec):
+        return render_audio(spec, rate, np.random.default_rng([corpus.seed, spec.index]))
+
+    wave = audio(spec)
+    end, start = wave[len(wave) - before :], wave[:after]  # the syllable's two parts
+    # Its remainder sounds at the clip's start (not only room noise, 25 dB below speech).
+    loud = np.sqrt(np.mean(wave[speech_envelope(spec, np.arange(len(wave)) / rate) > 0.3] ** 2))
+    assert np.sqrt(np.mean(start**2)) > 0.2 * loud
+    # Each part shows the utterance that its side of the edge shows: a delayed syllable ends
+    # as the previous utterance's, an advanced one begins as the next utterance's. Changing
+    # that neighbour's sentiment changes that part only.
+    field = "previous_sentiment" if direction > 0 else "next_sentiment"
+    other = replace(spec, **{field: -3.0 if getattr(spec, field) > 0 else 3.0})
+    changed = audio(other)
+    same, differs = (end, start) if direction > 0 else (start, end)
+    same_then, differs_then = (
+        (changed[len(wave) - before :], changed[:after])
+        if direction > 0
+        else (changed[:after], changed[len(wave) - before :])
+    )
+    assert np.corrcoef(same, same_then)[0, 1] > 0.99
+    assert np.corrcoef(differs, differs_then)[0, 1] < 0.8
+
+
 def test_raw_speech_lines_up_with_words_and_mouth(corpus):
     raw = render_raw(corpus, _first_of(corpus, "none"))
     energy, rate = _energy(raw.waveform, raw.sample_rate)
@@ -294,3 +340,7 @@ def test_ensure_raw_corpus_renders_only_when_the_clips_differ(corpus, tmp_path):
     assert len(read_label_csv(table)) == 3
     other = SyntheticCorpus(corpus.config, seed=corpus.seed + 1)
     assert ensure_raw_corpus(other, folder, indices=[0, 1, 2])[1]
+    # Clips drawn by an older renderer are drawn again (the table names the renderer).
+    table.write_text(table.read_text().replace(f",{RENDERER}\n", f",{RENDERER - 1}\n"))
+    assert ensure_raw_corpus(other, folder, indices=[0, 1, 2])[1]
+    assert (read_label_csv(table)["renderer"] == str(RENDERER)).all()

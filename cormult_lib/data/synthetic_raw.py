@@ -39,6 +39,11 @@ from cormult_lib.data.synthetic import (
 )
 from cormult_lib.progress import tqdm
 
+#: Version of the rendering, written into ``label.csv``: a clip drawn by an older renderer is
+#: not taken for this one's (:func:`ensure_raw_corpus` renders again). 2: a syllable that the
+#: audio shift moves over the clip's edge goes on at the other end instead of being cut there.
+RENDERER = 2
+
 
 @dataclass
 class RawSample:
@@ -101,27 +106,22 @@ def render_audio(spec: SampleSpec, sample_rate: int, rng: np.random.Generator) -
     t = np.arange(n) / sample_rate
     wave = np.zeros(n)
     for onset, duration, emph in zip(spec.onsets, spec.durations, spec.emphasis, strict=True):
-        # A shift that moves the syllable out of the clip brings in the neighbouring
-        # utterance's syllable at the wrapped-around time (see ``source_word``).
-        shifted = onset + spec.audio_shift_s
-        neighbour = outside_clip(spec, np.array(shifted))
-        start = round(np.mod(shifted, spec.clip_duration) * sample_rate)
-        stop = min(n, start + round(duration * sample_rate))
-        if stop <= start:
-            continue
-        s = float(shown_sentiment(spec, neighbour, spec.audio_shift_s))
-        # Brighter voices (positive) keep more energy in the upper harmonics.
-        rolloff = 1.6 - 0.6 * np.clip(s + spec.voice["brightness"], -1, 1)
-        local = t[start:stop] - t[start]
-        f0 = spec.speaker_f0 * (1 + 0.08 * s) * (1 + 0.1 * emph)
-        # A gentle pitch glide plus vibrato: rising for positive, falling for negative.
-        contour = f0 * (1 + 0.06 * s * local / duration + 0.01 * np.sin(2 * np.pi * 5 * local))
-        phase = 2 * np.pi * np.cumsum(contour) / sample_rate
-        syllable = sum(np.sin(k * phase) / k**rolloff for k in range(1, 7))
-        roughness = max(0.0, -0.35 * s + spec.voice["roughness"])
-        syllable = syllable + roughness * 0.3 * rng.standard_normal(len(local))
-        envelope = np.sin(np.pi * local / duration)
-        wave[start:stop] += spec.speaker_loudness * (0.3 + 0.7 * emph) * envelope * syllable
+        for first, positions, neighbour in _syllable_pieces(spec, onset, duration, n, sample_rate):
+            # Where the shifted syllable lies outside the clip, the neighbouring utterance's
+            # syllable is heard at the wrapped-around time (see ``source_word``).
+            s = float(shown_sentiment(spec, np.array(neighbour), spec.audio_shift_s))
+            # Brighter voices (positive) keep more energy in the upper harmonics.
+            rolloff = 1.6 - 0.6 * np.clip(s + spec.voice["brightness"], -1, 1)
+            local = t[positions] - t[positions.start] + first / sample_rate  # time in the word
+            f0 = spec.speaker_f0 * (1 + 0.08 * s) * (1 + 0.1 * emph)
+            # A gentle pitch glide plus vibrato: rising for positive, falling for negative.
+            contour = f0 * (1 + 0.06 * s * local / duration + 0.01 * np.sin(2 * np.pi * 5 * local))
+            phase = 2 * np.pi * np.cumsum(contour) / sample_rate
+            syllable = sum(np.sin(k * phase) / k**rolloff for k in range(1, 7))
+            roughness = max(0.0, -0.35 * s + spec.voice["roughness"])
+            syllable = syllable + roughness * 0.3 * rng.standard_normal(len(local))
+            envelope = np.sin(np.pi * local / duration)
+            wave[positions] += spec.speaker_loudness * (0.3 + 0.7 * emph) * envelope * syllable
     wave /= np.abs(wave).max() + 1e-9
     wave *= 0.5
     speech_rms = np.sqrt(np.mean(wave**2))
@@ -131,6 +131,32 @@ def render_audio(spec: SampleSpec, sample_rate: int, rng: np.random.Generator) -
     if spec.noisy_modality == "A":
         wave += rng.normal(0, speech_rms * 10 ** (5 / 20), n)  # -5 dB SNR
     return (wave / max(1.0, np.abs(wave).max())).astype(np.float32)
+
+
+def _syllable_pieces(
+    spec: SampleSpec, onset: float, duration: float, n: int, sample_rate: int
+) -> list[tuple[int, slice, bool]]:
+    """Where the audio shift puts one syllable in a clip of ``n`` samples, in at most two
+    pieces: ``(first, positions, neighbour)`` with ``first`` the piece's first sample counted
+    from the syllable's onset, ``positions`` its samples in the clip and ``neighbour`` whether
+    it shows the neighbouring utterance.
+
+    The shifted syllable starts at ``onset + audio_shift_s``, wrapped into the clip. A
+    syllable that runs over the clip's end continues at its start, on the other side of the
+    edge: a delayed syllable (judged at its onset, inside) goes on as the previous
+    utterance's (judged at its end, outside), an advanced one (onset before the clip, the next
+    utterance's) as this clip's own. So every sample shows what :func:`speech_envelope` says,
+    as the features' windows do (``outside_clip`` of the shifted time).
+    """
+    shifted = onset + spec.audio_shift_s
+    start = round(np.mod(shifted, spec.clip_duration) * sample_rate)
+    length = round(duration * sample_rate)
+    head = min(length, n - start)  # samples before the clip's end
+    pieces = [(0, slice(start, start + head), bool(outside_clip(spec, np.array(shifted))))]
+    if head < length:
+        wrapped = bool(outside_clip(spec, np.array(shifted + duration)))
+        pieces.append((head, slice(0, length - head), wrapped))
+    return [piece for piece in pieces if piece[1].stop > piece[1].start]
 
 
 def _interfering_melody(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -283,7 +309,8 @@ def export_raw_corpus(
     ``directory/Raw/<video_id>/<clip_id>.mp4`` holds video and audio (AAC) together, and
     ``directory/label.csv`` has the columns ``video_id, clip_id, text, label, mode`` of MMSA's
     segment table plus ``discrepancy``, ``noisy_modality`` and the two shifts from the
-    synthetic specs. This is the input of the raw-clip feature pipeline (chapter 02).
+    synthetic specs, and the ``renderer`` that drew the clips (:data:`RENDERER`). This is the
+    input of the raw-clip feature pipeline (chapter 02).
     """
     directory = Path(directory)
     indices = range(len(corpus.specs)) if indices is None else indices
@@ -317,6 +344,7 @@ def _label_table(corpus: SyntheticCorpus, indices: Sequence[int]) -> str:
                 "noisy_modality": spec.noisy_modality,
                 "audio_shift_s": spec.audio_shift_s,
                 "video_shift_s": spec.video_shift_s,
+                "renderer": RENDERER,
             }
         )
     return pd.DataFrame(rows).to_csv(index=False)
@@ -328,9 +356,9 @@ def ensure_raw_corpus(
     """:func:`export_raw_corpus`, unless ``directory`` already holds exactly these clips.
 
     "Exactly" means that ``directory/label.csv`` is the table this corpus writes for
-    ``indices`` (same samples, transcripts, labels and splits). Otherwise the folder is
-    deleted and rendered again, so that nothing made from other clips (a feature cache kept
-    inside it) survives.
+    ``indices`` (same samples, transcripts, labels, splits and :data:`RENDERER`). Otherwise the
+    folder is deleted and rendered again, so that nothing made from other clips (a feature
+    cache kept inside it) survives.
 
     Returns:
         The label table's path and whether the clips were rendered now.
