@@ -145,8 +145,11 @@ def _syllable_pieces(
     syllable that runs over the clip's end continues at its start, on the other side of the
     edge: a delayed syllable (judged at its onset, inside) goes on as the previous
     utterance's (judged at its end, outside), an advanced one (onset before the clip, the next
-    utterance's) as this clip's own. So every sample shows what :func:`speech_envelope` says,
-    as the features' windows do (``outside_clip`` of the shifted time).
+    utterance's) as this clip's own. Each piece is judged by the clip time it would have without
+    the wrap (``outside_clip(onset + shift)``); the features judge a window by the source time
+    it shows (``outside_clip(centre - shift)``), which is outside the clip exactly when that is,
+    as every shift is shorter than the clip. So every sample shows what
+    :func:`speech_envelope` says.
     """
     shifted = onset + spec.audio_shift_s
     start = round(np.mod(shifted, spec.clip_duration) * sample_rate)
@@ -160,7 +163,8 @@ def _syllable_pieces(
 
 
 def _interfering_melody(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Unit-RMS background melody of random notes (250-800 Hz) at random times."""
+    """Unit-RMS background melody: notes of 0.25 s on a fixed grid, each sounding with
+    probability 0.75 at a random pitch (250-800 Hz)."""
     melody = np.zeros_like(t)
     note_len = 0.25
     for start in np.arange(0, t[-1], note_len):
