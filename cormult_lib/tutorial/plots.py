@@ -42,7 +42,8 @@ def plot_raw_samples(samples: Sequence[RawSample], n_frames: int = 4) -> plt.Fig
             ax.imshow(sample.frames[frame_index])
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_xlabel(f"t={frame_index / sample.fps:.1f}s", fontsize=8)
+            # Frame i shows the face at (i + 0.5) / fps (``render_frames``), mid-frame.
+            ax.set_xlabel(f"t={(frame_index + 0.5) / sample.fps:.2f}s", fontsize=8)
         ax = fig.add_subplot(grid[row, n_frames:])
         t = np.arange(len(sample.waveform)) / sample.sample_rate
         ax.plot(t, sample.waveform, lw=0.4, color="tab:blue")
