@@ -183,3 +183,46 @@ def test_compiled_mult_trains_on_cuda_with_cuda_graphs(splits) -> None:
     losses = trained.history["train_loss"]
     assert np.isfinite(losses).all() and losses.iloc[-1] < losses.iloc[0]
     assert "_orig_mod" not in "".join(trained.model.state_dict())
+
+
+def test_a_killed_cuda_run_resumes_to_the_same_weights(tmp_path) -> None:
+    """The checkpoint is read onto the CPU: torch.set_rng_state and the run's generators take
+    only CPU states, so a checkpoint read onto the GPU could not be resumed."""
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from cormult_lib.training.loop import fit
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    y = x @ torch.tensor([1.0, -2.0, 0.5, 0.0])
+    calls = {"train": 0}
+
+    def loss_fn(model, batch, generator):
+        if model.training:
+            calls["train"] += 1
+            if calls["train"] == 2 * 6 + 3 and calls.get("crash"):  # epoch 3, third batch
+                raise KeyboardInterrupt("killed")
+        inputs, target = batch
+        noise = torch.randn(inputs.shape, generator=generator).to(inputs.device)
+        pred = model(inputs + 0.05 * noise).squeeze(-1)
+        return ((pred - target) ** 2).mean(), {}
+
+    def run(checkpoint, model_seed):
+        torch.manual_seed(model_seed)  # dropout draws from the CUDA generator, resume restores it
+        model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1))
+        shuffle = torch.Generator().manual_seed(0)
+        train = DataLoader(TensorDataset(x[:48], y[:48]), 8, shuffle=True, generator=shuffle)
+        valid = DataLoader(TensorDataset(x[48:], y[48:]), 8)
+        return fit(
+            model, train, valid, loss_fn, epochs=5, lr=1e-2, device="cuda", generator=shuffle,
+            checkpoint_path=checkpoint, progress=False,
+        )
+
+    reference = run(tmp_path / "straight.pt", 0)
+    calls.update(train=0, crash=True)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "resumed.pt", 0)
+    resumed = run(tmp_path / "resumed.pt", 99)  # other initial weights: they come from the file
+    for key, value in reference.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=1e-6)

@@ -21,6 +21,7 @@ from cormult_lib.data.synthetic import make_synthetic_splits
 from cormult_lib.training import pretrain
 from cormult_lib.training.pretrain import (
     OutdatedEvaluatorError,
+    batch_size_without_a_lone_sample,
     load_evaluator,
     load_or_pretrain,
     pretrain_evaluator,
@@ -272,11 +273,18 @@ def test_load_or_pretrain_reuses_only_an_evaluator_of_the_same_data(tiny, tmp_pa
     )[1], "found at save_path"
 
 
-def test_no_batch_of_one_sample_reaches_the_negatives(tiny):
+@pytest.mark.parametrize(
+    ("batch", "n_train", "n_valid", "expected"),
+    [
+        (8, 17, 9, [8, 8, 9]),  # 2 x 8 + 1 training samples, 8 + 1 validation ones
+        (4, 9, 21, [4, 4, 6, 6, 6, 3]),  # 21 leaves one over in batches of 4 and of 5
+    ],
+)
+def test_no_batch_of_one_sample_reaches_the_negatives(tiny, batch, n_train, n_valid, expected):
     """Sizes of 1 modulo the batch size: strategy D needs two samples in every batch."""
-    config = replace(QUICK, epochs=1, batch_size=8)
-    train = tiny["train"].select(np.arange(17))  # 2 x 8 + 1
-    valid = tiny["valid"].select(np.arange(9))  # 8 + 1
+    config = replace(QUICK, epochs=1, batch_size=batch)
+    train = tiny["train"].select(np.arange(n_train))
+    valid = tiny["train"].select(np.arange(n_valid))  # plumbing only: any samples will do
     sizes = []
     original = pretrain.make_negatives
 
@@ -289,8 +297,16 @@ def test_no_batch_of_one_sample_reaches_the_negatives(tiny):
         result = pretrain_evaluator(train, valid, config, strategy="D", progress=False)
     finally:
         pretrain.make_negatives = original
-    assert sizes == [8, 8, 9], "two full training batches, one validation batch of all nine"
+    assert sizes == expected, "full training batches, validation batches of two or more"
     assert np.isfinite(result.history["valid_loss"]).all()
+
+
+def test_the_validation_batch_grows_until_no_sample_is_left_alone():
+    for n in range(2, 120):
+        for batch in range(2, 40):
+            size = batch_size_without_a_lone_sample(n, batch)
+            assert n % size != 1 and size >= batch
+            assert all(n % smaller == 1 for smaller in range(batch, size)), (n, batch, size)
 
 
 def test_an_evaluator_of_the_older_format_is_refused_by_name_and_pre_trained_anew(

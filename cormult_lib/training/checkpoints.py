@@ -171,7 +171,10 @@ class Checkpoint:
                 other settings.
         """
         path = self.path
-        state = read_torch_state(path, "a checkpoint written by fit()", map_location=self.device)
+        # Read onto the CPU: the random streams' states must be CPU tensors (torch.set_rng_state
+        # refuses CUDA ones); load_state_dict moves the weights and the optimiser's state to
+        # the device of the parameters.
+        state = read_torch_state(path, "a checkpoint written by fit()", map_location="cpu")
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a checkpoint written by cormult_lib's fit()")
         # Checkpoints from before data-parallel training came from single processes.

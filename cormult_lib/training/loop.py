@@ -76,8 +76,8 @@ __all__ = [
     "maybe_compile",
 ]
 
-# ReduceLROnPlateau: halve the learning rate after this many epochs without a better
-# validation loss.
+# ReduceLROnPlateau: halve the learning rate when more than this many epochs in a row have
+# not lowered the validation loss by more than its relative threshold (1e-4), i.e. on the third.
 PLATEAU_FACTOR = 0.5
 PLATEAU_PATIENCE = 2
 # Offset between the training and the validation loss stream, so they never coincide.
@@ -119,7 +119,9 @@ def make_scheduler(
     optimizer: torch.optim.Optimizer, scheduler: str | None
 ) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
     """``fit``'s ``scheduler``: ``"plateau"`` multiplies the learning rate by
-    ``PLATEAU_FACTOR`` after ``PLATEAU_PATIENCE`` epochs without a lower validation loss."""
+    ``PLATEAU_FACTOR`` at the ``PLATEAU_PATIENCE + 1``-th epoch in a row that does not lower the
+    best validation loss by more than 0.01% (``ReduceLROnPlateau``'s default ``threshold``;
+    early stopping counts any lower loss as better)."""
     if scheduler is None:
         return None
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -251,8 +253,9 @@ def fit(
         grad_clip: clip the global gradient norm to this value (``None``: no clipping).
         patience: stop after this many epochs without a lower validation loss (``None``:
             train all ``epochs``).
-        scheduler: ``"plateau"`` multiplies the learning rate by ``PLATEAU_FACTOR`` after
-            ``PLATEAU_PATIENCE`` epochs without a lower validation loss; ``None`` keeps it.
+        scheduler: ``"plateau"`` multiplies the learning rate by ``PLATEAU_FACTOR`` at the
+            ``PLATEAU_PATIENCE + 1``-th epoch in a row without a lower validation loss
+            (:func:`make_scheduler`); ``None`` keeps it.
         checkpoint_path: write the complete training state here after every epoch, atomically.
         resume: continue from ``checkpoint_path`` when it exists (``False``: start afresh and
             overwrite it).

@@ -170,6 +170,16 @@ def embed_together(
     return {m: e[:batch] for m, e in both.items()}, {m: e[batch:] for m, e in both.items()}
 
 
+def batch_size_without_a_lone_sample(n: int, batch_size: int) -> int:
+    """The smallest batch size from ``batch_size`` on whose batches of ``n`` samples all hold
+    two or more (``n % size != 1``): 21 samples in batches of 4 would leave one over, and of 5
+    too, so 6. ``batch_size`` itself when no size helps (``n < 2``)."""
+    size = batch_size
+    while n % size == 1 and size < n:
+        size += 1
+    return size
+
+
 def pretrain_evaluator(
     train_split: MultimodalSplit,
     valid_split: MultimodalSplit,
@@ -278,7 +288,7 @@ def pretrain_evaluator(
         model,
         # Negatives of strategies A and D mix samples within a batch, so no batch may hold a
         # single sample: training drops a lone last sample (a different one every epoch, as
-        # the loader shuffles); validation, which must see every sample, grows its batch by one.
+        # the loader shuffles); validation, which must see every sample, grows its batch.
         make_loader(
             train,
             config.batch_size,
@@ -289,7 +299,7 @@ def pretrain_evaluator(
         ),
         make_loader(
             valid,
-            config.batch_size + (len(valid) % config.batch_size == 1),
+            batch_size_without_a_lone_sample(len(valid), config.batch_size),
             shuffle=False,
             device=device,
         ),

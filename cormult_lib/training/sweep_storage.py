@@ -2,8 +2,9 @@
 
 A path gives an SQLite file (one machine, several processes), a URL a database server
 (PostgreSQL, MySQL: several machines). Running trials send a heartbeat; a trial whose worker
-died (``kill -9``, a lost machine) stops beating and is queued again after ``GRACE_S`` seconds,
-at most ``MAX_RETRY`` times (:mod:`cormult_lib.training.sweep` runs the trials).
+died (``kill -9``, a lost machine) stops beating and is queued again once it has been silent
+for three heartbeats (30 s by default), at most ``MAX_RETRY`` times
+(:mod:`cormult_lib.training.sweep` runs the trials).
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ import optuna
 import sqlalchemy.exc
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 
-#: Seconds between heartbeats of a running trial; a trial silent for ``GRACE_S`` is stale.
+#: Seconds between heartbeats of a running trial; a trial silent for three of them is stale.
 HEARTBEAT_S = 10
-GRACE_S = 30
 MAX_RETRY = 3
 #: Attempts to open a new database whose tables another worker is creating at that moment.
 SCHEMA_ATTEMPTS = 5
