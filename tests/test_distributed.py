@@ -37,7 +37,7 @@ from cormult_lib.training.distributed import (
     is_main_process,
     make_distributed_loader,
 )
-from cormult_lib.training.loop import fit
+from cormult_lib.training.loop import VALID_SEED_OFFSET, fit
 from cormult_lib.tutorial.ddp_demo import MeanPoolRegressor, l1_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,14 +56,17 @@ needs_gloo = pytest.mark.skipif(
 )
 
 
-def launch(out: Path, *options: str, ranks: int | None = 2) -> None:
-    """Run the demo into ``out``: under torchrun with ``ranks`` gloo processes, or plain."""
-    if ranks is None:
-        command = [sys.executable, "-m", DEMO]
+def launch(out: Path, *options: str, ranks: int | None = 2, script: Path | None = None) -> None:
+    """Run the demo into ``out``: under torchrun with ``ranks`` gloo processes, or plain; or,
+    under torchrun, ``script`` with ``--out`` alone."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    if script is not None:
+        command = [*launcher, f"--nproc_per_node={ranks}", str(script), "--out", str(out)]
+    elif ranks is None:
+        command = [sys.executable, "-m", DEMO, "--out", str(out), *COMMON, *options]
     else:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         command = [*launcher, f"--nproc_per_node={ranks}", "-m", DEMO, "--backend", "gloo"]
-    command += ["--out", str(out), *COMMON, *options]
+        command += ["--out", str(out), *COMMON, *options]
     env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARIABLES}
     env["OMP_NUM_THREADS"] = "1"  # what torchrun gives each rank; the same for the single run
     # A session of its own, so a hung run can be killed together with its worker processes.
@@ -162,6 +165,41 @@ def test_a_resumed_two_rank_run_ends_where_an_uninterrupted_one_does(runs):
     for key, value in straight["state_dict"].items():
         assert torch.equal(value, resumed["state_dict"][key]), key
     assert without_seconds(straight["history"]) == without_seconds(resumed["history"])
+
+
+@pytest.fixture(scope="module")
+def worker_outcomes(tmp_path_factory) -> list[dict]:
+    """Each rank's report of ``tests/ddp_nonfinite_worker.py`` (2 gloo ranks)."""
+    out = tmp_path_factory.mktemp("nonfinite")
+    launch(out, script=ROOT / "tests" / "ddp_nonfinite_worker.py")
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+@needs_gloo
+def test_a_non_finite_loss_on_one_rank_stops_every_rank(worker_outcomes):
+    """Before, the rank with the NaN raised alone and the other waited in the next collective
+    until torchrun's timeout; ``launch`` fails a run that takes over ``TIMEOUT_S``."""
+    outcomes = worker_outcomes
+    for case in ("training", "validation"):
+        assert outcomes[1][case].startswith(f"epoch 1: the {case} loss is nan on a batch")
+        assert outcomes[0][case].startswith(
+            f"epoch 1: the {case} loss is not finite on another rank's batch"
+        )
+
+
+
+def _first_draw(seed: int) -> int:
+    return int(torch.randint(2**31, (1,), generator=torch.Generator().manual_seed(seed)))
+
+
+@needs_gloo
+def test_each_rank_draws_its_own_loss_streams(worker_outcomes):
+    """Negatives drawn for rank 1's shard must not repeat rank 0's; rank 0 keeps ``seed``."""
+    draws = [outcome["draws"] for outcome in worker_outcomes]
+    assert draws[0]["training"] == _first_draw(0)
+    assert draws[0]["validation"] == _first_draw(VALID_SEED_OFFSET)
+    assert draws[0]["training"] != draws[1]["training"]
+    assert draws[0]["validation"] != draws[1]["validation"]
 
 
 def test_init_distributed_without_torchrun_is_a_single_process(monkeypatch):

@@ -22,7 +22,9 @@ and is launched with one process per GPU (or, for gloo on the CPU, per core grou
 
 (``torchrun`` is the same launcher.) Each rank's batch is the global batch divided by the
 number of ranks: DDP averages the ranks' gradients, so one step of ``W`` ranks on ``B / W``
-samples each equals one step on the ``B`` samples together (up to float summation order).
+samples each equals one step on the ``B`` samples together (up to float summation order) for a
+loss that draws no random numbers; one that does (negative sampling) draws them from a stream
+of each rank's own (``fit``'s ``seed``), so the step is an equally random one, not the same.
 :mod:`cormult_lib.tutorial.ddp_demo` is a complete, runnable example.
 
 Shutting down: a CPU (gloo) run can abort at exit ("terminate called ...", SIGABRT) after its
@@ -252,6 +254,21 @@ def all_reduce_means(
     if total_count == 0:
         return {}, 0
     return {key: total / total_count for key, total in zip(keys, sums, strict=True)}, total_count
+
+
+def on_every_rank(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` holds on every rank (a collective: every rank must call it); ``flag``
+    without a group. Lets all ranks stop together when one of them must, e.g. on a non-finite
+    loss, instead of leaving the others waiting in the next collective for ever.
+
+    Args:
+        device: where the reduction runs: this rank's CUDA device for NCCL, the CPU for gloo.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    value = torch.tensor([int(flag)], dtype=torch.int32, device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
 
 
 def broadcast_object(obj: object, src: int = 0) -> object:

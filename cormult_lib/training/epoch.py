@@ -14,16 +14,28 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 from torch import nn
 
 from cormult_lib.device import move_to_device
 from cormult_lib.progress import tqdm
-from cormult_lib.training.distributed import all_reduce_means
+from cormult_lib.training.distributed import all_reduce_means, on_every_rank
 from cormult_lib.training.precision import MixedPrecision
 
 LossFn = Callable[[nn.Module, dict, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
+
+
+def _refuse(value: float | None, train: bool, epoch: int) -> NoReturn:
+    """Stop the run on a non-finite loss: ``value`` on this rank's batch, ``None`` when it was
+    another rank's."""
+    loss = f"{value}" if value is not None else "not finite"
+    where = "a batch" if value is not None else "another rank's batch"
+    raise FloatingPointError(
+        f"epoch {epoch}: the {'training' if train else 'validation'} loss is {loss} on {where}; "
+        "check the inputs for NaN/inf and lower lr"
+    )
 
 
 def batch_size_of(batch: object) -> int:
@@ -76,31 +88,42 @@ class EpochRunner:
             The sample-weighted means of the loss (key ``"loss"``) and of every extra.
         """
         split = "train" if train else "valid"
+        distributed = self.replicas is not None
         self.model.train(train)
         totals: dict[str, float] = {}
         count = 0
+        bad = None  # the first non-finite loss
         bar = tqdm(loader, desc=f"epoch {epoch} {split}", leave=False, disable=not self.progress)
         for batch in bar:
             batch = move_to_device(batch, self.device)
             n = batch_size_of(batch) or 1
             with torch.set_grad_enabled(train), self.precision.autocast():
-                if train and self.replicas is not None:
+                if train and distributed:
                     loss, extras = self.replicas(batch, generator)  # gradients averaged over ranks
                 else:
                     loss, extras = self.loss_fn(self.runner, batch, generator)
             value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"epoch {epoch}: the {'training' if train else 'validation'} loss is "
-                    f"{value} on a batch; check the inputs for NaN/inf and lower lr"
-                )
+            if not math.isfinite(value) and bad is None:
+                bad = value
+            if train and distributed:
+                # The ranks have the same number of batches: they agree before every step, so
+                # that all stop together (one rank stopping alone would leave the others
+                # waiting in the gradients' all-reduce for ever).
+                if not on_every_rank(bad is None, self.device):
+                    _refuse(bad, train, epoch)
+            elif bad is not None:
+                if not distributed:
+                    _refuse(bad, train, epoch)
+                continue  # validation shards may differ in length: the ranks agree at the end
             if train:
                 self.precision.step(loss, self.optimizer, self.model, self.grad_clip)
             for key, item in {"loss": value, **extras}.items():
                 totals[key] = totals.get(key, 0.0) + float(item) * n
             count += n
             bar.set_postfix(loss=f"{value:.4f}", refresh=False)
-        if self.replicas is not None:
+        if distributed:
+            if not train and not on_every_rank(bad is None, self.device):
+                _refuse(bad, train, epoch)
             means, count = all_reduce_means(totals, count, self.device)  # over every rank's samples
         else:
             means = {key: total / count for key, total in totals.items()} if count else {}

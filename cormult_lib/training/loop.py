@@ -67,6 +67,7 @@ from cormult_lib.training.precision import MixedPrecision
 __all__ = [
     "PLATEAU_FACTOR",
     "PLATEAU_PATIENCE",
+    "RANK_SEED_OFFSET",
     "VALID_SEED_OFFSET",
     "FitResult",
     "RunOptions",
@@ -82,6 +83,9 @@ PLATEAU_FACTOR = 0.5
 PLATEAU_PATIENCE = 2
 # Offset between the training and the validation loss stream, so they never coincide.
 VALID_SEED_OFFSET = 1_000_003
+# Offset between the loss streams of the ranks of a data-parallel run (rank 0 keeps ``seed``):
+# each rank draws its own negatives for its own shard, as one process would for the whole batch.
+RANK_SEED_OFFSET = 7_919_993
 # The first columns of the history, in this order.
 HISTORY_COLUMNS = ["epoch", "train_loss", "valid_loss", "lr", "seconds"]
 
@@ -266,7 +270,9 @@ def fit(
             ``make_loader``), so that a resumed run reshuffles exactly as an uninterrupted one.
             ``None`` when the loader shuffles with torch's global generator (also saved).
         seed: seeds the loss's random streams: training uses ``seed``, validation re-seeds
-            ``seed + VALID_SEED_OFFSET`` before each pass.
+            ``seed + VALID_SEED_OFFSET`` before each pass; rank ``r`` of a data-parallel run
+            adds ``r * RANK_SEED_OFFSET`` to both, so that the ranks draw different numbers
+            (torch's global generator, which dropout uses, is the script's to seed per rank).
         progress: show ``tqdm`` bars for epochs and batches.
         log_extra: ``log_extra(model, epoch) -> {column: value}`` called after validation;
             the values join the epoch's history row (e.g. a validation ROC-AUC).
@@ -319,7 +325,8 @@ def fit(
         model=model, loss_fn=loss_fn, runner=runner, replicas=replicas, optimizer=optimizer,
         precision=precision, grad_clip=grad_clip, device=device, progress=show_progress,
     )  # fmt: skip
-    loss_generator = torch.Generator().manual_seed(seed)
+    rank_seed = seed + rank * RANK_SEED_OFFSET
+    loss_generator = torch.Generator().manual_seed(rank_seed)
     settings = {
         "lr": lr, "weight_decay": weight_decay, "grad_clip": grad_clip, "patience": patience,
         "scheduler": scheduler, "amp": precision.enabled, "seed": seed, "world_size": world_size,
@@ -353,7 +360,7 @@ def fit(
         if on_epoch_start is not None:
             on_epoch_start(model, epoch)
         train_means = run_epoch(train_loader, True, epoch, loss_generator)
-        valid_stream = torch.Generator().manual_seed(seed + VALID_SEED_OFFSET)
+        valid_stream = torch.Generator().manual_seed(rank_seed + VALID_SEED_OFFSET)
         valid_means = run_epoch(valid_loader, False, epoch, valid_stream)
         row = _history_row(epoch, current_lr, train_means, valid_means)
         if log_extra is not None:
