@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -21,6 +22,7 @@ from cormult_lib.features.pipeline import (
     main,
 )
 from cormult_lib.features.text import Vocabulary
+from cormult_lib.features.vision import imagenet_checkpoint_path
 
 FAST = FeatureConfig(backbone="resnet18", weights=None, image_size=64, num_frames=4, feature_dim=64)
 
@@ -88,8 +90,74 @@ def test_changed_settings_are_refused(clips, tmp_path):
     with pytest.warns(UserWarning):
         extract_features(root, table, cache, FAST, workers=0, limit=1)
     changed = FeatureConfig(**{**FAST.to_json(), "num_frames": 2})
-    with pytest.warns(UserWarning), pytest.raises(ValueError, match="num_frames"):
+    with pytest.raises(ValueError, match="num_frames"):  # before any encoder is loaded
         extract_features(root, table, cache, changed)
+
+
+def test_auto_weights_are_recorded_as_what_they_load(clips, tmp_path, monkeypatch):
+    """Random and ImageNet frame features must not share a cache: "auto" is recorded as what
+    it loaded, so the checkpoint turning up later changes the settings."""
+    root, table = clips
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no checkpoint there
+    cache = tmp_path / "cache"
+    auto = FeatureConfig(**{**FAST.to_json(), "weights": "auto"})
+    with pytest.warns(UserWarning, match="randomly initialised"):
+        extract_features(root, table, cache, auto, workers=0, limit=1)
+    assert json.loads((cache / "manifest.json").read_text())["settings"]["weights"] is None
+    checkpoint = imagenet_checkpoint_path(auto.backbone)
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"")  # "auto" now means ImageNet (refused before it is loaded)
+    with pytest.raises(ValueError, match="weights: None -> 'imagenet'"):
+        extract_features(root, table, cache, auto, workers=0, limit=1)
+
+
+def test_a_changed_transcript_is_extracted_again(clips, tmp_path, capsys):
+    root, table = clips
+    cache = tmp_path / "cache"
+    with pytest.warns(UserWarning):
+        extract_features(root, table, cache, FAST, workers=0, limit=2)
+    labels = pd.read_csv(table, dtype={"clip_id": str})
+    labels.loc[1, "text"] = "a corrected transcript"
+    edited = tmp_path / "label.csv"
+    labels.to_csv(edited, index=False)
+    with pytest.warns(UserWarning):
+        rerun = extract_features(root, edited, cache, FAST, workers=0, limit=2)
+    assert rerun.counts() == {"done": 1, "cached": 1, "failed": 0}
+    assert "made from another transcript" in capsys.readouterr().out
+    with pytest.warns(UserWarning, match="no cached features"):  # rows 3-8 not extracted
+        splits = load_feature_cache(cache)
+    meta = pd.concat([split.meta for split in splits.values()]).set_index("id")
+    assert meta.loc["synth0$_$00001", "text"] == "a corrected transcript"
+
+
+def test_a_limited_run_keeps_the_whole_table(clips, tmp_path):
+    """After a full extraction, a demo with ``limit`` must not hide the other clips."""
+    root, table = clips
+    cache = tmp_path / "cache"
+    with pytest.warns(UserWarning):
+        extract_features(root, table, cache, FAST, workers=0)
+    with pytest.warns(UserWarning):
+        extract_features(root, table, cache, FAST, workers=0, limit=1)
+    with pytest.warns(UserWarning, match="no cached features"):  # the two failed clips
+        splits = load_feature_cache(cache)
+    assert sum(len(s) for s in splits.values()) == 6
+
+
+def test_a_file_only_workers_load_fails_before_the_pool_starts(clips, tmp_path, monkeypatch):
+    """A missing tokenizer used to surface as a bare BrokenProcessPool from the workers."""
+    from cormult_lib.features import text
+
+    root, table = clips
+    cache = tmp_path / "cache"
+    with pytest.warns(UserWarning):
+        extract_features(root, table, cache, FAST, workers=0, limit=1)  # builds the vocabulary
+
+    def unavailable(name=None):
+        raise text.TokenizerUnavailableError("no tokenizer here")
+
+    monkeypatch.setattr(text, "load_bert_tokenizer", unavailable)
+    with pytest.warns(UserWarning), pytest.raises(text.TokenizerUnavailableError, match="here"):
+        extract_features(root, table, cache, FAST, workers=2)
 
 
 def test_a_crash_while_writing_leaves_no_entry(clips, tmp_path, monkeypatch):

@@ -16,6 +16,10 @@ outputs of its six encoders. Both go through :class:`FeatureCache`, so both beha
   one (truncated, foreign) is extracted again;
 * the manifest records the settings: a rerun with other settings is refused while the cache
   holds entries (naming each changed field), and the manifest replaced while it holds none;
+* each entry records a digest of the transcript it was made from (``text_sha1``): a rerun
+  extracts a clip again when the table's transcript changed (a corrected release), instead of
+  keeping features of the old one; ``labels.csv`` is always the whole table, also when a run
+  extracts only its first rows (``limit``), so loading counts the clips not extracted yet;
 * a clip that is missing or fails is listed in ``report.csv`` with its reason and counted in
   the printed summary; loading warns with the count of clips without a readable entry. Nothing
   is dropped silently.
@@ -23,6 +27,7 @@ outputs of its six encoders. Both go through :class:`FeatureCache`, so both beha
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 import zipfile
@@ -42,6 +47,8 @@ CLIP_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".wav", ".flac", ".m
 MANIFEST = "manifest.json"
 LABELS = "labels.csv"
 REPORT = "report.csv"
+#: The entry's digest of its transcript (a 0-d string array).
+TEXT_DIGEST = "text_sha1"
 
 
 @dataclass
@@ -76,12 +83,29 @@ class ExtractionReport:
 
 @dataclass
 class PendingClip:
-    """A clip of the table that has no readable entry yet and whose file was found."""
+    """A clip of the table to extract: its entry is missing, unreadable or made from another
+    transcript, and its file was found."""
 
     id: str
     clip: Path
     text: str
     target: Path
+
+    def write(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Write the clip's entry: ``arrays`` and the digest of its transcript."""
+        write_entry(self.target, {**arrays, TEXT_DIGEST: text_digest(self.text)})
+
+
+def text_digest(text: str) -> np.ndarray:
+    """The digest an entry keeps of its transcript: the first 16 hex digits of its SHA-1."""
+    return np.array(hashlib.sha1(text.encode()).hexdigest()[:16])
+
+
+def entry_text_digest(path: Path) -> str | None:
+    """The transcript digest stored in the entry at ``path``; ``None`` for an entry written
+    before entries kept one (its transcript cannot be checked)."""
+    with np.load(path) as data:
+        return str(data[TEXT_DIGEST]) if TEXT_DIGEST in data.files else None
 
 
 @dataclass
@@ -260,18 +284,31 @@ class FeatureCache:
 
     # ------------------------------------------------------------------------- extraction
 
-    def pending(self, labels: pd.DataFrame, clips_dir: Path, report: ExtractionReport
-                ) -> list[PendingClip]:
-        """The clips of ``labels`` still to extract. Clips with a readable entry are reported
-        ``cached``, clips without a file ``failed``; an unreadable entry is extracted again
-        (printed)."""
-        labels.to_csv(self.root / LABELS, index=False)
+    def pending(
+        self,
+        table: pd.DataFrame,
+        clips_dir: Path,
+        report: ExtractionReport,
+        limit: int | None = None,
+    ) -> list[PendingClip]:
+        """The clips of ``table`` (its first ``limit`` rows) still to extract, after writing
+        the whole ``table`` as the cache's ``labels.csv``.
+
+        Clips with a readable entry of the same transcript are reported ``cached``, clips
+        without a file ``failed``; an unreadable entry, or one made from another transcript,
+        is extracted again (printed).
+        """
+        table.to_csv(self.root / LABELS, index=False)
         todo = []
-        for row in labels.itertuples():
+        for row in table.head(limit).itertuples():
             target = self.entry_path(row.video_id, row.clip_id)
             if readable_entry(target):
-                report.add(row.id, "cached")
-                continue
+                if entry_text_digest(target) in (None, str(text_digest(row.text))):
+                    report.add(row.id, "cached")
+                    continue
+                target.unlink()  # never loaded with the table's new transcript
+                print(f"{target}: made from another transcript than the table's; deleted, "
+                      "extracting the clip again")
             clip = find_clip(clips_dir, row.video_id, row.clip_id)
             if clip is None:
                 report.add(row.id, "failed", missing_clip_reason(clips_dir, row.video_id,

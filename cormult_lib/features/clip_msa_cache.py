@@ -32,7 +32,6 @@ from cormult_lib.features.cache import (
     FeatureCache,
     find_clip,
     missing_clip_reason,
-    write_entry,
 )
 from cormult_lib.features.clip_encoders import ClipMSAEncoders
 from cormult_lib.modalities import MODALITIES
@@ -84,9 +83,7 @@ def extract_clip_msa_features(
     clips_dir, cache_dir = Path(clips_dir), Path(cache_dir)
     if not clips_dir.is_dir():
         raise FileNotFoundError(f"clips folder {clips_dir} does not exist")
-    labels = read_label_csv(label_csv)
-    if limit is not None:
-        labels = labels.head(limit)
+    table = read_label_csv(label_csv)
     cache = clip_msa_cache(cache_dir)
     cache.check_settings(config.to_json())  # before loading any encoder
     encoders = ClipMSAEncoders(config, device)  # fails fast on a missing source
@@ -96,12 +93,12 @@ def extract_clip_msa_features(
         random_init=list(encoders.random_init),
     )
     report = ExtractionReport()
-    jobs = cache.pending(labels, clips_dir, report)
+    jobs = cache.pending(table, clips_dir, report, limit)
     started = time.perf_counter()
     for job in tqdm(jobs, desc="CLIP-MSA features", unit="clip", disable=not progress):
         clip_started = time.perf_counter()
         try:
-            write_entry(job.target, encoders.encode_clip(job.clip, job.text))
+            job.write(encoders.encode_clip(job.clip, job.text))
             status, reason = "done", ""
         except Exception as error:  # a bad clip is reported, not fatal
             status, reason = "failed", f"{type(error).__name__}: {error}"

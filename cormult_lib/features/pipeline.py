@@ -32,6 +32,7 @@ import os
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,6 @@ from cormult_lib.features.cache import (
     FeatureCache,
     PendingClip,
     read_json,
-    write_entry,
     write_json,
 )
 from cormult_lib.modalities import parse_modalities
@@ -133,6 +133,18 @@ def build_frame_encoder(config: FeatureConfig, quiet: bool = False) -> torch.nn.
 _WORKER: ClipFeatureExtractor | None = None
 
 
+def _load_worker_files(config: FeatureConfig) -> None:
+    """Load here what only a worker would otherwise load first (the tokenizer, the face
+    detector), so that a missing one fails with its own message, not as a pool's bare
+    ``BrokenProcessPool`` (the frame encoder is built here already)."""
+    from cormult_lib.features.text import load_bert_tokenizer
+    from cormult_lib.features.vision import FaceCropper
+
+    load_bert_tokenizer(config.tokenizer)
+    if config.face_crop:
+        FaceCropper()
+
+
 def _init_worker(config: FeatureConfig, vocabulary_path: Path, threads: int) -> None:
     global _WORKER
     torch.set_num_threads(threads)
@@ -151,7 +163,7 @@ def _extract_one(job: PendingClip) -> dict:
     """Extract one clip in a worker and write its cache entry; never raises for a bad clip."""
     started = time.perf_counter()
     try:
-        write_entry(job.target, _WORKER(job.clip, job.text))
+        job.write(_WORKER(job.clip, job.text))
         status, reason = "done", ""
     except Exception as error:  # a bad clip is reported, not fatal
         status, reason = "failed", f"{type(error).__name__}: {error}"
@@ -171,23 +183,17 @@ def _vocabulary_source(labels: pd.DataFrame, config: FeatureConfig) -> dict:
             "tokenizer": config.tokenizer, "min_token_freq": config.min_token_freq}
 
 
-def prepare_cache(
-    cache_dir: Path,
-    labels: pd.DataFrame,
-    config: FeatureConfig,
-    vocabulary_labels: pd.DataFrame | None = None,
-) -> Path:
-    """Create the cache folder, its manifest, label table and vocabulary; check a rerun.
+def prepare_cache(cache_dir: Path, table: pd.DataFrame, config: FeatureConfig) -> Path:
+    """Create the cache folder, its manifest and vocabulary; check a rerun.
 
-    The vocabulary V is built from the *training* transcripts of ``vocabulary_labels`` (the
-    whole table, also when only its first rows are extracted; default ``labels``) with min
-    frequency ``config.min_token_freq``, so valid/test words it has never seen become
-    ``<unk>``. Its
-    source (``vocabulary_source.json``: the count and a hash of those transcripts) is checked
-    on every rerun: a cache whose vocabulary came from other transcripts (another table, or a
-    ``limit``) is refused while it holds features, and rebuilt, with a printed line, while it
-    holds none. A manifest of other settings is likewise replaced when no clip was extracted
-    under it (a first run that failed), and refused otherwise.
+    The vocabulary V is built from the *training* transcripts of ``table`` (the whole table,
+    also when only its first rows are extracted) with min frequency ``config.min_token_freq``,
+    so valid/test words it has never seen become ``<unk>``. Its source
+    (``vocabulary_source.json``: the count and a hash of those transcripts) is checked on every
+    rerun: a cache whose vocabulary came from other training transcripts (another table) is
+    refused while it holds features, and rebuilt, with a printed line, while it holds none. A
+    manifest of other settings is likewise replaced when no clip was extracted under it (a
+    first run that failed), and refused otherwise.
     """
     from cormult_lib.features.text import Vocabulary, load_bert_tokenizer, tokenize_with
 
@@ -196,9 +202,7 @@ def prepare_cache(
     holds_entries = cache.holds_entries()
     vocabulary_path = cache_dir / VOCABULARY
     source_path = cache_dir / VOCABULARY_SOURCE
-    if vocabulary_labels is None:
-        vocabulary_labels = labels
-    source = _vocabulary_source(vocabulary_labels, config)
+    source = _vocabulary_source(table, config)
     if vocabulary_path.exists():
         built_from = read_json(source_path, "the vocabulary's source") if (
             source_path.exists()) else None
@@ -207,14 +211,14 @@ def prepare_cache(
                 raise ValueError(
                     f"{vocabulary_path} was built from other training transcripts ({built_from}, "
                     f"now {source}); the cached token ids depend on it: use a new cache folder "
-                    "for this table (or the same limit) or delete this one"
+                    "for this table or delete this one"
                 )
             print(f"{vocabulary_path}: built from other transcripts and no clip extracted yet; "
                   "building it again from this table's training transcripts")
             vocabulary_path.unlink()
     if not vocabulary_path.exists():
         tokenize = tokenize_with(load_bert_tokenizer(config.tokenizer))
-        train_text = vocabulary_labels.loc[vocabulary_labels["mode"] == "train", "text"]
+        train_text = table.loc[table["mode"] == "train", "text"]
         vocabulary = Vocabulary.build(train_text, tokenize, min_freq=config.min_token_freq)
         vocabulary.save(vocabulary_path)
         write_json(source_path, source)
@@ -234,7 +238,11 @@ def extract_features(
     Args:
         workers: processes in the pool (each loads its own extractors and gets
             ``cpu_count // workers`` torch threads); ``0`` runs in this process.
-        limit: only the first ``limit`` rows of the table (for demos).
+        limit: only the first ``limit`` rows of the table (for demos); ``labels.csv`` of the
+            cache is still the whole table, so loading counts the clips not extracted yet.
+
+    ``weights="auto"`` is settled first to what it loads (``"imagenet"`` or ``None``) and
+    recorded so in the manifest: random and ImageNet features never share a cache.
 
     Returns:
         The report of this run; it is also written to ``cache_dir/report.csv`` (merged with
@@ -245,12 +253,18 @@ def extract_features(
     if not clips_dir.is_dir():
         raise FileNotFoundError(f"clips folder {clips_dir} does not exist")
     table = read_label_csv(label_csv)
-    labels = table if limit is None else table.head(limit)
+    # "auto" settled to what is loaded, so that the manifest tells random from ImageNet
+    # features and a cache never mixes them (refused as changed settings).
+    from cormult_lib.features.vision import resolved_weights
+
+    weights = resolved_weights(config.weights, config.backbone)
+    config = replace(config, weights=None if weights is None else str(weights))
+    feature_cache(cache_dir).check_settings(config.to_json())  # before loading the encoder
     build_frame_encoder(config)  # fails fast on missing weights, warns about random ones
-    vocabulary_path = prepare_cache(cache_dir, labels, config, vocabulary_labels=table)
+    vocabulary_path = prepare_cache(cache_dir, table, config)
 
     report = ExtractionReport()
-    jobs = feature_cache(cache_dir).pending(labels, clips_dir, report)
+    jobs = feature_cache(cache_dir).pending(table, clips_dir, report, limit)
 
     started = time.perf_counter()
     progress = tqdm(total=len(jobs), desc="extracting clips", unit="clip")
@@ -260,6 +274,7 @@ def extract_features(
             report.rows.append(_extract_one(job))
             progress.update()
     elif jobs:
+        _load_worker_files(config)
         threads = max(1, (os.cpu_count() or 1) // workers)
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
