@@ -147,12 +147,13 @@ def load_clip_msa_cache(
     splits = {}
     for name, cached in cache.read_splits(("T", "A", "V", "face_detected")).items():
         entries = cached.entries
-        for entry in entries:
+        for clip_id, entry in zip(cached.meta["id"], entries, strict=True):
             for m in MODALITIES:
                 if entry[m].ndim != 2 or entry[m].shape[1] != sum(branch_dims[m]):
                     raise DataFormatError(
-                        f"{cache_dir}: a cached {m} has shape {entry[m].shape}, expected (*, "
-                        f"{sum(branch_dims[m])}) from the manifest's branch_dims"
+                        f"{cache_dir}: the cached {m} of clip {clip_id} has shape "
+                        f"{entry[m].shape}, expected (*, {sum(branch_dims[m])}) from the "
+                        "manifest's branch_dims"
                     )
         n = len(entries)
         features = {

@@ -97,7 +97,8 @@ class FitResult:
     Attributes:
         model: the model, with the weights of its best validation epoch loaded.
         history: one row per epoch: ``epoch``, ``train_loss``, ``valid_loss``, ``lr`` (the
-            learning rate used during that epoch), ``seconds`` (wall time of the epoch),
+            learning rate of the first parameter group during that epoch; the plateau
+            scheduler scales every group by the same factor), ``seconds`` (wall time of the epoch),
             ``train_<key>`` / ``valid_<key>`` for every extra the loss reported, and the
             columns returned by ``log_extra``.
         best_epoch: the (1-based) epoch whose weights ``model`` holds.
@@ -300,7 +301,8 @@ def fit(
         compile: hand ``loss_fn`` a :func:`torch.compile` d model (:func:`maybe_compile`: with
             CUDA graphs on CUDA; it does not pay on the CPU). Checkpoints, ``log_extra``,
             ``on_epoch_start`` and the result still get the plain ``model``, whose parameters
-            the compiled one shares.
+            the compiled one shares. Data-parallel training runs the plain model inside
+            ``DistributedDataParallel``, so there only validation runs compiled.
 
     In every process, a training loader whose sampler has ``set_epoch`` (``DistributedSampler``)
     is told the epoch before it is iterated, so it reshuffles every epoch and on resume.
