@@ -14,16 +14,25 @@ def test_samples_to_decide_scales_with_the_squared_width_ratio():
         subset="weak:voice", n=100, n_seeds=5, metric="mae", names=("a", "b"),
         values=(0.75, 0.70), interval=(-0.05, 0.15), method="test",
     )
-    assert samples_to_decide(undecided) == pytest.approx(400)  # half-width 0.1, difference 0.05
-    decided = replace(undecided, ci_low=0.04, ci_high=0.06)
+    assert samples_to_decide(undecided) == pytest.approx(400)  # reach 0.1, difference 0.05
+    decided = replace(undecided, ci_low=0.04, ci_high=0.06, verdict="a better")
     assert samples_to_decide(decided) < decided.n
     assert np.isnan(samples_to_decide(replace(undecided, difference=0.0)))
     assert np.isnan(samples_to_decide(replace(undecided, ci_low=float("nan"))))
     assert decide_sentence(undecided) == (
-        "weak:voice: mae difference +0.050 at n=100; about 400 samples (4.0x) would decide it "
-        "if it stayed so"
+        "weak:voice: mae difference +0.050 at n=100; at least about 400 samples (4.0x) to "
+        "decide it, if it stayed so"
     )
     assert decide_sentence(decided).endswith("already decided by its interval")
+    # A lopsided (percentile) interval: what counts is its reach towards 0, not its half-width
+    # (0.105 here, which would call n=100 already enough although the interval holds 0).
+    lopsided = Comparison.build(
+        subset="all", n=100, n_seeds=1, metric="mae", names=("a", "b"),
+        values=(0.62, 0.50), interval=(-0.01, 0.20), method="test",
+    )
+    assert lopsided.verdict == "no measurable difference"
+    assert samples_to_decide(lopsided) == pytest.approx(100 * (0.13 / 0.12) ** 2)
+    assert "already decided" not in decide_sentence(lopsided)
     # the 1/sqrt(n) rule it rests on: a bootstrap interval at 4n is about half as wide
     rng = np.random.default_rng(0)
     widths = []

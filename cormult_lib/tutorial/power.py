@@ -2,7 +2,8 @@
 
 A "no measurable difference" says the interval holds 0 at this ``n``; it does not say whether a
 larger run could decide. :func:`samples_to_decide` extrapolates: if the difference stayed as
-measured, about how many samples would narrow the interval until it excludes 0.
+measured, about how many samples would narrow the interval until it excludes 0. It is a lower
+bound with even odds, not a study plan; see its docstring.
 """
 
 from __future__ import annotations
@@ -15,29 +16,36 @@ __all__ = ["decide_sentence", "samples_to_decide"]
 
 
 def samples_to_decide(comparison: Comparison) -> float:
-    """About how many samples would let an interval of ``comparison``'s kind exclude 0 if the
-    difference stayed as measured: ``n * (half_width / |difference|)^2``.
+    """About how many samples would let an interval of ``comparison``'s kind just exclude 0 if
+    the difference stayed as measured: ``n * (reach / |difference|)^2``, with ``reach`` the
+    distance from the difference to the interval's bound on the side of 0 (an interval need
+    not be centred on its difference). Below ``n`` for a comparison already decided.
 
-    It rests on an interval's width shrinking as ``1 / sqrt(n)`` and ignores what more seeds
-    would add, so read it as an order of magnitude: a few times ``n`` means a larger run may
-    decide, a hundred times ``n`` means the difference is too small to chase. Two groups: ``n``
-    counts both. NaN without an interval or with a zero difference.
+    Read it as an optimistic order of magnitude, for three reasons. It assumes the interval
+    shrinks as ``1 / sqrt(n)``, which holds for its test-sample part only: the seed-to-seed part
+    of an interval over seeds does not shrink with more samples, and where it dominates no
+    ``n`` decides. It puts the bound just at 0, so a rerun of that size would decide with about
+    even odds; 80% power needs about twice as many samples (``((1.96 + 0.84) / 1.96)^2``).
+    And it ignores what more seeds would add. A few times ``n`` means a larger run may decide,
+    a hundred times ``n`` that the difference is too small to chase. Two groups: ``n`` counts
+    both. NaN without an interval or with a zero difference.
     """
-    half_width = (comparison.ci_high - comparison.ci_low) / 2
-    if not (np.isfinite(half_width) and comparison.difference != 0):
+    d = comparison.difference
+    reach = d - comparison.ci_low if d > 0 else comparison.ci_high - d
+    if not (np.isfinite(reach) and d != 0):
         return float("nan")
-    return comparison.n * (half_width / abs(comparison.difference)) ** 2
+    return comparison.n * (reach / abs(d)) ** 2
 
 
 def decide_sentence(comparison: Comparison) -> str:
     """:func:`samples_to_decide` in words, e.g. ``"weak:voice: mae difference -0.030 at n=142;
-    about 1,900 samples (13.4x) would decide it if it stayed so"``."""
-    needed = samples_to_decide(comparison)
+    at least about 1,900 samples (13.4x) to decide it, if it stayed so"``."""
     head = (f"{comparison.subset}: {comparison.metric} difference {comparison.difference:+.3f} "
             f"at n={comparison.n}")
+    if comparison.verdict != "no measurable difference":
+        return f"{head}; already decided by its interval"
+    needed = samples_to_decide(comparison)
     if not np.isfinite(needed):
         return f"{head}; no interval or no difference to extrapolate from"
-    if needed <= comparison.n:
-        return f"{head}; already decided by its interval"
-    return (f"{head}; about {needed:,.0f} samples ({needed / comparison.n:.1f}x) would decide "
-            "it if it stayed so")
+    return (f"{head}; at least about {needed:,.0f} samples ({needed / comparison.n:.1f}x) to "
+            "decide it, if it stayed so")
