@@ -13,6 +13,7 @@ from cormult_lib.config import DataConfig, TrainConfig
 from cormult_lib.data.dataset import make_loader
 from cormult_lib.data.synthetic import make_synthetic_splits
 from cormult_lib.metrics import METRIC_KEYS, classification_metrics, regression_metrics
+from cormult_lib.models.mult import MulT
 from cormult_lib.training.supervised import (
     correlation_sensitivity,
     evaluate,
@@ -66,6 +67,19 @@ def test_training_lowers_the_validation_loss_and_predicts_in_order(splits):
     assert outputs.shape == (len(test),)
     # One batch of everything gives the same numbers: order and padding trims do not matter.
     np.testing.assert_allclose(outputs, predict(trained.model, test, len(test)), atol=1e-5)
+
+
+def test_a_mult_without_padding_mask_predicts_the_same_in_any_batch(splits):
+    """The official code's MulT attends to padded steps too: trimming a batch to the steps its
+    samples use would make a sample's output depend on its batch (and on the batch size)."""
+    torch.manual_seed(0)
+    model = MulT(splits["test"].dims(), "TAV", hidden_dim=16, num_heads=2, num_layers=1,
+                 use_padding_mask=False)
+    test = splits["test"].select(np.arange(24))
+    lengths = test.masks["A"].sum(1)
+    assert lengths.min() < lengths.max(), "needs samples of different lengths"
+    alone, together = predict(model, test, batch_size=1), predict(model, test, batch_size=24)
+    np.testing.assert_allclose(alone, together, atol=1e-5)
 
 
 def test_evaluate_scores_all_and_subsets(splits):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypedDict, Unpack
 
 import numpy as np
@@ -194,8 +195,13 @@ class MultimodalDataset(Dataset):
         }
 
 
-def collate_multimodal(items: list[dict]) -> dict:
-    """Stack dataset items into a batch and trim steps that are padding in every sample.
+def collate_multimodal(items: list[dict], trim: bool = True) -> dict:
+    """Stack dataset items into a batch and (``trim``) cut steps that are padding in every
+    sample.
+
+    Trimming changes nothing for a model that masks padded steps; one that attends to every
+    step (MulT built as the official code, ``use_padding_mask=False``) needs ``trim=False``,
+    or a sample's output would depend on the batch it lands in.
 
     Returns:
         A dict with ``features`` (modality -> tensor ``(batch, time, dim)``, float32, or
@@ -210,11 +216,12 @@ def collate_multimodal(items: list[dict]) -> dict:
     for m in items[0]["features"]:
         mask = np.stack([it["masks"][m] for it in items])
         x = np.stack([it["features"][m] for it in items])
-        used = np.flatnonzero(mask.any(0))
-        # Keep the span between the first and last step that any sample uses, so that both
-        # end-padded (MMSA) and start-padded (MulT) batches shrink to what they need.
-        span = slice(used[0], used[-1] + 1) if used.size else slice(0, 1)
-        x, mask = x[:, span], mask[:, span]
+        if trim:
+            used = np.flatnonzero(mask.any(0))
+            # Keep the span between the first and last step that any sample uses, so that both
+            # end-padded (MMSA) and start-padded (MulT) batches shrink to what they need.
+            span = slice(used[0], used[-1] + 1) if used.size else slice(0, 1)
+            x, mask = x[:, span], mask[:, span]
         tensor = torch.from_numpy(np.ascontiguousarray(x))
         features[m] = tensor.long() if np.issubdtype(x.dtype, np.integer) else tensor.float()
         masks[m] = torch.from_numpy(np.ascontiguousarray(mask))
@@ -270,9 +277,13 @@ def batch_loader(
 
 
 def make_loader(
-    split: MultimodalSplit, batch_size: int, shuffle: bool, **options: Unpack[LoaderOptions]
+    split: MultimodalSplit,
+    batch_size: int,
+    shuffle: bool,
+    trim: bool = True,
+    **options: Unpack[LoaderOptions],
 ) -> torch.utils.data.DataLoader:
-    """A :func:`batch_loader` over ``split`` with the padding-aware collate."""
-    return batch_loader(
-        MultimodalDataset(split), collate_multimodal, batch_size, shuffle, **options
-    )
+    """A :func:`batch_loader` over ``split`` with the padding-aware collate
+    (:func:`collate_multimodal`; ``trim=False`` for a model that attends to padded steps)."""
+    collate = collate_multimodal if trim else partial(collate_multimodal, trim=False)
+    return batch_loader(MultimodalDataset(split), collate, batch_size, shuffle, **options)

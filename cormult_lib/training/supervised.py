@@ -29,7 +29,7 @@ from cormult_lib.data.dataset import LoaderOptions, MultimodalSplit, make_loader
 from cormult_lib.data.raw_clips import RawClipSplit, raw_clip_loader
 from cormult_lib.device import move_to_device
 from cormult_lib.metrics import METRIC_KEYS, classification_metrics, regression_metrics
-from cormult_lib.models.mult import HEADS
+from cormult_lib.models.mult import HEADS, MulT
 from cormult_lib.progress import tqdm
 from cormult_lib.seeding import seed_everything
 from cormult_lib.training.epoch import LossFn
@@ -61,7 +61,10 @@ def _loader(
     if isinstance(split, RawClipSplit):
         return raw_clip_loader(split, batch_size, shuffle, **options)
     split = split.with_modalities("".join(model.modalities))
-    return make_loader(split, batch_size, shuffle, **options)
+    # A MulT without padding mask (the official code's) attends to every step: batches keep
+    # the split's full length, so a sample's output does not depend on its batch.
+    sees_padding = any(isinstance(m, MulT) and not m.use_padding_mask for m in model.modules())
+    return make_loader(split, batch_size, shuffle, trim=not sees_padding, **options)
 
 
 def _forward(model: nn.Module, batch: dict) -> torch.Tensor:
