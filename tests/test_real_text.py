@@ -66,6 +66,10 @@ def test_real_label_csv_has_the_official_split_and_subsets_are_seeded(cmu_dir, c
     assert small["train"].ids == again["train"].ids
     assert set(small["train"].ids) <= set(full["train"].ids)
     assert "50 of 16,274 segments" in capsys.readouterr().out
+    # A split's subset depends on its own limit only: another training budget, the same test.
+    other_budget = load_transcripts(cmu_dir / "mosei_label.csv", {"train": 80, "test": 20}, seed=3)
+    assert other_budget["test"].ids == small["test"].ids
+    assert other_budget["train"].ids != small["train"].ids
 
 
 def test_an_empty_split_or_a_tiny_limit_is_refused_naming_it(tmp_path):

@@ -58,7 +58,9 @@ def load_transcripts(
             :func:`~cormult_lib.data.cmu.read_label_csv`, which checks columns and labels).
         limits: split -> at most this many segments, drawn at random with ``seed`` (file
             order kept); a missing split or ``None`` keeps all. The kept counts are printed.
-        seed: seeds the subsets.
+        seed: seeds the subsets, each split from a stream of its own: a split's subset
+            depends on its own limit only, so runs with other training budgets are scored on
+            the same test segments.
 
     Raises:
         FileNotFoundError: ``label_csv`` is not a file (the message says where to get one).
@@ -66,9 +68,8 @@ def load_transcripts(
     """
     path = Path(label_csv)
     tables = label_csv_splits(read_label_csv(path))
-    rng = np.random.default_rng(seed)
     splits = {}
-    for name in SPLITS:
+    for index, name in enumerate(SPLITS):
         table = tables[name]
         if table.empty:
             raise ValueError(f"{path}: split {name!r} (column 'mode') has no rows")
@@ -77,6 +78,7 @@ def load_transcripts(
             if limit < 2:
                 raise ValueError(f"limits[{name!r}] must be at least 2, got {limit}")
             if limit < len(table):
+                rng = np.random.default_rng([seed, index])
                 keep = np.sort(rng.choice(len(table), size=limit, replace=False))
                 print(f"{name}: {limit:,} of {len(table):,} segments (random subset, seed {seed})")
                 table = table.iloc[keep]
