@@ -28,6 +28,7 @@ favours ``a``, ``"b better"`` when it favours ``b``, otherwise ``"no measurable 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -198,10 +199,19 @@ class Comparison:
         )
 
 
-def _percentile(deltas: np.ndarray) -> tuple[float, float]:
-    """The 95% percentile interval of resampled differences (NaN ones dropped, e.g. Pearson r
-    of a constant resample); NaN when none is left."""
-    deltas = deltas[np.isfinite(deltas)]
+def _percentile(deltas: np.ndarray, what: str = "statistic") -> tuple[float, float]:
+    """The 95% percentile interval of resampled values (undefined ones, e.g. Pearson r of a
+    constant resample, left out with a warning that counts them); NaN when none is left."""
+    finite = np.isfinite(deltas)
+    if not finite.all():
+        warnings.warn(
+            f"{what}: {int((~finite).sum())} of {len(deltas)} resamples are undefined (e.g. a "
+            "correlation of a constant resample, or no non-zero label drawn) and left out of "
+            "the 95% interval",
+            UserWarning,
+            stacklevel=3,
+        )
+    deltas = deltas[finite]
     if not len(deltas):
         return float("nan"), float("nan")
     tail = (1 - CONFIDENCE) / 2 * 100
@@ -298,13 +308,16 @@ def _percentile_interval(
         with np.errstate(invalid="ignore", divide="ignore"):  # no counted sample drawn: NaN
             deltas = ((seed_weights @ d) * sample_weights).sum(1) / sample_weights.sum(1)
     else:
-        deltas = np.array(
-            [
-                np.mean([score(a[s, i], labels[i]) - score(b[s, i], labels[i]) for s in r])
-                for r, i in zip(rows, samples, strict=True)
-            ]
-        )
-    return _percentile(deltas)
+        # An undefined resample (NaN) is counted once by _percentile, not warned per resample.
+        with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            deltas = np.array(
+                [
+                    np.mean([score(a[s, i], labels[i]) - score(b[s, i], labels[i]) for s in r])
+                    for r, i in zip(rows, samples, strict=True)
+                ]
+            )
+    return _percentile(deltas, f"{metric} difference")
 
 
 def seed_interval(
@@ -623,6 +636,6 @@ def metric_intervals(
     weights = np.stack([np.bincount(row, minlength=len(labels)) for row in drawn])
     out = {}
     for metric in metrics:
-        low, high = _percentile(resampled_metric(metric, predictions, labels, weights))
+        low, high = _percentile(resampled_metric(metric, predictions, labels, weights), metric)
         out[metric] = {"value": float(values[metric]), "ci_low": low, "ci_high": high}
     return out

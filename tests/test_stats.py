@@ -204,3 +204,14 @@ def test_mean_interval_is_the_one_sample_t_interval():
     assert np.isnan(mean_interval([0.3])[1])
     with pytest.raises(ValueError, match="empty"):
         mean_interval([])
+
+
+def test_undefined_resamples_are_counted_in_a_warning():
+    """Corr of a resample whose predictions are constant is undefined: such resamples are left
+    out of the interval, and the warning says how many."""
+    labels = np.array([1.0, -1.0, 2.0, -2.0, 0.5])
+    a = np.array([0.3, 0.3, 0.3, 0.3, 0.9])  # constant unless the last sample is drawn
+    b = np.array([0.8, -0.9, 1.7, -2.1, 0.4])
+    with pytest.warns(UserWarning, match=r"corr difference: \d+ of 2000 resamples are undefined"):
+        result = paired_bootstrap(a, b, labels, metric="corr", n_resamples=2000)
+    assert np.isfinite([result.ci_low, result.ci_high]).all()
