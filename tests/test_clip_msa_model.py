@@ -119,6 +119,11 @@ def test_clip_msa_shapes_and_padding() -> None:
     noisy = dict(features, V=features["V"].clone())
     noisy["V"][0, 2:] = float("nan")
     assert torch.allclose(model(noisy, masks), out, atol=1e-6)
+    # Nor does where the padding is: the first clip's two frames at the end instead.
+    moved, moved_masks = dict(features, V=features["V"].clone()), dict(masks, V=masks["V"].clone())
+    moved["V"][0] = features["V"][0, [2, 3, 0, 1]]
+    moved_masks["V"][0] = torch.tensor([False, False, True, True])
+    assert torch.allclose(model(moved, moved_masks), out, atol=1e-6)
     maps = model.attention_maps(features, masks)
     assert set(maps) == {"A<-V", "V<-A", "AV<-T", "T<-AV"}
     with pytest.raises(ValueError, match=r"modality T must be \(batch, 1, 11\)"):

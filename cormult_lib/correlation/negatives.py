@@ -130,9 +130,10 @@ def make_negatives(
     video therefore end up ``k`` steps apart and text ``k + 1`` and 1 steps from them. Text goes
     the other way from audio so that the two never move together; where a circular roll would
     still put text and the rolled stream at the same relative position (a sequence of ``k + 1``
-    steps), text is delayed by one step instead. A stream shorter than ``k + 1`` steps is
-    rolled by its length minus one; one with fewer than 2 valid steps cannot be shifted and is
-    left as is (see ``changed`` / ``unchanged``).
+    steps), text is delayed by one step instead; two-step streams can only roll by one, so there
+    text and audio do move together (``changed_pairs`` reports that pair unbroken). A stream
+    shorter than ``k + 1`` steps is rolled by its length minus one; one with fewer than 2 valid
+    steps cannot be shifted and is left as is (see ``changed`` / ``unchanged``).
 
     Strategy C: one of the present modalities, chosen uniformly per sample, is perturbed.
     Audio and video get Gaussian noise on their valid steps of standard deviation

@@ -191,8 +191,12 @@ class ClipMSA(nn.Module):
             faces = self.face_transformer(self.face_input(frames[..., :vgg_dim]), frame_mask)
             parts.append(masked_mean(faces, frame_mask))  # F_v^trans
         if self.clip_lstm is not None:
-            states, _ = self.clip_lstm(frames[..., vgg_dim:])
-            parts.append(last_valid(states, frame_mask))  # F_v^clip
+            # The LSTM reads from the first frame on: each clip's valid frames go to the front
+            # (a stable sort keeps their order), so start-padded clips give the same F_v^clip.
+            order = torch.argsort((~frame_mask).to(torch.int8), dim=1, stable=True)
+            clip_frames = frames[..., vgg_dim:].gather(1, order[..., None].expand(-1, -1, clip_dim))
+            states, _ = self.clip_lstm(clip_frames)
+            parts.append(last_valid(states, frame_mask.gather(1, order)))  # F_v^clip
         return {
             "T": self.text(self._utterance("T", features["T"])),
             "A": self.audio(self._utterance("A", features["A"])),

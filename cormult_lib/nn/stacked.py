@@ -54,7 +54,9 @@ class StackedLinear(nn.Module):
     ``forward(x (count, ..., in_features))`` -> ``(count, ..., out_features)``: member ``i``
     computes ``x[i] @ weight[i].T + bias[i]``, all members at once (:func:`stacked_linear`). Each
     member is initialised as ``nn.Linear`` initialises itself (uniform in
-    ``+-1 / sqrt(in_features)``).
+    ``+-1 / sqrt(in_features)``, the bias too). A departure from MulT's code, which starts its
+    linear layers Xavier-uniform with zero biases (``modules/transformer.py``'s ``Linear``),
+    named in chapter 07 and not measured; loaded official weights are unaffected.
     """
 
     def __init__(self, count: int, in_features: int, out_features: int, bias: bool = True):
