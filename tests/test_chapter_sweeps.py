@@ -21,8 +21,9 @@ def test_the_study_name_follows_what_changes_results_and_not_the_threads() -> No
     assert base.size == 2 and base.points == [{"shared_time": 2, "shared_dim": 4},
                                               {"shared_time": 2, "shared_dim": 8}]
     assert base.study.startswith("06_shared_space_quick_synthetic-")
-    # The names of studies run before SweepSetup existed: a refactoring must keep finding them.
-    assert base.study == "06_shared_space_quick_synthetic-9703e66dad"
+    # Pinned: a refactoring must keep finding the studies it ran (the name changes only with
+    # what changes the results: settings, configuration, data, SWEEP_FORMAT).
+    assert base.study == "06_shared_space_quick_synthetic-df3baf7096"
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -33,7 +34,36 @@ def test_the_study_name_follows_what_changes_results_and_not_the_threads() -> No
     assert shared_space_sweep(SweepSetup(seeds=[0], strategy="D"), **TINY).study != base.study
     assert shared_space_sweep(SweepSetup(seeds=[0], sampler="tpe"), **TINY).study != base.study
     distances = distance_sweep(ONE_SEED, distances=["cosine"])
-    assert distances.study == "05_distances_quick_synthetic-f049416f9d"
+    assert distances.study == "05_distances_quick_synthetic-b1c640a167"
+
+
+def test_the_study_name_follows_the_configuration_and_the_datas_content(monkeypatch) -> None:
+    """Trials of another configuration or of other data are never reported as this run's."""
+    from dataclasses import replace
+
+    from cormult_lib.tutorial import chapter_sweeps
+
+    base = shared_space_sweep(ONE_SEED, **TINY)
+    real = chapter_sweeps.get_config
+
+    def other_dropout(profile):
+        config = real(profile)
+        return replace(config, correlation=replace(config.correlation, dropout=0.5))
+
+    monkeypatch.setattr(chapter_sweeps, "get_config", other_dropout)
+    assert shared_space_sweep(ONE_SEED, **TINY).study != base.study
+    monkeypatch.setattr(chapter_sweeps, "get_config", real)
+    assert shared_space_sweep(ONE_SEED, **TINY).study == base.study
+    load = chapter_sweeps.load_splits
+
+    def changed_generator(*args):  # the same ids, sizes and settings; other feature values
+        splits = load(*args)
+        train = splits["train"]
+        features = {**train.features, "A": train.features["A"] * 1.01}
+        return {**splits, "train": replace(train, features=features)}
+
+    monkeypatch.setattr(chapter_sweeps, "load_splits", changed_generator)
+    assert shared_space_sweep(ONE_SEED, **TINY).study != base.study
 
 
 def test_bad_options_name_the_parameter() -> None:
@@ -49,6 +79,11 @@ def test_bad_options_name_the_parameter() -> None:
         distance_sweep(distances=["hamming"])
     with pytest.raises(ValueError, match="grid='huge'"):
         distance_sweep(SweepSetup(grid="huge"))
+    # A budget of 0 is refused, not replaced by the profile's default.
+    with pytest.raises(ValueError, match="pretrain_epochs=0"):
+        distance_sweep(ONE_SEED, distances=["cosine"], pretrain_epochs=0)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        shared_space_sweep(ONE_SEED, **TINY, batch_size=0)
 
 
 def test_cormult_sweep_workers_finish_the_chapters_study_and_export_it(tmp_path: Path) -> None:

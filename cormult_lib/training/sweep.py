@@ -84,8 +84,11 @@ __all__ = [
 
 #: Columns of a sweep table besides the settings and the metrics.
 RESERVED_COLUMNS = ("seed", "seconds", "key", "trial")
-#: The layout of a trial's records; part of every study name, so a study written by an older
-#: layout is never mixed with this one (a new study starts beside it in the same storage).
+#: The layout of a trial's records and what its numbers mean; part of every study name, so a
+#: study written by an older layout is never mixed with this one (a new study starts beside it
+#: in the same storage). The chapters' studies are also named by their configuration and a
+#: hash of their data (``cormult_lib.tutorial.chapter_sweeps``), not by the library's code: a
+#: change of the code that changes what a trial computes must raise this number.
 SWEEP_FORMAT = 2
 _SCALAR_TYPES = (str, int, float, bool, type(None))
 #: ``"grid"``: every (point, seed) once (``GridSampler``); ``"tpe"``: ``n_trials`` trials

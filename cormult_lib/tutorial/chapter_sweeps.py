@@ -19,8 +19,10 @@ the method, and a sweep spread over machines cannot keep it equal; each trial re
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -51,8 +53,8 @@ from cormult_lib.training.sweep import (
 __all__ = ["SWEEPS", "ChapterSweep", "SweepSetup", "distance_sweep", "shared_space_sweep"]
 
 #: Fields of :class:`SweepSetup` that do not name a study: the grid and the seeds are the
-#: study's points and trials themselves.
-NOT_FIXED = ("grid", "seeds")
+#: study's points and trials themselves; the data is named by its content, not its path.
+NOT_FIXED = ("grid", "seeds", "data_path")
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,12 @@ class SweepSetup:
         data = self.config.data
         splits = load_splits(self.dataset, self.data_path, self.modalities, data, self.seed)
         fixed = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in NOT_FIXED}
-        fixed.update(device=device.type, train_fraction=train_fraction)
+        fixed.update(
+            device=device.type,
+            train_fraction=train_fraction,
+            config=_digest(json.dumps(asdict(self.config), sort_keys=True, default=str).encode()),
+            data=splits_digest(splits),
+        )
         return _Prepared(
             grid=grid,
             axes=axes,
@@ -189,6 +196,25 @@ class _Prepared:
             sampler=fixed["sampler"],
             splits=self.splits,
         )
+
+
+def _digest(*parts: bytes) -> str:
+    digest = hashlib.sha1()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()[:16]
+
+
+def splits_digest(splits: Mapping[str, MultimodalSplit]) -> str:
+    """A hash of the splits' ids, labels, features and masks: the same data under another path
+    (another machine's mount) finds its study, other data at the same path does not."""
+    parts = []
+    for name in sorted(splits):
+        split = splits[name]
+        parts += [name.encode(), "\n".join(map(str, split.ids)).encode(), split.labels.tobytes()]
+        for m in sorted(split.features):
+            parts += [np.ascontiguousarray(split.features[m]), np.ascontiguousarray(split.masks[m])]
+    return _digest(*parts)
 
 
 def _check_modalities(modalities: object) -> None:
@@ -251,7 +277,7 @@ def shared_space_sweep(
     config = setup.config
     check_int("epochs", epochs, minimum=1)
     small = setup.profile in ("quick", "standard")  # more updates per epoch at the small scale
-    batch = batch_size or (16 if small else config.correlation.batch_size)
+    batch = (16 if small else config.correlation.batch_size) if batch_size is None else batch_size
     check_int("batch_size", batch, minimum=1)
     axes = {"shared_time": shared_time, "shared_dim": shared_dim}
     prepared = setup._prepare(SHARED_SPACE_GRIDS, axes, train_fraction)
@@ -315,11 +341,12 @@ def distance_sweep(
         "pretrain_batch_size": config.correlation.batch_size,
         "epochs": config.train.epochs,
     })  # fmt: skip
-    budget = {
-        "pretrain_epochs": pretrain_epochs or own["pretrain_epochs"],
-        "pretrain_batch_size": pretrain_batch_size or own["pretrain_batch_size"],
-        "epochs": epochs or own["epochs"],
+    given = {
+        "pretrain_epochs": pretrain_epochs,
+        "pretrain_batch_size": pretrain_batch_size,
+        "epochs": epochs,
     }
+    budget = {name: own[name] if value is None else value for name, value in given.items()}
     for name, value in budget.items():
         check_int(name, value, minimum=1)
     prepared = setup._prepare(DISTANCE_GRIDS, {"distance": distances}, train_fraction)

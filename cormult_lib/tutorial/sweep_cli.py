@@ -15,7 +15,9 @@ one after the heartbeat's grace period. ``--export table.csv`` writes the finish
 Chapter options that have no flag of their own go through ``--set name=value`` (a Python
 literal: ``--set epochs=6``, ``--set 'shared_time=[16, 64]'``, ``--set strategy="'D'"``); the
 study is the one the chapter with the same parameters uses, so the notebook then finds the
-trials (its run trains only what is missing).
+trials (its run trains only what is missing). The study is named by the settings, the
+profile's configuration and a hash of the data's content (not its path), so machines that share
+one must load the same data with the same configuration.
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"study {sweep.study}: {len(sweep.points)} points x {len(sweep.seeds)} seeds "
           f"in {args.storage}; {args.workers} worker(s) x {args.threads} thread(s)")
     started = time.perf_counter()
+    failed: list[int] = []
     if args.workers == 1:
         _worker(args, 0)
     else:
@@ -140,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         args.export.parent.mkdir(parents=True, exist_ok=True)
         load_sweep(args.storage, sweep.study).to_csv(args.export, index=False)
         print(f"wrote {args.export}")
-    return 0 if status.finished or args.n_trials else 1
+    # A limited run (--n-trials) may end incomplete; a failed worker is an error either way.
+    return 0 if (status.finished or args.n_trials) and not failed else 1
 
 
 if __name__ == "__main__":
