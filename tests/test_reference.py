@@ -13,6 +13,7 @@ from cormult_lib.tutorial.reference import (
     beside_reference,
     code_version,
     load_reference,
+    not_a_reference,
     print_beside_reference,
     seed_list,
     with_provenance,
@@ -114,3 +115,19 @@ def test_committed_references_hold_the_chapter_schema(path: Path | None) -> None
     assert tempfile.gettempdir() + "/cormult-reference-" not in path.read_text(), (
         f"{path.name} names the deleted scratch folder"
     )
+
+
+def test_a_skipped_or_failed_run_is_not_kept_as_the_reference(tmp_path: Path) -> None:
+    executed = tmp_path / "09_real_text.ipynb"
+    assert not_a_reference({"skipped": None}, executed) is None  # no executed copy: complete
+    assert "no real transcripts" in not_a_reference({"skipped": "no real transcripts"}, executed)
+    executed.write_text(json.dumps({"metadata": {"papermill": {"exception": None}}}))
+    assert not_a_reference({}, executed) is None
+    executed.write_text(json.dumps({"metadata": {"papermill": {"exception": True}}}))
+    assert not_a_reference({}, executed) == "the run failed after writing its results"
+
+
+def test_seed_list_takes_the_seeds_a_chapter_names() -> None:
+    record = {"seed": 0, "settings": {"seeds": [3, 7]}, "comparisons": [{"n_seeds": 2}]}
+    assert seed_list(record) == [3, 7]
+    assert seed_list({**record, "settings": {"seeds": None}}) == [0, 1]

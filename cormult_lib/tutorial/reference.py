@@ -127,7 +127,11 @@ def code_version(root: Path = REPO_ROOT) -> dict[str, Any]:
 
 
 def seed_list(record: dict[str, Any]) -> list[int]:
-    """The seeds a chapter ran: ``seed, seed + 1, ...`` up to its largest comparison's count."""
+    """The seeds a chapter ran: its ``seeds`` parameter when it names them (chapters 05 and
+    06), else ``seed, seed + 1, ...`` up to its largest comparison's count."""
+    named = record.get("settings", {}).get("seeds")
+    if isinstance(named, list) and named:
+        return [int(seed) for seed in named]
     counts = [c.get("n_seeds") or 1 for c in record.get("comparisons", [])]
     return [record["seed"] + i for i in range(max(counts, default=1))]
 
@@ -267,6 +271,19 @@ def save_thumbnail(source: Path, target: Path, pixels: int = THUMBNAIL_PIXELS) -
     return target
 
 
+def not_a_reference(record: dict, executed: Path) -> str | None:
+    """Why a chapter's results must not replace its reference, or ``None``: the run skipped
+    its work (``record["skipped"]``, e.g. chapter 09 without the real transcripts) or failed
+    after writing them (its executed copy, ``executed``, carries papermill's exception)."""
+    if record.get("skipped"):
+        return f"the run skipped its work: {record['skipped']}"
+    if executed.is_file():
+        metadata = json.loads(executed.read_text()).get("metadata", {})
+        if metadata.get("papermill", {}).get("exception"):
+            return "the run failed after writing its results"
+    return None
+
+
 def make_reference(
     notebooks: list[Path],
     results_dir: Path = REFERENCE_DIR,
@@ -296,7 +313,13 @@ def make_reference(
         status = runner.main(arguments)
         results_dir.mkdir(parents=True, exist_ok=True)
         for path in sorted((work / "outputs").glob("[0-9][0-9]_*.json")):
-            record = with_provenance(json.loads(path.read_text()), parameters, code)
+            record = json.loads(path.read_text())
+            refusal = not_a_reference(record, work / "executed" / f"{path.stem}.ipynb")
+            if refusal:
+                print(f"Not kept as the reference of {path.stem} ({refusal}); "
+                      f"{runner.display(results_dir / path.name)} stays as it was")
+                continue
+            record = with_provenance(record, parameters, code)
             text = json.dumps(record, indent=1, allow_nan=False) + "\n"
             # The scratch folder is gone after the run: say so rather than keep its name.
             text = text.replace(scratch, SCRATCH).encode()
