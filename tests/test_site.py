@@ -81,6 +81,16 @@ def test_stale_chapters_and_staging(tmp_path: Path) -> None:
     os.utime(copy, (later, later))
     assert stale_chapters(notebooks, executed, since=0) == [notebooks[1]], "02 was never run"
     assert stale_chapters(notebooks, executed, since=later + 1) == notebooks, "library changed"
+    for papermill in ({"exception": True, "parameters": {}}, {"parameters": {"profile": "paper"}}):
+        notebook = nbformat.read(copy, as_version=4)
+        notebook.metadata["papermill"] = papermill  # a failed run; a run of other parameters
+        nbformat.write(notebook, copy)
+        os.utime(copy, (later, later))
+        assert stale_chapters(notebooks, executed, since=0) == notebooks, papermill
+    notebook.metadata["papermill"] = {"exception": None, "parameters": {"output_dir": "o"}}
+    nbformat.write(notebook, copy)
+    os.utime(copy, (later, later))
+    assert stale_chapters(notebooks, executed, since=0) == [notebooks[1]]
     with pytest.raises(FileNotFoundError, match=r"lacks the executed chapters \['02_b.ipynb'\]"):
         stage(executed, tmp_path / "source", notebooks)
     source = stage(executed, tmp_path / "source", notebooks[:1])

@@ -20,6 +20,7 @@ step, ``tests/test_site.py``), so the site a user builds is the one CI checked.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import sys
@@ -64,12 +65,30 @@ def newest_change(root: Path = runner.REPO_ROOT) -> float:
     return max(times, default=0.0)
 
 
+#: Parameters a published chapter may have run with: where it writes, not what it shows.
+SITE_PARAMETERS = ("output_dir", "figures_dir")
+
+
+def publishable(copy: Path) -> bool:
+    """Whether an executed copy may go on the site: it ran to its end with the chapter's own
+    parameters (papermill's metadata; nbval's copies carry none). A failed run, or one with
+    ``-p profile paper``, say, is run again with the defaults."""
+    papermill = json.loads(copy.read_text()).get("metadata", {}).get("papermill", {})
+    parameters = set(papermill.get("parameters") or {})
+    return not papermill.get("exception") and parameters <= set(SITE_PARAMETERS)
+
+
 def stale_chapters(notebooks: list[Path], executed_dir: Path, since: float) -> list[Path]:
-    """The ``notebooks`` whose executed copy is missing or older than the notebook or ``since``."""
+    """The ``notebooks`` whose executed copy is missing, older than the notebook or ``since``,
+    or not :func:`publishable`."""
     stale = []
     for notebook in notebooks:
         copy = executed_dir / notebook.name
-        if not copy.is_file() or copy.stat().st_mtime < max(notebook.stat().st_mtime, since):
+        if (
+            not copy.is_file()
+            or copy.stat().st_mtime < max(notebook.stat().st_mtime, since)
+            or not publishable(copy)
+        ):
             stale.append(notebook)
     return stale
 
