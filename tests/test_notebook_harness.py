@@ -13,7 +13,7 @@ import torch
 
 from cormult_lib.parameters import check_choice, check_float, check_int
 from cormult_lib.tutorial.notebook import NotebookRun, start_notebook
-from cormult_lib.tutorial.runner import check_notebook, main, parse_value
+from cormult_lib.tutorial.runner import UsageError, check_notebook, main, parse_value
 
 
 @pytest.fixture(autouse=True)
@@ -171,6 +171,8 @@ def test_parse_value() -> None:
     assert parse_value("TAV") == "TAV"
     assert parse_value("../outputs") == "../outputs"
     assert parse_value("a: b: c") == "a: b: c"
+    # YAML 1.1 would read these as a date and as 90 (base 60).
+    assert parse_value("2024-01-01") == "2024-01-01" and parse_value("1:30") == "1:30"
 
 
 def make_notebook(path: Path, parameters: str, *cells: str, tagged: bool = True) -> Path:
@@ -236,6 +238,19 @@ def test_check_notebook_reads_the_contract_cell(tmp_path: Path) -> None:
         "output_dir": "../outputs#1",
         "seed": 0,
     }
+
+
+
+def test_check_notebook_refuses_values_of_another_type_than_the_default(tmp_path: Path) -> None:
+    """``-p ablations F`` is the text 'F', which a chapter would read as true."""
+    notebook = make_notebook(tmp_path / "01_demo.ipynb", "ablations = True\nepochs = 3\nx = None")
+    assert check_notebook(notebook, {"ablations": False, "epochs": 2.5, "x": "anything"})
+    with pytest.raises(UsageError, match=r"ablations = 'F': expected true or false"):
+        check_notebook(notebook, {"ablations": parse_value("F")})
+    with pytest.raises(UsageError, match=r"epochs = 'three': expected a number"):
+        check_notebook(notebook, {"epochs": "three"})
+    with pytest.raises(UsageError, match=r"epochs = True: expected a number"):
+        check_notebook(notebook, {"epochs": True})
 
 
 @pytest.mark.parametrize("options", [(), ("-p", "x", "2")], ids=["defaults", "injected"])

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import datetime
 import difflib
 import logging
 import math
@@ -103,6 +104,9 @@ def parse_value(text: str) -> Any:
         return text
     if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value):
         return float(value)
+    # YAML 1.1 reads "2024-01-01" as a date and "1:30" as 90 (base 60): keep such text.
+    if isinstance(value, datetime.date) or (isinstance(value, int | float) and ":" in text):
+        return text
     return value
 
 
@@ -229,7 +233,34 @@ def check_notebook(path: Path, parameters: dict[str, Any]) -> dict[str, Any]:
         lines.append(f"It declares: {', '.join(declared) or 'nothing'}.")
         lines.append("papermill would only warn and run the notebook without them.")
         raise UsageError("\n".join(lines))
+    wrong = [
+        f"  {name} = {parameters[name]!r}: expected {kind} like its default {defaults[name]!r}"
+        for name, kind in ((n, _kind(defaults.get(n))) for n in parameters)
+        if kind and not _is_kind(parameters[name], kind)
+    ]
+    if wrong:
+        raise UsageError(
+            "\n".join([f"{display(path)}: parameter(s) of the wrong type:", *wrong,
+                       "Booleans are true / false, numbers are plain digits."])
+        )
     return defaults
+
+
+def _kind(literal: Any) -> str | None:
+    """What a ``-p`` value must be for a parameter whose default is ``literal``: ``"true or
+    false"``, ``"a number"``, or ``None`` (anything: text, lists and ``None`` defaults are the
+    chapter's to check)."""
+    if isinstance(literal, bool):
+        return "true or false"
+    if isinstance(literal, int | float):
+        return "a number"
+    return None
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if kind == "true or false":
+        return isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def source_cell_index(path: Path, executed_index: int, injected: bool) -> int:
