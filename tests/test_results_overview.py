@@ -42,6 +42,8 @@ def test_provenance_and_verdicts(tmp_path: Path) -> None:
     table = provenance_table(references)
     assert table.loc["07_cormult_training", ["comparisons", "decided", "minutes"]].tolist() == [
         2, 1, 1.5]
+    commit = references["07_cormult_training"]["reference"]["code"]["commit"]
+    assert table.loc["07_cormult_training", "commit"].rstrip("+") == commit[:7]
     assert mismatched_verdicts(references) == []
     (found,) = comparisons_of(references["07_cormult_training"], verdict="a better")
     assert found.sentence().endswith("CorMulT better")

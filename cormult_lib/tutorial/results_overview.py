@@ -31,19 +31,24 @@ def load_references(folder: Path | None = None) -> dict[str, dict[str, Any]]:
 
 
 def provenance_table(references: Mapping[str, dict[str, Any]]) -> pd.DataFrame:
-    """One row per chapter: profile, seeds, wall time, machine, date and its comparisons."""
+    """One row per chapter: profile, seeds, wall time, the device it ran on, machine, date, the
+    commit (``+``: with uncommitted changes) and its comparisons."""
     rows = {}
     for name, record in references.items():
         block = record["reference"]
         comparisons = record.get("comparisons") or []
+        code = block.get("code") or {}
+        commit = (code.get("commit") or "?")[:7] + ("+" if code.get("uncommitted_changes") else "")
         rows[name] = {
             "profile": record["settings"].get("profile"),
             "seeds": len(block["seeds"]),
             "minutes": round(block["seconds"] / 60, 1),
+            "device": record.get("device"),
             "cpu": block["machine"]["cpu"],
             "cores": block["machine"]["cpu_count"],
             "gpu": block["machine"]["gpu"] or "none",
             "date": block["made_at"][:10],
+            "commit": commit,
             "comparisons": len(comparisons),
             "decided": sum(c["verdict"] != "no measurable difference" for c in comparisons),
         }
