@@ -131,3 +131,31 @@ def test_seed_list_takes_the_seeds_a_chapter_names() -> None:
     record = {"seed": 0, "settings": {"seeds": [3, 7]}, "comparisons": [{"n_seeds": 2}]}
     assert seed_list(record) == [3, 7]
     assert seed_list({**record, "settings": {"seeds": None}}) == [0, 1]
+
+
+def test_make_reference_keeps_complete_runs_and_their_pictures_only(tmp_path, monkeypatch):
+    """A fake runner: chapter 05 runs but draws no README picture this time, chapter 09 skips
+    its work; chapter 06 does not run. Only 05 becomes a reference; its stale picture goes."""
+    from PIL import Image
+
+    from cormult_lib.tutorial import reference, runner
+
+    results, figures = tmp_path / "results", tmp_path / "figures"
+    figures.mkdir()
+    for name in ("05_table3_comparisons.png", "06_shared_space_heatmaps.png",
+                 "09_comparisons.png"):
+        Image.new("RGB", (4, 4)).save(figures / name)
+
+    def fake_run(arguments):
+        outputs = Path(arguments[arguments.index("output_dir") + 1])
+        outputs.mkdir(parents=True)
+        record = {"seed": 0, "settings": {}, "seconds": 1.0, "comparisons": []}
+        (outputs / "05_distance_metrics.json").write_text(json.dumps(record))
+        (outputs / "09_real_text.json").write_text(json.dumps({**record, "skipped": "no data"}))
+        return 0
+
+    monkeypatch.setattr(runner, "main", fake_run)
+    assert reference.make_reference([Path("x.ipynb")], results, figures, {}) == 0
+    assert sorted(p.name for p in results.iterdir()) == ["05_distance_metrics.json"]
+    assert sorted(p.name for p in figures.iterdir()) == [
+        "06_shared_space_heatmaps.png", "09_comparisons.png"]

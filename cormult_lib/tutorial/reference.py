@@ -312,6 +312,7 @@ def make_reference(
             os.environ.pop(variable, None)
         status = runner.main(arguments)
         results_dir.mkdir(parents=True, exist_ok=True)
+        kept = set()  # the chapter numbers ("05") whose results became references
         for path in sorted((work / "outputs").glob("[0-9][0-9]_*.json")):
             record = json.loads(path.read_text())
             refusal = not_a_reference(record, work / "executed" / f"{path.stem}.ipynb")
@@ -324,12 +325,18 @@ def make_reference(
             # The scratch folder is gone after the run: say so rather than keep its name.
             text = text.replace(scratch, SCRATCH).encode()
             write_atomically(results_dir / path.name, lambda file, text=text: file.write(text))
+            kept.add(path.name[:2])
             print(f"Reference: {runner.display(results_dir / path.name)}")
-        for name in README_FIGURES:
-            source = work / "figures" / name
+        # A kept chapter's pictures replace its old ones; one it no longer draws (a part it
+        # skipped this time) is removed rather than shown beside results it does not belong to.
+        for name in (n for n in README_FIGURES if n[:2] in kept):
+            source, target = work / "figures" / name, figure_dir / name
             if source.is_file():
-                target = save_thumbnail(source, figure_dir / name)
+                save_thumbnail(source, target)
                 print(f"README figure: {runner.display(target)}")
+            elif target.is_file():
+                target.unlink()
+                print(f"README figure removed (not drawn by this run): {runner.display(target)}")
     return status
 
 
