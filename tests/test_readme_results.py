@@ -52,3 +52,21 @@ def test_update_readme_needs_its_markers(tmp_path: Path) -> None:
     assert update_readme(readme, f"{START}\nnew\n{END}")
     assert readme.read_text() == f"# title\n{START}\nnew\n{END}\nrest\n"
     assert not update_readme(readme, f"{START}\nnew\n{END}"), "unchanged the second time"
+
+
+def test_the_timing_table_names_what_each_reference_ran_on(tmp_path: Path) -> None:
+    """A reference of another profile says so; a machine's GPU counts only for a CUDA run."""
+    def write(name: str, profile: str, device: str, gpu: str | None) -> None:
+        machine = {"cpu": "CPU", "cpu_count": 2, "torch_threads": 2, "gpu": gpu}
+        record = {"notebook": name, "metrics": {}, "settings": {"profile": profile},
+                  "device": device, "reference": {"seconds": 60.0, "machine": machine}}
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
+
+    write("07_cormult_training", "paper", "cpu", "H100")
+    write("08_clip_msa", "standard", "cpu", None)
+    table = timing_table(tmp_path)
+    assert "| `07_cormult_training` | - | 1.0 min (paper) |" in table
+    assert "| `08_clip_msa` | - | 1.0 min |" in table
+    assert "GPU: not measured" in table, "07 ran on the CPU of a machine with a GPU"
+    write("07_cormult_training", "paper", "cuda:0", "H100")
+    assert "GPU: H100" in timing_table(tmp_path)

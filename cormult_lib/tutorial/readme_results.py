@@ -101,18 +101,28 @@ def timing_table(results_dir: Path) -> str:
     for name in names:
         standard = chapters[name]["reference"]["seconds"] if name in chapters else None
         quick_seconds = quick["seconds"].get(name) if quick else None
-        lines.append(f"| `{name}` | {_minutes(quick_seconds)} | {_minutes(standard)} |")
+        # A reference made at another profile says so rather than pass for a standard one.
+        profile = chapters[name]["settings"].get("profile") if name in chapters else "standard"
+        other = f" ({profile})" if profile != "standard" else ""
+        lines.append(f"| `{name}` | {_minutes(quick_seconds)} | {_minutes(standard)}{other} |")
     notes = []
     if quick:
         where = quick["machine"]
         notes.append(f"quick: {quick['conditions']}, {where['cpu']} ({where['cpu_count']} cores),"
                      f" {quick['made_at'][:10]}")
-    if chapters:
-        where = next(iter(chapters.values()))["reference"]["machine"]
-        notes.append(f"standard: `make reference` (one chapter at a time), {where['cpu']} "
-                     f"({where['cpu_count']} cores, {where['torch_threads']} torch threads), "
+    machines = sorted({
+        f"{m['cpu']} ({m['cpu_count']} cores, {m['torch_threads']} torch threads)"
+        for m in (c["reference"]["machine"] for c in chapters.values())
+    })
+    if machines:
+        notes.append(f"standard: `make reference` (one chapter at a time), {'; '.join(machines)}, "
                      "dates in results/")
-    gpus = {c["reference"]["machine"]["gpu"] for c in chapters.values()} - {None}
+    # The GPU of chapters that ran on one (a machine's GPU is recorded even for a CPU run).
+    gpus = {
+        c["reference"]["machine"]["gpu"]
+        for c in chapters.values()
+        if str(c.get("device", "")).startswith("cuda")
+    } - {None}
     notes.append(f"GPU: {', '.join(sorted(gpus))}" if gpus else
                  "GPU: not measured (no GPU was available to the sessions that ran these)")
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {note}" for note in notes)
@@ -133,10 +143,12 @@ def headlines(results_dir: Path) -> str:
         use = "fine-tuned" if entry["finetuned"] else "frozen, ridge"
         lines.append(f"- Real CMU-MOSEI transcripts, text only, {entry['encoder']} ({use}), "
                      f"n={entry['n_test']:,} test segments: {values} (`results/09_real_text.json`)")
-    synthetic = chapters.get("07_cormult_training")
-    if synthetic is not None:
-        for c in comparisons_of(synthetic, a="CorMulT", b="MulT", metric="mae"):
-            lines.append(f"- Synthetic, {c.sentence()} (`results/07_cormult_training.json`)")
+    cormult = chapters.get("07_cormult_training")
+    if cormult is not None:
+        dataset = cormult["settings"].get("dataset", "synthetic")
+        data = "Synthetic" if dataset == "synthetic" else f"{dataset} data"
+        for c in comparisons_of(cormult, a="CorMulT", b="MulT", metric="mae"):
+            lines.append(f"- {data}, {c.sentence()} (`results/07_cormult_training.json`)")
     return "\n".join(lines) or "No headline results yet: `make reference` writes them."
 
 
