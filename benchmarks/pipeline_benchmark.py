@@ -2,7 +2,9 @@
 
 Writes ``--clips`` synthetic clips in CMU-MOSEI's raw layout to a temporary folder, then
 extracts them into a fresh cache once per ``--workers`` setting and reports clips per second
-(the cache's own timing: extraction only, after the extractors are loaded).
+(the cache's own timing, which includes loading the extractors in this process or, with
+workers, starting the worker processes and loading theirs: with few clips that start-up weighs
+on the rate, more for more workers, so compare settings with enough clips).
 
     .venv/bin/python benchmarks/pipeline_benchmark.py --clips 24 --workers 0 1 2
     .venv/bin/python benchmarks/pipeline_benchmark.py --backbone resnet18 --image-size 112

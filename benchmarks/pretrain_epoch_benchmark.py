@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import timeit
 from dataclasses import replace
 
 import torch
@@ -30,7 +29,7 @@ from cormult_lib.config import DataConfig, get_config
 from cormult_lib.data.synthetic import make_synthetic_splits
 from cormult_lib.device import resolve_device
 from cormult_lib.training.pretrain import pretrain_evaluator
-from cormult_lib.tutorial.timing import packed_and_padded
+from cormult_lib.tutorial.timing import packed_and_padded, seconds_per_call
 
 
 def main() -> None:
@@ -83,8 +82,9 @@ def main() -> None:
         with FlopCounterMode(display=False) as counter:
             one_epoch()
         a, b = torch.randn(1024, 1024, device=device), torch.randn(1024, 1024, device=device)
-        seconds = min(timeit.repeat(lambda: torch.mm(a, b), number=10, repeat=5)) / 10
-        peak = 2 * 1024**3 / seconds
+        # seconds_per_call synchronises a CUDA device around the call, so it times the kernels.
+        ten = seconds_per_call({"mm": lambda x: [torch.mm(x, b) for _ in range(10)]}, a)["mm"]
+        peak = 2 * 1024**3 / (min(ten) / 10)
         flops = counter.get_total_flops()
         print(
             f"one epoch: {flops / 1e12:.2f} TFLOP; at the matmul throughput of "

@@ -2,7 +2,8 @@
 
 For each setting (``quick``: the tutorial's CPU defaults; ``paper``: the CorMulT paper's sizes;
 ``official``: the official MulT code's CMU-MOSEI run) one training step (forward, loss,
-backward, clipping, Adam as :func:`~cormult_lib.training.loop.fit` runs it) is timed for
+backward, clipping, Adam as :func:`~cormult_lib.training.loop.fit` runs it, with its mixed
+precision: float16 autocast and a gradient scaler on CUDA, none on the CPU) is timed for
 
 * ``MulT`` and ``CorMulT`` (MulT weighted by a frozen evaluator) on CMU-MOSEI's aligned
   shapes: 50 steps of text 300 (GloVe), audio 74 (COVAREP), vision 35 (Facet), L1 loss;
@@ -67,6 +68,7 @@ from cormult_lib.models.official_mult import OFFICIAL_OPTIONS
 from cormult_lib.nn import functional, stacked
 from cormult_lib.seeding import seed_everything
 from cormult_lib.training.loop import make_optimizer, maybe_compile
+from cormult_lib.training.precision import MixedPrecision
 from cormult_lib.training.pretrain import embed_together
 from cormult_lib.tutorial.timing import median_seconds, packed_and_padded
 
@@ -102,14 +104,14 @@ def training_step(
     loss_fn: Callable[[nn.Module], torch.Tensor],
     optimizer: torch.optim.Optimizer,
 ) -> Callable[[torch.Tensor], None]:
-    """One step as :func:`fit` takes it: zero the gradients, loss, backward, clip, Adam."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    """One step as :func:`fit` takes it: the loss under its default mixed precision for the
+    model's device, then zero the gradients, backward, clip, Adam (:class:`MixedPrecision`)."""
+    precision = MixedPrecision(next(model.parameters()).device)
 
     def step(_: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(model).backward()
-        nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
+        with precision.autocast():
+            loss = loss_fn(model)
+        precision.step(loss, optimizer, model, 1.0)
 
     return step
 
@@ -299,6 +301,7 @@ def epoch_seconds(
     """Train ``model`` for one epoch of ``loader`` (L1 loss): ``(seconds, of which loading and
     collating)``."""
     loading = 0.0
+    precision = MixedPrecision(device)  # fit's default: float16 on CUDA, none on the CPU
     began = time.perf_counter()
     batches = iter(loader)
     while True:
@@ -309,9 +312,9 @@ def epoch_seconds(
             break
         features = {m: x.to(device) for m, x in batch["features"].items()}
         masks = {m: x.to(device) for m, x in batch["masks"].items()}
-        optimizer.zero_grad(set_to_none=True)
-        F.l1_loss(model(features, masks), batch["labels"].to(device)).backward()
-        optimizer.step()
+        with precision.autocast():
+            loss = F.l1_loss(model(features, masks), batch["labels"].to(device))
+        precision.step(loss, optimizer, model, None)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - began, loading

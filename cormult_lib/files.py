@@ -16,6 +16,7 @@ file with a flipped bit without a word and returns wrong weights.
 
 from __future__ import annotations
 
+import glob
 import os
 import pickle
 import tempfile
@@ -47,7 +48,9 @@ def write_atomically(path: str | Path, write: Callable[[IO[bytes]], None]) -> Pa
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in path.parent.glob(f".{path.name}.*.tmp"):  # from a killed earlier write
+    # A killed earlier write of this file leaves mkstemp's name: 8 characters of [a-z0-9_].
+    leftovers = glob.escape(f".{path.name}.") + "[a-z0-9_]" * 8 + ".tmp"
+    for leftover in path.parent.glob(leftovers):
         leftover.unlink(missing_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -21,7 +21,9 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
     'mean'
     """
     allowed = tuple(allowed)
-    if value not in allowed:
+    # True == 1 in Python: a bool is one of the allowed values only when a bool is listed.
+    same_kind = not isinstance(value, bool) or any(isinstance(a, bool) for a in allowed)
+    if not same_kind or value not in allowed:
         expected = ", ".join(repr(option) for option in allowed)
         raise ValueError(f"{name}={value!r} is not allowed: expected one of {expected}")
     return value
@@ -43,7 +45,8 @@ def check_int(name: str, value: Any, minimum: int | None = None) -> int:
 def check_float(
     name: str, value: Any, minimum: float | None = None, maximum: float | None = None
 ) -> float:
-    """Return ``value`` as a ``float`` if it is a number (not a bool, not NaN) within bounds.
+    """Return ``value`` as a ``float`` if it is a finite number (not a bool, NaN or infinite)
+    within bounds.
 
     Both bounds are inclusive. Integers are accepted, so ``-p lr 1`` works as well as ``1.0``.
 
@@ -52,8 +55,12 @@ def check_float(
     """
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise ValueError(f"{name}={value!r} is not valid: expected a number")
-    if math.isnan(value):
-        raise ValueError(f"{name}={value!r} is not valid: expected a number, not NaN")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite:
+        raise ValueError(f"{name}={value!r} is not valid: expected a finite number")
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         low = "-inf" if minimum is None else minimum
         high = "inf" if maximum is None else maximum

@@ -47,7 +47,8 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
 
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Seed torch for one random initialisation without touching the caller's RNG state."""
-    with torch.random.fork_rng(devices=[]):
+    """Seed torch for one random initialisation without touching the caller's RNG state (the
+    CPU generator and every CUDA device's, which ``torch.manual_seed`` seeds too)."""
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
         torch.manual_seed(seed)
         yield

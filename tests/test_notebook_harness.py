@@ -161,6 +161,13 @@ def test_validators() -> None:
         check_float("lr", float("nan"))
     with pytest.raises(ValueError, match="lr='1e-3'"):
         check_float("lr", "1e-3")
+    with pytest.raises(ValueError, match="tolerance=inf.*finite"):
+        check_float("tolerance", float("inf"), minimum=0.0)  # no maximum: still refused
+    with pytest.raises(ValueError, match="lr=1000.*finite"):
+        check_float("lr", 10**400)  # too large for a float: named, not an OverflowError
+    with pytest.raises(ValueError, match="layers=True"):
+        check_choice("layers", True, (0, 1))  # True == 1, but a bool is not a layer count
+    assert check_choice("flag", True, (True, False)) is True
 
 
 def test_parse_value() -> None:

@@ -39,16 +39,20 @@ FAST = FeatureConfig(backbone="resnet18", weights=None, image_size=64, num_frame
 
 
 def test_written_files_follow_the_umask_and_leftovers_of_a_killed_write_go(tmp_path: Path):
-    target = tmp_path / "state.pt"
-    leftover = tmp_path / ".state.pt.abc123.tmp"  # what a SIGKILL mid-write leaves
+    target = tmp_path / "state[1].pt"  # glob characters in the name are taken literally
+    leftover = tmp_path / ".state[1].pt.k3j2ab_9.tmp"  # what a SIGKILL mid-write leaves
+    others = tmp_path / ".state[1].pt.bak.k3j2ab_9.tmp"  # another file's write in flight
     leftover.write_bytes(b"")
+    others.write_bytes(b"")
     old = os.umask(0o022)
     try:
         write_atomically(target, lambda stream: torch.save({"a": 1}, stream))
     finally:
         os.umask(old)
     assert stat.S_IMODE(target.stat().st_mode) == 0o644, "not mkstemp's 0600"
-    assert not leftover.exists() and [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+    assert not leftover.exists() and others.exists()
+    others.unlink()
+    assert [p.name for p in tmp_path.iterdir()] == ["state[1].pt"]
 
     def broken(stream):
         stream.write(b"half")
@@ -57,7 +61,7 @@ def test_written_files_follow_the_umask_and_leftovers_of_a_killed_write_go(tmp_p
     with pytest.raises(KeyboardInterrupt):
         write_atomically(target, broken)
     assert read_torch_state(target, "a test file") == {"a": 1}, "the old content stays"
-    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["state[1].pt"]
 
 
 @pytest.mark.parametrize(

@@ -96,7 +96,8 @@ def stft(
             ``n_fft``.
         window: ``"hann"``, ``"hamming"`` or ``"blackman"`` (periodic).
         center: pad ``n_fft // 2`` samples on both sides so frame ``n`` is centred on sample
-            ``n * hop_length``; then ``frames = 1 + time // hop_length``, otherwise
+            ``n * hop_length``; then ``frames = 1 + (time + 2 * (n_fft // 2) - n_fft) //
+            hop_length`` (``1 + time // hop_length`` for an even ``n_fft``), otherwise
             ``1 + (time - n_fft) // hop_length``.
         pad_mode: how to pad when ``center``: ``"reflect"``, ``"constant"`` or ``"replicate"``.
     """
@@ -161,7 +162,9 @@ def mel_filterbank(
     frequencies ``f_k``, ``n_freqs`` points evenly spaced from 0 to ``sample_rate / 2``. The
     paper writes it as ``M x K``; this is its transpose, so ``power @ H`` is Eq. 3's sum. Equals
     ``torchaudio.functional.melscale_fbanks(n_freqs, f_min, f_max, n_mels, sample_rate,
-    norm=None, mel_scale="htk")`` exactly: both work in float32 with the same operations.
+    norm=None, mel_scale="htk")`` exactly for an even ``sample_rate`` (both work in float32
+    with the same operations); for an odd one torchaudio's frequencies end at
+    ``sample_rate // 2``, half a hertz below these.
     """
     if not isinstance(n_freqs, int) or n_freqs < 2:
         raise ValueError(f"n_freqs must be an integer >= 2, got {n_freqs!r}")
