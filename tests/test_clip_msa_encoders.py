@@ -15,6 +15,7 @@ import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from cormult_lib.config import MINILM, DataConfig, EncoderConfig
+from cormult_lib.data.cmu import DataFormatError
 from cormult_lib.data.synthetic import SyntheticCorpus
 from cormult_lib.data.synthetic_raw import export_raw_corpus
 from cormult_lib.features.audio import load_audio
@@ -320,6 +321,16 @@ def test_cache_round_trip_resume_failures_and_changed_settings(encoders, clips, 
     assert np.array_equal(two.features["V"], train.features["V"][:, [0, 3]])
     assert six.features["V"].shape == (2, 6, 64) and six.masks["V"].sum(1).tolist() == [4, 4]
     assert not six.features["V"][:, 4:].any()
+
+    # A damaged entry is named by its clip.
+    entry = next((cache / "clips").rglob("*.npz"))
+    with np.load(entry) as data:
+        arrays = dict(data)
+    np.savez(entry, **{**arrays, "A": arrays["A"][:, :-1]})
+    named = rf"the cached A of clip \w+\$_\${entry.stem} has shape"
+    with pytest.warns(UserWarning), pytest.raises(DataFormatError, match=named):
+        load_clip_msa_cache(cache)
+    np.savez(entry, **arrays)
 
     with pytest.raises(ValueError, match=r"changed: seed: 0 -> 1"):
         extract_clip_msa_features(root, table, cache, EncoderConfig.tiny(seed=1), progress=False)
