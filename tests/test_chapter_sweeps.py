@@ -22,8 +22,8 @@ def test_the_study_name_follows_what_changes_results_and_not_the_threads() -> No
                                               {"shared_time": 2, "shared_dim": 8}]
     assert base.study.startswith("06_shared_space_quick_synthetic-")
     # Pinned: a refactoring must keep finding the studies it ran (the name changes only with
-    # what changes the results: settings, configuration, data, SWEEP_FORMAT).
-    assert base.study == "06_shared_space_quick_synthetic-df3baf7096"
+    # the grid and what changes the results: settings, configuration, data, SWEEP_FORMAT).
+    assert base.study == "06_shared_space_quick_synthetic-d455590398"
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -33,8 +33,11 @@ def test_the_study_name_follows_what_changes_results_and_not_the_threads() -> No
     assert shared_space_sweep(ONE_SEED, **{**TINY, "epochs": 2}).study != base.study
     assert shared_space_sweep(SweepSetup(seeds=[0], strategy="D"), **TINY).study != base.study
     assert shared_space_sweep(SweepSetup(seeds=[0], sampler="tpe"), **TINY).study != base.study
+    # Another grid is another study (a study belongs to one grid): other seeds, other axes.
+    assert shared_space_sweep(SweepSetup(seeds=[0, 1]), **TINY).study != base.study
+    assert shared_space_sweep(ONE_SEED, **{**TINY, "shared_dim": [4]}).study != base.study
     distances = distance_sweep(ONE_SEED, distances=["cosine"])
-    assert distances.study == "05_distances_quick_synthetic-b1c640a167"
+    assert distances.study == "05_distances_quick_synthetic-af8192e136"
 
 
 def test_the_study_name_follows_the_configuration_and_the_datas_content(monkeypatch) -> None:

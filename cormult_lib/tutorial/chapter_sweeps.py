@@ -52,8 +52,8 @@ from cormult_lib.training.sweep import (
 
 __all__ = ["SWEEPS", "ChapterSweep", "SweepSetup", "distance_sweep", "shared_space_sweep"]
 
-#: Fields of :class:`SweepSetup` that do not name a study: the grid and the seeds are the
-#: study's points and trials themselves; the data is named by its content, not its path.
+#: Fields of :class:`SweepSetup` that do not name a study as they are: the grid and the seeds
+#: name it by the points and seeds they resolve to; the data by its content, not its path.
 NOT_FIXED = ("grid", "seeds", "data_path")
 
 
@@ -185,12 +185,15 @@ class _Prepared:
         """The :class:`ChapterSweep` whose study is named by ``stem``, the grid, the data and
         the fixed settings: the setup's and the sweep's ``own`` (its budget, say)."""
         fixed = {**self.fixed, **own}
+        # The grid names the study too: a study belongs to one grid of points and seeds, so
+        # other axes or seeds (a chapter's seeds=[0, 1, 2], say) start a study of their own.
+        grid = json.dumps({"axes": self.axes, "seeds": self.seeds}, sort_keys=True, default=str)
         return ChapterSweep(
             name=name,
             points=grid_points(self.axes),
             seeds=self.seeds,
             run_point=run_point,
-            study=study_name(f"{stem}_{self.grid}_{fixed['dataset']}", fixed),
+            study=study_name(f"{stem}_{self.grid}_{fixed['dataset']}", {**fixed, "grid": grid}),
             fixed=fixed,
             objective=objective,
             sampler=fixed["sampler"],
