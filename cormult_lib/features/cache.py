@@ -93,12 +93,12 @@ class PendingClip:
 
     def write(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Write the clip's entry: ``arrays`` and the digest of its transcript."""
-        write_entry(self.target, {**arrays, TEXT_DIGEST: text_digest(self.text)})
+        write_entry(self.target, {**arrays, TEXT_DIGEST: np.array(text_digest(self.text))})
 
 
-def text_digest(text: str) -> np.ndarray:
+def text_digest(text: str) -> str:
     """The digest an entry keeps of its transcript: the first 16 hex digits of its SHA-1."""
-    return np.array(hashlib.sha1(text.encode()).hexdigest()[:16])
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def entry_text_digest(path: Path) -> str | None:
@@ -303,7 +303,7 @@ class FeatureCache:
         for row in table.head(limit).itertuples():
             target = self.entry_path(row.video_id, row.clip_id)
             if readable_entry(target):
-                if entry_text_digest(target) in (None, str(text_digest(row.text))):
+                if entry_text_digest(target) in (None, text_digest(row.text)):
                     report.add(row.id, "cached")
                     continue
                 target.unlink()  # never loaded with the table's new transcript

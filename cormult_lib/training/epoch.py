@@ -105,15 +105,14 @@ class EpochRunner:
             value = float(loss.detach())
             if not math.isfinite(value) and bad is None:
                 bad = value
-            if train and distributed:
-                # The ranks have the same number of batches: they agree before every step, so
-                # that all stop together (one rank stopping alone would leave the others
-                # waiting in the gradients' all-reduce for ever).
-                if not on_every_rank(bad is None, self.device):
-                    _refuse(bad, train, epoch)
-            elif bad is not None:
-                if not distributed:
-                    _refuse(bad, train, epoch)
+            if not distributed and bad is not None:
+                _refuse(bad, train, epoch)
+            # Data-parallel training: the ranks have the same number of batches and agree
+            # before every step, so that all stop together (one rank stopping alone would leave
+            # the others waiting in the gradients' all-reduce for ever).
+            if train and distributed and not on_every_rank(bad is None, self.device):
+                _refuse(bad, train, epoch)
+            if bad is not None:
                 continue  # validation shards may differ in length: the ranks agree at the end
             if train:
                 self.precision.step(loss, self.optimizer, self.model, self.grad_clip)

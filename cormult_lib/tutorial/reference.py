@@ -275,12 +275,12 @@ def not_a_reference(record: dict, executed: Path) -> str | None:
     """Why a chapter's results must not replace its reference, or ``None``: the run skipped
     its work (``record["skipped"]``, e.g. chapter 09 without the real transcripts) or failed
     after writing them (its executed copy, ``executed``, carries papermill's exception)."""
+    from cormult_lib.tutorial.runner import papermill_metadata  # see make_reference
+
     if record.get("skipped"):
         return f"the run skipped its work: {record['skipped']}"
-    if executed.is_file():
-        metadata = json.loads(executed.read_text()).get("metadata", {})
-        if metadata.get("papermill", {}).get("exception"):
-            return "the run failed after writing its results"
+    if executed.is_file() and papermill_metadata(executed).get("exception"):
+        return "the run failed after writing its results"
     return None
 
 

@@ -35,6 +35,7 @@ import argparse
 import ast
 import datetime
 import difflib
+import json
 import logging
 import math
 import os
@@ -196,6 +197,12 @@ def read_parameters(source: str) -> tuple[list[str], dict[str, Any]]:
     return names, defaults
 
 
+def papermill_metadata(executed: Path) -> dict[str, Any]:
+    """The ``papermill`` block of an executed copy's metadata (``exception``, ``parameters``,
+    ...); empty for a copy papermill did not write (nbval's)."""
+    return json.loads(executed.read_text()).get("metadata", {}).get("papermill", {})
+
+
 def check_notebook(path: Path, parameters: dict[str, Any]) -> dict[str, Any]:
     """Check that ``path`` can run with ``parameters``; return its literal parameter defaults.
 
@@ -234,9 +241,9 @@ def check_notebook(path: Path, parameters: dict[str, Any]) -> dict[str, Any]:
         lines.append("papermill would only warn and run the notebook without them.")
         raise UsageError("\n".join(lines))
     wrong = [
-        f"  {name} = {parameters[name]!r}: expected {kind} like its default {defaults[name]!r}"
-        for name, kind in ((n, _kind(defaults.get(n))) for n in parameters)
-        if kind and not _is_kind(parameters[name], kind)
+        f"  {name} = {value!r}: expected {expected} like its default {defaults[name]!r}"
+        for name, value in parameters.items()
+        if (expected := _type_mismatch(value, defaults.get(name)))
     ]
     if wrong:
         raise UsageError(
@@ -246,21 +253,16 @@ def check_notebook(path: Path, parameters: dict[str, Any]) -> dict[str, Any]:
     return defaults
 
 
-def _kind(literal: Any) -> str | None:
-    """What a ``-p`` value must be for a parameter whose default is ``literal``: ``"true or
-    false"``, ``"a number"``, or ``None`` (anything: text, lists and ``None`` defaults are the
-    chapter's to check)."""
-    if isinstance(literal, bool):
-        return "true or false"
-    if isinstance(literal, int | float):
-        return "a number"
+def _type_mismatch(value: Any, default: Any) -> str | None:
+    """What a ``-p`` value should have been when its type does not fit the parameter's default
+    (``"true or false"`` for a boolean, ``"a number"`` for a number), else ``None``; text,
+    lists and ``None`` defaults are the chapter's to check."""
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, int | float):
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if number else "a number"
     return None
-
-
-def _is_kind(value: Any, kind: str) -> bool:
-    if kind == "true or false":
-        return isinstance(value, bool)
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def source_cell_index(path: Path, executed_index: int, injected: bool) -> int:

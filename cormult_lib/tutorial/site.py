@@ -20,7 +20,6 @@ step, ``tests/test_site.py``), so the site a user builds is the one CI checked.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import sys
@@ -73,7 +72,7 @@ def publishable(copy: Path) -> bool:
     """Whether an executed copy may go on the site: it ran to its end with the chapter's own
     parameters (papermill's metadata; nbval's copies carry none). A failed run, or one with
     ``-p profile paper``, say, is run again with the defaults."""
-    papermill = json.loads(copy.read_text()).get("metadata", {}).get("papermill", {})
+    papermill = runner.papermill_metadata(copy)
     parameters = set(papermill.get("parameters") or {})
     return not papermill.get("exception") and parameters <= set(SITE_PARAMETERS)
 
