@@ -229,7 +229,7 @@ def build_models(setting: str, device: torch.device, reference: bool, compile_mo
         )
     if setting != "official":
         steps["CLIP-MSA"] = clip_msa_step(
-            config.train.batch_size, 32 if setting == "quick" else 128, device
+            config.train.batch_size, 32 if setting == "quick" else 128, device, compile_models
         )
     return steps
 
@@ -261,10 +261,12 @@ def evaluator_step(evaluator_class, config: CorrelationConfig, device, optimizer
     return training_step(model, loss, optimizer_for(model)), config.batch_size
 
 
-def clip_msa_step(batch: int, dim: int, device: torch.device):
-    """One training step of CLIP-MSA's fusion model on cached encoder outputs."""
+def clip_msa_step(batch: int, dim: int, device: torch.device, compile_model: bool = False):
+    """One training step of CLIP-MSA's fusion model on cached encoder outputs
+    (``torch.compile``d with ``compile_model``, as ``--compile`` does to every model)."""
     seed_everything(0)
     model = ClipMSA(CLIP_MSA_BRANCHES, hidden_dim=dim, num_heads=4).to(device).train()
+    model = maybe_compile(model, compile_model)
     dims = {m: sum(sizes) for m, sizes in CLIP_MSA_BRANCHES.items()}
     features, masks = random_batch(batch, {m: dims[m] for m in "TA"}, device, frames=1)
     frames, frame_masks = random_batch(batch, {"V": dims["V"]}, device, CLIP_MSA_FRAMES)

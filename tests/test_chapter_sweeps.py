@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cormult_lib.training.sweep import load_sweep, sweep_status
+from cormult_lib.tutorial import sweep_cli
 from cormult_lib.tutorial.chapter_sweeps import SweepSetup, distance_sweep, shared_space_sweep
 from cormult_lib.tutorial.sweep_cli import main
 
@@ -107,3 +108,49 @@ def test_cormult_sweep_workers_finish_the_chapters_study_and_export_it(tmp_path:
         main(["--sweep", "shared_space", "--storage", str(storage), "--set", "colour=1"])
     with pytest.raises(SystemExit, match="expected name=value"):
         main(["--sweep", "distances", "--storage", str(storage), "--set", "epochs"])
+
+
+class _InlineWorkers:
+    """Stands in for ``multiprocessing``'s spawn context: the workers of ``succeeding`` run
+    in this process (no parent to die with); the others fail at once with exit code 1."""
+
+    def __init__(self, succeeding: set[int]) -> None:
+        self.succeeding = succeeding
+
+    def Process(self, target, args):  # noqa: N802 - the name of the context's method
+        succeeding = self.succeeding
+
+        class Worker:
+            exitcode: int | None = None
+
+            def start(self) -> None:
+                options, index, _ = args
+                if index in succeeding:
+                    target(options, index)
+                self.exitcode = 0 if index in succeeding else 1
+
+            def join(self) -> None:
+                pass
+
+        return Worker()
+
+
+@pytest.mark.parametrize(
+    ("succeeding", "expected"),
+    [({0, 1}, 0), ({0}, 1), (set(), 1)],
+    ids=["all-finish", "one-fails-after-the-grid-is-done", "all-fail-before-the-study-exists"],
+)
+def test_cormult_sweep_exits_1_when_a_worker_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, succeeding: set[int], expected: int
+) -> None:
+    workers = _InlineWorkers(succeeding)
+    monkeypatch.setattr(sweep_cli.multiprocessing, "get_context", lambda _: workers)
+    threads = torch.get_num_threads()
+    try:
+        code = main(["--sweep", "shared_space", "--storage", str(tmp_path / "sweeps.db"),
+                     "--workers", "2", "--n-trials", "2", "--set", "shared_time=[2]",
+                     "--set", "shared_dim=[4, 8]", "--set", "seeds=[0]", "--set", "epochs=1",
+                     "--device", "cpu"])  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)  # a worker sets its own
+    assert code == expected

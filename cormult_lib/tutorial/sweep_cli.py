@@ -135,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         failed = [p.exitcode for p in processes if p.exitcode != 0]
         if failed:
             print(f"{len(failed)} worker(s) failed (exit codes {failed})", file=sys.stderr)
-    status = sweep_status(args.storage, sweep.study)
+    try:
+        status = sweep_status(args.storage, sweep.study)
+    except KeyError:  # every worker failed before it could create the study
+        print(f"no trial finished: study {sweep.study} is not in {args.storage}", file=sys.stderr)
+        return 1
     print(f"{status.complete} of {status.total} trials finished "
           f"({'complete' if status.finished else 'incomplete'}) in "
           f"{time.perf_counter() - started:.1f} s")
