@@ -28,7 +28,7 @@ percentages (:func:`metrics_frame` with ``percent=True`` scales them for tables)
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -260,6 +260,95 @@ def classification_metrics(
     )
     pred_values = (pred_classes - NUM_CLASSES // 2).astype(np.float64)
     return _compute(pred_values, _truth_sentiment(truth_flat, truth_kind))
+
+
+Metric = Callable[[np.ndarray, np.ndarray], float]
+#: Metrics that are a (masked) mean over samples: resampled with one matrix product.
+PER_SAMPLE = ("mae", "acc7", "acc5", "acc2_has0", "acc2_non0")
+
+
+def per_sample_scores(metric: str, predictions: np.ndarray, labels: np.ndarray):
+    """``(scores, counted)`` with ``metric = (scores * counted).sum(-1) / counted.sum()``.
+
+    ``predictions`` is ``(..., n)``, ``labels`` ``(n,)``; ``scores`` has the shape of
+    ``predictions`` (absolute error, or 1.0 for a correct class), ``counted`` ``(n,)`` is 0
+    for the samples the metric drops (truth exactly 0 for ``acc2_non0``). Same definitions as
+    :func:`regression_metrics` (a test compares them); the bootstrap of
+    :mod:`cormult_lib.stats` resamples these scores.
+    """
+    counted = np.ones(len(labels))
+    if metric == "mae":
+        return np.abs(predictions - labels), counted
+    if metric in ("acc7", "acc5"):
+        bound = 3.0 if metric == "acc7" else 2.0
+        rounded = np.round(np.clip(predictions, -bound, bound))
+        return (rounded == np.round(np.clip(labels, -bound, bound))).astype(float), counted
+    if metric == "acc2_has0":
+        return ((predictions >= 0) == (labels >= 0)).astype(float), counted
+    if metric == "acc2_non0":
+        return ((predictions > 0) == (labels > 0)).astype(float), (labels != 0).astype(float)
+    raise ValueError(f"{metric!r} is not a per-sample metric; expected one of {PER_SAMPLE}")
+
+
+def metric_function(name: str) -> Metric:
+    """``metric(predictions (n,), labels (n,)) -> float`` for one of :data:`METRIC_KEYS`."""
+    if name not in METRIC_KEYS:
+        raise ValueError(f"metric must be one of {METRIC_KEYS}, got {name!r}")
+    if name in PER_SAMPLE:
+
+        def score(predictions: np.ndarray, labels: np.ndarray) -> float:
+            values, counted = per_sample_scores(name, predictions, labels)
+            total = counted.sum()
+            return float((values * counted).sum() / total) if total else float("nan")
+
+        return score
+    if name == "corr":
+        return lambda predictions, labels: float(np.corrcoef(predictions, labels)[0, 1])
+    return lambda predictions, labels: regression_metrics(predictions, labels)[name]
+
+
+def resampled_metric(
+    metric: str, predictions: np.ndarray, labels: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """``metric`` of one model on many bootstrap resamples at once.
+
+    Args:
+        predictions, labels: ``(n,)``.
+        weights: ``(resamples, n)``, how often each sample was drawn in each resample.
+
+    Returns:
+        ``(resamples,)``: the metric of each resample, equal to
+        :func:`regression_metrics` on the drawn samples (a test compares
+        them). Means of per-sample scores, the Pearson correlation and the weighted F1 of the
+        sign split are all sums over samples, so one matrix product serves every resample.
+    """
+    w = np.asarray(weights, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if metric in PER_SAMPLE:
+            scores, counted = per_sample_scores(metric, predictions, labels)
+            w = w * counted
+            return (w @ scores) / w.sum(1)
+        if metric == "corr":
+            total = w.sum(1)
+            mean_p, mean_y = w @ predictions / total, w @ labels / total
+            cov = w @ (predictions * labels) / total - mean_p * mean_y
+            var_p = w @ predictions**2 / total - mean_p**2
+            var_y = w @ labels**2 / total - mean_y**2
+            return cov / np.sqrt(var_p * var_y)
+        if metric in ("f1_non0", "f1_has0"):
+            if metric == "f1_non0":
+                w = w * (labels != 0)
+                pred, truth = predictions > 0, labels > 0
+            else:
+                pred, truth = predictions >= 0, labels >= 0
+            tp, fp = w @ (pred & truth), w @ (pred & ~truth)
+            fn, tn = w @ (~pred & truth), w @ (~pred & ~truth)
+            # sklearn's average="weighted" with zero_division=0: a class's F1 weighted by its
+            # support, 0 when the class is never predicted nor true.
+            f1_pos = np.nan_to_num(2 * tp / (2 * tp + fp + fn))
+            f1_neg = np.nan_to_num(2 * tn / (2 * tn + fn + fp))
+            return (f1_pos * (tp + fn) + f1_neg * (tn + fp)) / (tp + fn + tn + fp)
+    raise ValueError(f"no resampled form of {metric!r}; expected one of {METRIC_KEYS}")
 
 
 def metrics_frame(

@@ -29,62 +29,32 @@ favours ``a``, ``"b better"`` when it favours ``b``, otherwise ``"no measurable 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import stats as scipy_stats
 
-from cormult_lib.metrics import METRIC_KEYS, regression_metrics
+from cormult_lib.metrics import (
+    METRIC_KEYS,
+    PER_SAMPLE,
+    metric_function,
+    per_sample_scores,
+    regression_metrics,
+    resampled_metric,
+)
 
 VERDICTS = ("a better", "b better", "no measurable difference")
 #: Metrics where a lower value is better (errors, losses, times); every other is higher-better.
 LOWER_IS_BETTER = frozenset({"mae", "valid_loss", "L_ave", "epoch_time_s", "epoch_s"})
 CONFIDENCE = 0.95
-
-Metric = Callable[[np.ndarray, np.ndarray], float]
-#: Metrics that are a (masked) mean over samples: resampled with one matrix product.
-PER_SAMPLE = ("mae", "acc7", "acc5", "acc2_has0", "acc2_non0")
-
-
-def per_sample_scores(metric: str, predictions: np.ndarray, labels: np.ndarray):
-    """``(scores, counted)`` with ``metric = (scores * counted).sum(-1) / counted.sum()``.
-
-    ``predictions`` is ``(..., n)``, ``labels`` ``(n,)``; ``scores`` has the shape of
-    ``predictions`` (absolute error, or 1.0 for a correct class), ``counted`` ``(n,)`` is 0
-    for the samples the metric drops (truth exactly 0 for ``acc2_non0``). Same definitions as
-    :mod:`cormult_lib.metrics` (a test compares them).
-    """
-    counted = np.ones(len(labels))
-    if metric == "mae":
-        return np.abs(predictions - labels), counted
-    if metric in ("acc7", "acc5"):
-        bound = 3.0 if metric == "acc7" else 2.0
-        rounded = np.round(np.clip(predictions, -bound, bound))
-        return (rounded == np.round(np.clip(labels, -bound, bound))).astype(float), counted
-    if metric == "acc2_has0":
-        return ((predictions >= 0) == (labels >= 0)).astype(float), counted
-    if metric == "acc2_non0":
-        return ((predictions > 0) == (labels > 0)).astype(float), (labels != 0).astype(float)
-    raise ValueError(f"{metric!r} is not a per-sample metric; expected one of {PER_SAMPLE}")
-
-
-def metric_function(name: str) -> Metric:
-    """``metric(predictions (n,), labels (n,)) -> float`` for one of :data:`METRIC_KEYS`."""
-    if name not in METRIC_KEYS:
-        raise ValueError(f"metric must be one of {METRIC_KEYS}, got {name!r}")
-    if name in PER_SAMPLE:
-
-        def score(predictions: np.ndarray, labels: np.ndarray) -> float:
-            values, counted = per_sample_scores(name, predictions, labels)
-            total = counted.sum()
-            return float((values * counted).sum() / total) if total else float("nan")
-
-        return score
-    if name == "corr":
-        return lambda predictions, labels: float(np.corrcoef(predictions, labels)[0, 1])
-    return lambda predictions, labels: regression_metrics(predictions, labels)[name]
-
+#: Fewest samples (per group, or pairs) that a bootstrap over samples resamples. With fewer, a
+#: resample holds a handful of distinct values and the percentile interval is far too narrow:
+#: three correct answers out of three resample to 100% every time, so a group of three would
+#: decide a comparison on its own. The interval is then NaN ("no measurable difference"), and
+#: the comparison's method says why.
+MIN_BOOTSTRAP_SAMPLES = 10
+TOO_FEW = f"; fewer than {MIN_BOOTSTRAP_SAMPLES} samples in a group: no interval"
 
 def verdict(ci_low: float, ci_high: float, metric: str, lower_is_better: bool | None = None) -> str:
     """``"a better"``, ``"b better"`` or ``"no measurable difference"`` for the interval of
@@ -192,10 +162,15 @@ class Comparison:
             "b better": f"{self.b} better",
             "no measurable difference": "no measurable difference",
         }[self.verdict]
+        interval = (
+            f"[{self.ci_low:+.3f}, {self.ci_high:+.3f}]"
+            if np.isfinite(self.ci_low) and np.isfinite(self.ci_high)
+            else "(no interval)"
+        )
         return (
             f"{self.subset} (n={self.sizes}, {self.n_seeds} seed{'s' * (self.n_seeds != 1)}): "
-            f"{self.a} - {self.b} {self.metric} = {self.difference:+.3f} "
-            f"[{self.ci_low:+.3f}, {self.ci_high:+.3f}], {verdict_words}"
+            f"{self.a} - {self.b} {self.metric} = {self.difference:+.3f} {interval}, "
+            f"{verdict_words}"
         )
 
 
@@ -217,6 +192,18 @@ def _percentile(deltas: np.ndarray, what: str = "statistic") -> tuple[float, flo
     tail = (1 - CONFIDENCE) / 2 * 100
     low, high = np.percentile(deltas, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def _finite(values, name: str, flat: bool = True) -> np.ndarray:
+    """``values`` as a float array (``(n,)`` when ``flat``), refusing NaN and inf: a NaN would
+    otherwise pass through a mean or a spread unnoticed and leave a confident verdict."""
+    array = np.asarray(values, dtype=float)
+    if not np.isfinite(array).all():
+        raise ValueError(
+            f"{name} holds {int((~np.isfinite(array)).sum())} non-finite value(s) (NaN or inf) "
+            f"of {array.size}; expected finite numbers"
+        )
+    return array.reshape(-1) if flat else array
 
 
 def _as_seed_matrix(predictions: np.ndarray, name: str, n: int) -> np.ndarray:
@@ -256,10 +243,10 @@ def paired_bootstrap(
         n_resamples: bootstrap resamples; ``seed`` makes them reproducible.
 
     Returns:
-        A :class:`Comparison`; with fewer than 2 samples its interval is NaN and its verdict
-        ``"no measurable difference"``.
+        A :class:`Comparison`; with fewer than :data:`MIN_BOOTSTRAP_SAMPLES` samples its
+        interval is NaN and its verdict ``"no measurable difference"``.
     """
-    labels = np.asarray(labels, dtype=float).reshape(-1)
+    labels = _finite(labels, "labels")
     n = len(labels)
     a = _as_seed_matrix(a_predictions, "a_predictions", n)
     b = _as_seed_matrix(b_predictions, "b_predictions", n)
@@ -275,8 +262,10 @@ def paired_bootstrap(
     a_value = float(np.mean([score(row, labels) for row in a])) if n else float("nan")
     b_value = float(np.mean([score(row, labels) for row in b])) if n else float("nan")
     interval = (float("nan"), float("nan"))
-    if n >= 2:
+    if n >= MIN_BOOTSTRAP_SAMPLES:
         interval = _percentile_interval(a, b, labels, metric, n_resamples, seed)
+    else:
+        method += TOO_FEW
     return Comparison.build(
         subset=subset,
         n=n,
@@ -336,8 +325,7 @@ def seed_interval(
     samples behind each value (reported only). With one seed the interval is NaN.
     ``lower_is_better`` as in :func:`verdict` (for metrics such as a loss or a time).
     """
-    a = np.asarray(a_values, dtype=float)
-    b = np.asarray(b_values, dtype=float)
+    a, b = _finite(a_values, "a_values", flat=False), _finite(b_values, "b_values", flat=False)
     if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
         raise ValueError(
             f"a_values and b_values must be equally long 1-D sequences, got {a.shape}, {b.shape}"
@@ -464,12 +452,14 @@ def auc_against_chance(
     each at its own size. ``n`` is ``len(higher) + len(lower)``. With an empty group the AUC
     and interval are NaN.
     """
-    higher = np.asarray(higher, dtype=float).reshape(-1)
-    lower = np.asarray(lower, dtype=float).reshape(-1)
+    higher, lower = _finite(higher, "higher"), _finite(lower, "lower")
     n = len(higher) + len(lower)
     auc = float(roc_auc(higher, lower)) if len(higher) and len(lower) else float("nan")
     interval = (float("nan"), float("nan"))
-    if len(higher) >= 2 and len(lower) >= 2:
+    method = f"stratified bootstrap over {len(higher)} + {len(lower)} samples"
+    if min(len(higher), len(lower)) < MIN_BOOTSTRAP_SAMPLES:
+        method += TOO_FEW
+    else:
         rng = np.random.default_rng(seed)
         resampled_high = higher[rng.integers(0, len(higher), (n_resamples, len(higher)))]
         resampled_low = lower[rng.integers(0, len(lower), (n_resamples, len(lower)))]
@@ -482,7 +472,7 @@ def auc_against_chance(
         names=(name, "chance"),
         values=(auc, 0.5),
         interval=interval,
-        method=f"stratified bootstrap over {len(higher)} + {len(lower)} samples",
+        method=method,
         groups=(len(higher), len(lower)),
     )
 
@@ -522,29 +512,32 @@ def mean_difference(
     ``paired=True``: ``a_values[i]`` and ``b_values[i]`` belong to the same sample (a negative
     and the real clip it was made from), resampled together; ``n`` is the number of pairs.
     ``paired=False``: two groups of different samples (weak and strong clips), each resampled
-    at its own size; ``n`` counts both. Fewer than 2 values in a group: NaN interval.
+    at its own size; ``n`` counts both. Fewer than :data:`MIN_BOOTSTRAP_SAMPLES` values in a
+    group: NaN interval. Non-finite values are refused.
     ``n_seeds``: how many training seeds each value is already averaged over (a model's
     per-sample error, say); recorded and named in ``method``, since the interval resamples
     samples only and leaves the differences between seeds out.
     """
-    a = np.asarray(a_values, dtype=float).reshape(-1)
-    b = np.asarray(b_values, dtype=float).reshape(-1)
+    a, b = _finite(a_values, "a_values"), _finite(b_values, "b_values")
     if paired and a.shape != b.shape:
         raise ValueError(f"paired values must be equally long, got {len(a)} and {len(b)}")
     a_value = float(a.mean()) if len(a) else float("nan")
     b_value = float(b.mean()) if len(b) else float("nan")
     interval = (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
-    if min(len(a), len(b)) >= 2:
-        if paired:
-            rows = rng.integers(0, len(a), (n_resamples, len(a)))
-            deltas = (a - b)[rows].mean(axis=1)
-        else:
-            deltas = (
-                a[rng.integers(0, len(a), (n_resamples, len(a)))].mean(axis=1)
-                - b[rng.integers(0, len(b), (n_resamples, len(b)))].mean(axis=1)
-            )
-        interval = _percentile(deltas)
+    method = f"{'paired' if paired else 'two-group'} bootstrap over samples" + (
+        f" of values averaged over {n_seeds} seeds" if n_seeds > 1 else ""
+    )
+    if min(len(a), len(b)) < MIN_BOOTSTRAP_SAMPLES:
+        method += TOO_FEW
+    elif paired:
+        rows = rng.integers(0, len(a), (n_resamples, len(a)))
+        interval = _percentile((a - b)[rows].mean(axis=1))
+    else:
+        interval = _percentile(
+            a[rng.integers(0, len(a), (n_resamples, len(a)))].mean(axis=1)
+            - b[rng.integers(0, len(b), (n_resamples, len(b)))].mean(axis=1)
+        )
     return Comparison.build(
         subset=subset,
         n=len(a) if paired else len(a) + len(b),
@@ -553,55 +546,10 @@ def mean_difference(
         names=names,
         values=(a_value, b_value),
         interval=interval,
-        method=f"{'paired' if paired else 'two-group'} bootstrap over samples"
-        + (f" of values averaged over {n_seeds} seeds" if n_seeds > 1 else ""),
+        method=method,
         lower_is_better=lower_is_better,
         groups=None if paired else (len(a), len(b)),
     )
-
-
-def resampled_metric(
-    metric: str, predictions: np.ndarray, labels: np.ndarray, weights: np.ndarray
-) -> np.ndarray:
-    """``metric`` of one model on many bootstrap resamples at once.
-
-    Args:
-        predictions, labels: ``(n,)``.
-        weights: ``(resamples, n)``, how often each sample was drawn in each resample.
-
-    Returns:
-        ``(resamples,)``: the metric of each resample, equal to
-        :func:`~cormult_lib.metrics.regression_metrics` on the drawn samples (a test compares
-        them). Means of per-sample scores, the Pearson correlation and the weighted F1 of the
-        sign split are all sums over samples, so one matrix product serves every resample.
-    """
-    w = np.asarray(weights, dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if metric in PER_SAMPLE:
-            scores, counted = per_sample_scores(metric, predictions, labels)
-            w = w * counted
-            return (w @ scores) / w.sum(1)
-        if metric == "corr":
-            total = w.sum(1)
-            mean_p, mean_y = w @ predictions / total, w @ labels / total
-            cov = w @ (predictions * labels) / total - mean_p * mean_y
-            var_p = w @ predictions**2 / total - mean_p**2
-            var_y = w @ labels**2 / total - mean_y**2
-            return cov / np.sqrt(var_p * var_y)
-        if metric in ("f1_non0", "f1_has0"):
-            if metric == "f1_non0":
-                w = w * (labels != 0)
-                pred, truth = predictions > 0, labels > 0
-            else:
-                pred, truth = predictions >= 0, labels >= 0
-            tp, fp = w @ (pred & truth), w @ (pred & ~truth)
-            fn, tn = w @ (~pred & truth), w @ (~pred & ~truth)
-            # sklearn's average="weighted" with zero_division=0: a class's F1 weighted by its
-            # support, 0 when the class is never predicted nor true.
-            f1_pos = np.nan_to_num(2 * tp / (2 * tp + fp + fn))
-            f1_neg = np.nan_to_num(2 * tn / (2 * tn + fn + fp))
-            return (f1_pos * (tp + fn) + f1_neg * (tn + fp)) / (tp + fn + tn + fp)
-    raise ValueError(f"no resampled form of {metric!r}; expected one of {METRIC_KEYS}")
 
 
 def metric_intervals(

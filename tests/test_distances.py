@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.spatial import distance as scipy_distance
+from sklearn.covariance import LedoitWolf
 
 from cormult_lib.correlation.distances import (
     DISTANCES,
@@ -70,6 +71,23 @@ def test_mahalanobis_matches_scipy_with_same_inverse_covariance(reduce: str) -> 
     np.testing.assert_allclose(d(x, y).numpy(), expected, rtol=1e-8)
     # The covariance was estimated with Ledoit-Wolf shrinkage, strictly between 0 and 1.
     assert 0.0 < d.shrinkage_ < 1.0
+
+
+@pytest.mark.parametrize("reduce", ["steps", "mean"])
+def test_mahalanobis_fits_ledoit_wolf_on_the_vectors_it_compares(reduce: str) -> None:
+    """The covariance is sklearn's Ledoit-Wolf estimate of the per-step rows (``steps``) or of
+    the time means (``mean``), pooled over modalities; ``max_rows`` keeps a seeded subset."""
+    x = _embeddings(10, (40, 4, 5)) * torch.tensor([1.0, 2.0, 0.5, 3.0, 1.0], dtype=torch.float64)
+    y = _embeddings(11, (40, 4, 5))
+    d = Distance("mahalanobis", reduce=reduce).fit({"T": x, "A": y})
+    vectors = [v.mean(1) if reduce == "mean" else v.reshape(-1, 5) for v in (x, y)]
+    expected = LedoitWolf().fit(torch.cat(vectors).numpy())
+    np.testing.assert_allclose(d.covariance, expected.covariance_, rtol=1e-10)
+    assert d.shrinkage_ == pytest.approx(expected.shrinkage_)
+    capped = Distance("mahalanobis", max_rows=50).fit(x)
+    again = Distance("mahalanobis", max_rows=50).fit(x)
+    np.testing.assert_array_equal(capped.covariance, again.covariance)
+    assert not np.allclose(capped.covariance, Distance("mahalanobis").fit(x).covariance)
 
 
 def test_mahalanobis_with_identity_covariance_is_euclidean() -> None:

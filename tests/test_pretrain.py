@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from cormult_lib.config import DataConfig, get_config
 from cormult_lib.correlation.evaluation import (
@@ -108,6 +109,10 @@ def test_paired_counts_negatives_below_their_own_real_sample(tiny):
                 row = table.loc[(strategy, "".join(pair))]
                 assert row["paired"] == pytest.approx(wins), (strategy, pair)
                 assert row["n_neg"] == int(keep.sum())
+                # auc: every real sample (label 1) against every kept negative (label 0)
+                scores = np.r_[real[pair].numpy(), fake[pair][keep].numpy()]
+                truth = np.r_[np.ones(len(test)), np.zeros(int(keep.sum()))]
+                assert row["auc"] == pytest.approx(roc_auc_score(truth, scores), abs=1e-9)
                 # the Wilson interval of that share, written out
                 n, z = int(keep.sum()), 1.959963984540054
                 share = int((real[pair][keep] > fake[pair][keep]).sum()) / n  # exact, not float32
@@ -130,12 +135,23 @@ def test_weak_strong_and_coefficient_tables(trained, splits):
     assert set(ranking["discrepancy"]) == weak_kinds | {"all"}
     strong = int((test.meta["correlation"] == "strong").sum())
     assert (ranking["n_strong"] == strong).all()
-    assert ranking["auc"].between(0, 1).all()
+    # Each row against sklearn: strong clips label 1, the weak clips of its discrepancy label 0.
+    is_strong = (test.meta["correlation"] == "strong").to_numpy()
+    is_weak = (test.meta["correlation"] == "weak").to_numpy()
+    for _, row in ranking.iterrows():
+        chosen = is_weak & ((test.meta["discrepancy"] == row["discrepancy"]).to_numpy()
+                            | (row["discrepancy"] == "all"))  # fmt: skip
+        cor = table[f"cor_{row['pair']}"].to_numpy()
+        truth = np.r_[np.ones(is_strong.sum()), np.zeros(chosen.sum())]
+        expected = roc_auc_score(truth, np.r_[cor[is_strong], cor[chosen]])
+        assert row["n_weak"] == chosen.sum()
+        assert row["auc"] == pytest.approx(expected, abs=1e-9), (row["discrepancy"], row["pair"])
     # As comparisons with chance: both group sizes travel with the interval.
     for comparison, (_, row) in zip(
         auc_comparisons(ranking, by=["discrepancy", "pair"]), ranking.iterrows(), strict=True
     ):
         assert comparison.groups == (row["n_strong"], row["n_weak"])
+        assert comparison.difference == pytest.approx(row["auc"] - 0.5)
         assert f"(n={row['n_strong']} vs {row['n_weak']}, 1 seed)" in comparison.sentence()
 
 

@@ -14,9 +14,9 @@ from cormult_lib.data.raw_clips import RawClipSplit, raw_clip_loader
 from cormult_lib.data.transcripts import TranscriptSplit, load_transcripts
 from cormult_lib.features.sentence_cache import cached_sentence_embeddings, encoder_fingerprint
 from cormult_lib.features.text import MiniLMEncoder, default_tokenizer_path, load_bert_tokenizer
-from cormult_lib.metrics import regression_metrics
+from cormult_lib.metrics import METRIC_KEYS, regression_metrics, resampled_metric
 from cormult_lib.models.sentence import SentenceRegressor
-from cormult_lib.stats import metric_intervals, resampled_metric
+from cormult_lib.stats import metric_intervals
 from cormult_lib.training.supervised import predict, train_model
 from cormult_lib.tutorial.text_baseline import (
     REAL_TEXT_METRICS,
@@ -86,7 +86,7 @@ def test_an_empty_split_or_a_tiny_limit_is_refused_naming_it(tmp_path):
 # --------------------------------------------------------------------------- intervals
 
 
-@pytest.mark.parametrize("metric", REAL_TEXT_METRICS)
+@pytest.mark.parametrize("metric", METRIC_KEYS)
 def test_resampled_metrics_equal_the_library_metrics_on_each_drawn_sample(metric):
     rng = np.random.default_rng(0)
     labels = np.round(rng.uniform(-3, 3, 80) * 3) / 3

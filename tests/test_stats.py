@@ -3,14 +3,15 @@
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
+from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error
 
-from cormult_lib.metrics import regression_metrics
+from cormult_lib.metrics import METRIC_KEYS, metric_function
 from cormult_lib.stats import (
-    PER_SAMPLE,
+    MIN_BOOTSTRAP_SAMPLES,
+    auc_against_chance,
     compare_on_subsets,
     mean_difference,
     mean_interval,
-    metric_function,
     paired_bootstrap,
     seed_interval,
     verdict,
@@ -22,13 +23,31 @@ def _labels(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.clip(np.round(rng.normal(0.2, 1.3, n) * 3) / 3, -3, 3)
 
 
-@pytest.mark.parametrize("metric", [*PER_SAMPLE, "corr", "f1_non0"])
+def _library_metric(metric: str, predictions: np.ndarray, labels: np.ndarray) -> float:
+    """MMSA's definition of ``metric`` written with sklearn and SciPy, independently of
+    :mod:`cormult_lib.metrics`."""
+    non0 = labels != 0
+    if metric in ("acc7", "acc5"):
+        bound = 3 if metric == "acc7" else 2
+        rounded = [np.round(np.clip(x, -bound, bound)) for x in (labels, predictions)]
+        return accuracy_score(*rounded)
+    return {
+        "mae": lambda: mean_absolute_error(labels, predictions),
+        "corr": lambda: scipy_stats.pearsonr(predictions, labels).statistic,
+        "acc2_has0": lambda: accuracy_score(labels >= 0, predictions >= 0),
+        "f1_has0": lambda: f1_score(labels >= 0, predictions >= 0, average="weighted"),
+        "acc2_non0": lambda: accuracy_score(labels[non0] > 0, predictions[non0] > 0),
+        "f1_non0": lambda: f1_score(labels[non0] > 0, predictions[non0] > 0, average="weighted"),
+    }[metric]()
+
+
+@pytest.mark.parametrize("metric", METRIC_KEYS)
 def test_metric_functions_equal_the_mmsa_definitions(metric):
     rng = np.random.default_rng(1)
     labels = _labels(rng, 300)
     predictions = labels + rng.normal(0, 0.9, 300)
     predictions[:5] = 0.0  # a prediction of exactly 0 (negative in non0, positive in has0)
-    expected = regression_metrics(predictions, labels)[metric]
+    expected = _library_metric(metric, predictions, labels)
     assert metric_function(metric)(predictions, labels) == pytest.approx(expected, abs=1e-12)
 
 
@@ -209,9 +228,51 @@ def test_mean_interval_is_the_one_sample_t_interval():
 def test_undefined_resamples_are_counted_in_a_warning():
     """Corr of a resample whose predictions are constant is undefined: such resamples are left
     out of the interval, and the warning says how many."""
-    labels = np.array([1.0, -1.0, 2.0, -2.0, 0.5])
-    a = np.array([0.3, 0.3, 0.3, 0.3, 0.9])  # constant unless the last sample is drawn
-    b = np.array([0.8, -0.9, 1.7, -2.1, 0.4])
+    labels = np.array([1.0, -1.0, 2.0, -2.0, 0.5] * 2)
+    a = np.array([0.25] * 9 + [0.9])  # constant unless the last sample is drawn (35%: not)
+    b = np.array([0.8, -0.9, 1.7, -2.1, 0.4] * 2)
     with pytest.warns(UserWarning, match=r"corr difference: \d+ of 2000 resamples are undefined"):
         result = paired_bootstrap(a, b, labels, metric="corr", n_resamples=2000)
     assert np.isfinite([result.ci_low, result.ci_high]).all()
+
+
+def test_a_group_too_small_to_resample_gets_no_interval_and_no_verdict():
+    """Three correct answers out of three resample to 100% every time: a percentile bootstrap
+    would decide on such a group alone. Below MIN_BOOTSTRAP_SAMPLES there is no interval."""
+    rng = np.random.default_rng(0)
+    strong = (rng.random(50) < 0.7).astype(float)  # a probe right on ~70% of 50 clips
+    few = np.ones(MIN_BOOTSTRAP_SAMPLES - 1)  # right on every one of a few weak clips
+    small = mean_difference(few, strong, paired=False, metric="acc", names=("weak", "strong"))
+    assert np.isnan([small.ci_low, small.ci_high]).all()
+    assert small.verdict == "no measurable difference" and "no interval" in small.method
+    assert small.difference == pytest.approx(1 - strong.mean()) and small.groups == (9, 50)
+    assert "(no interval)" in small.sentence() and "nan" not in small.sentence()
+    # One more sample and the bootstrap runs: the same all-correct group now decides.
+    enough = mean_difference(np.ones(MIN_BOOTSTRAP_SAMPLES), strong, paired=False, metric="acc")
+    assert np.isfinite([enough.ci_low, enough.ci_high]).all() and enough.verdict == "a better"
+    paired = mean_difference(few, few - 1, paired=True, metric="acc")
+    assert np.isnan(paired.ci_low) and paired.n == 9
+    labels = _labels(rng, MIN_BOOTSTRAP_SAMPLES - 1)
+    models = paired_bootstrap(labels, labels + 1.0, labels, "mae")
+    assert np.isnan(models.ci_low) and models.verdict == "no measurable difference"
+    auc = auc_against_chance(np.arange(3.0) + 100, np.arange(40.0))
+    assert auc.a_value == 1.0 and np.isnan(auc.ci_low) and "no interval" in auc.method
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda bad: seed_interval(bad, [0.8, 0.8, 0.8], "mae"),
+        lambda bad: mean_difference(bad, [0.0] * 3, paired=True, metric="x"),
+        lambda bad: mean_difference([0.0] * 3, bad, paired=False, metric="x"),
+        lambda bad: paired_bootstrap([0.1] * 3, [0.2] * 3, bad, "mae"),
+        lambda bad: auc_against_chance(bad, [0.0] * 3),
+    ],
+    ids=["seed_interval", "mean_difference-a", "mean_difference-b", "labels", "auc"],
+)
+def test_non_finite_values_are_refused_not_turned_into_a_verdict(call):
+    """seed_interval([0.7, nan, 0.7], ...) gave 'a better' with a zero-width interval: NaN
+    passed the spread check. Every interval function refuses NaN and inf, naming the input."""
+    for bad in ([0.7, np.nan, 0.7], [0.7, np.inf, 0.7]):
+        with pytest.raises(ValueError, match="non-finite"):
+            call(bad)

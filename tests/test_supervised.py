@@ -200,3 +200,25 @@ def test_correlation_sensitivity_replaces_the_coefficients_and_measures_the_chan
     assert ratio == pytest.approx(1 / reference.std())
     assert (table["n"] == len(test)).all()
     assert table.loc["Cor of another sample", "mean_abs_change"] > 0
+
+
+def test_a_class_head_run_returns_its_argmax_classes_as_the_scored_predictions(splits):
+    """Chapter 07 compares the 7-class head with paired bootstraps over these scores: they
+    must be argmax - 3 of the model's logits, and the very predictions the metrics scored."""
+    trained = []
+    runs, scores = run_seeds(
+        lambda seed: _build(splits, head="classification"),
+        splits,
+        replace(CONFIG, epochs=6, lr=1e-2),
+        [0],
+        progress=False,
+        return_outputs=True,
+        after_training=lambda seed, model: trained.append(model),
+    )
+    test = splits["test"]
+    logits = predict(trained[0], test)
+    assert logits.shape == (len(test), 7) and len(set(scores[0])) > 1, "not one class for all"
+    np.testing.assert_array_equal(scores[0], logits.argmax(axis=1) - 3)
+    row = runs[runs["subset"] == "all"].iloc[0]
+    assert np.abs(scores[0] - test.labels).mean() == pytest.approx(row["mae"])
+    assert row["acc7"] == pytest.approx(classification_metrics(logits, test.labels)["acc7"])

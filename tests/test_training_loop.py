@@ -90,6 +90,79 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
     assert pd_a.equals(pd_b)
 
 
+VALID_BATCHES = N_VALID // BATCH
+
+
+def scripted_validation(script: list[float], crash_in: int | None = None):
+    """A loss function whose validation loss in epoch ``e`` is ``script[e - 1]`` (the epoch
+    counted from the validation batches, so it stays right across a crash and a resume), and
+    that is killed once, in the first training batch of epoch ``crash_in``."""
+    state = {"valid_batches": 0, "crashed": False, "train_batches": 0}
+
+    def loss_fn(model, batch, generator):
+        epoch = state["valid_batches"] // VALID_BATCHES + 1
+        if model.training:
+            if epoch == crash_in and not state["crashed"]:
+                state["crashed"] = True
+                raise KeyboardInterrupt("killed")
+            state["train_batches"] += 1
+            return noisy_mse(model, batch, generator)
+        state["valid_batches"] += 1
+        return torch.tensor(script[epoch - 1]), {}
+
+    return loss_fn, state
+
+
+# Epoch 1 is the best; every later epoch is worse. The plateau scheduler halves lr after
+# PLATEAU_PATIENCE + 1 bad epochs (epochs 2-4) and again after the next three (5-7);
+# early stopping with patience 4 stops after epoch 5.
+WORSE_AFTER_ONE = [1.0] + [2.0] * 8
+
+
+@pytest.mark.parametrize(
+    ("patience", "crash_in"),
+    [(None, 6), (4, 4)],
+    ids=["scheduler-state-mid-plateau", "early-stopping-state-mid-patience"],
+)
+def test_resume_keeps_the_scheduler_and_early_stopping_counts(tmp_path, patience, crash_in):
+    """Resuming must restore the plateau scheduler's and early stopping's bad-epoch counts
+    and best loss, not only weights and optimizer: a fresh count would halve lr later, stop
+    later, and take a post-crash epoch as the best."""
+    options = dict(epochs=len(WORSE_AFTER_ONE), patience=patience)
+    reference = run(make_model(0), tmp_path / "straight.pt",
+                    loss_fn=scripted_validation(WORSE_AFTER_ONE)[0], **options)  # fmt: skip
+    if patience is None:  # the script halves lr twice, the second time after the crash
+        assert reference.history["lr"].tolist()[-3:] == pytest.approx([5e-3, 2.5e-3, 2.5e-3])
+    else:
+        assert reference.stopped_early and len(reference.history) == 1 + patience
+    checkpoint = tmp_path / "resumed.pt"
+    crashing, _ = scripted_validation(WORSE_AFTER_ONE, crash_in)
+    with pytest.raises(KeyboardInterrupt):
+        run(make_model(0), checkpoint, loss_fn=crashing, **options)
+    torch.manual_seed(123)
+    resumed = run(make_model(99), checkpoint, loss_fn=crashing, **options)
+    assert resumed.best_epoch == reference.best_epoch == 1
+    assert resumed.stopped_early == reference.stopped_early
+    assert resumed.history["lr"].tolist() == reference.history["lr"].tolist()
+    assert resumed.history["epoch"].tolist() == reference.history["epoch"].tolist()
+    for key, value in reference.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_resuming_a_run_that_stopped_early_trains_nothing(tmp_path):
+    checkpoint = tmp_path / "ck.pt"
+    loss_fn, _ = scripted_validation(WORSE_AFTER_ONE)
+    finished = run(make_model(0), checkpoint, loss_fn=loss_fn, epochs=9, patience=2)
+    assert finished.stopped_early and len(finished.history) == 3
+    again, state = scripted_validation(WORSE_AFTER_ONE)
+    resumed = run(make_model(99), checkpoint, loss_fn=again, epochs=9, patience=2)
+    assert state["train_batches"] == 0 and state["valid_batches"] == 0
+    assert resumed.stopped_early and resumed.best_epoch == 1
+    assert resumed.history.equals(finished.history)
+    for key, value in finished.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
 def test_early_stopping_returns_the_best_epoch(tmp_path):
     script = [3.0, 2.0, 1.0, 1.5, 2.5, 0.5, 0.1]  # validation loss per epoch
     calls = {"train": 0}
