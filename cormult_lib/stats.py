@@ -76,6 +76,13 @@ def verdict(ci_low: float, ci_high: float, metric: str, lower_is_better: bool | 
     return "no measurable difference"
 
 
+def interval_text(low: float, high: float) -> str:
+    """An interval as printed: ``"[-0.058, -0.004]"``, or ``"(no interval)"`` when it is NaN
+    (one seed, or a group too small to resample)."""
+    finite = np.isfinite(low) and np.isfinite(high)
+    return f"[{low:+.3f}, {high:+.3f}]" if finite else "(no interval)"
+
+
 def sample_sizes(n: int, groups: Sequence[int] | None) -> str:
     """How a comparison's ``n`` is printed: ``"120"``, or ``"3 vs 50"`` when ``groups`` gives
     the sizes of two groups of different samples."""
@@ -162,15 +169,10 @@ class Comparison:
             "b better": f"{self.b} better",
             "no measurable difference": "no measurable difference",
         }[self.verdict]
-        interval = (
-            f"[{self.ci_low:+.3f}, {self.ci_high:+.3f}]"
-            if np.isfinite(self.ci_low) and np.isfinite(self.ci_high)
-            else "(no interval)"
-        )
         return (
             f"{self.subset} (n={self.sizes}, {self.n_seeds} seed{'s' * (self.n_seeds != 1)}): "
-            f"{self.a} - {self.b} {self.metric} = {self.difference:+.3f} {interval}, "
-            f"{verdict_words}"
+            f"{self.a} - {self.b} {self.metric} = {self.difference:+.3f} "
+            f"{interval_text(self.ci_low, self.ci_high)}, {verdict_words}"
         )
 
 

@@ -81,7 +81,9 @@ def dump(path: Path, data: object, protocol: int = pickle.HIGHEST_PROTOCOL) -> P
 
 
 def test_mmsa_shapes_masks_labels_ids(tmp_path: Path) -> None:
-    splits = load_mmsa(make_mmsa(tmp_path))
+    path = make_mmsa(tmp_path)
+    raw = pickle.loads(path.read_bytes())
+    splits = load_mmsa(path)
     assert list(splits) == ["train", "valid", "test"]
     for name, n in SIZES.items():
         s = splits[name]
@@ -99,6 +101,10 @@ def test_mmsa_shapes_masks_labels_ids(tmp_path: Path) -> None:
         assert list(s.meta.columns) == ["id", "raw_text"]
         assert s.meta["raw_text"].tolist() == [f"sentence {i}" for i in range(n)]
         assert s.info["format"] == "mmsa"
+        # The values themselves: the pickle's, with non-finite ones replaced by 0.
+        for m, key in (("T", "text"), ("A", "audio"), ("V", "vision")):
+            expected = np.nan_to_num(raw[name][key], nan=0.0, posinf=0.0, neginf=0.0)
+            np.testing.assert_array_equal(s.features[m], expected.astype(np.float32), m)
 
 
 def test_mmsa_nonfinite_replaced_and_counted(tmp_path: Path, capsys) -> None:
@@ -243,7 +249,9 @@ def make_mult(tmp_path: Path, ids: object = None, drop: tuple[str, ...] = ()) ->
 
 
 def test_mult_shapes_masks_labels_ids(tmp_path: Path, capsys) -> None:
-    splits = load_mult(make_mult(tmp_path))
+    path = make_mult(tmp_path)
+    raw = pickle.loads(path.read_bytes())
+    splits = load_mult(path)
     assert capsys.readouterr().out == (
         "mosei_senti_data.pkl [train] audio: replaced 7 non-finite values "
         "(nan 1, +inf 1, -inf 5) with 0\n"
@@ -258,6 +266,9 @@ def test_mult_shapes_masks_labels_ids(tmp_path: Path, capsys) -> None:
         np.testing.assert_array_equal(s.masks["V"], start_mask[:n])
         assert s.labels.shape == (n,) and s.labels.dtype == np.float32
         np.testing.assert_allclose(s.labels, np.linspace(-2, 2, n))
+        for m, key in (("T", "text"), ("A", "audio"), ("V", "vision")):
+            expected = np.nan_to_num(raw[name][key], nan=0.0, posinf=0.0, neginf=0.0)
+            np.testing.assert_array_equal(s.features[m], expected, m)
         assert s.ids == [f"v{i}$_$1.5$_$3.25" for i in range(n)]
         assert s.meta["id"].tolist() == s.ids
         assert all(np.isfinite(x).all() for x in s.features.values())

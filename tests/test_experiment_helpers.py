@@ -65,6 +65,9 @@ def test_seed_bars_show_the_mean_with_sd_error_bars():
     spans = sorted(abs(line.get_ydata()[1] - line.get_ydata()[0]) for line in ax.lines)
     assert spans == pytest.approx([0.2, 0.2]), "error bars span mean - sd .. mean + sd"
     assert "over 3 seeds" in fig._suptitle.get_text()
+    assert all(ax.get_ylim()[0] <= 0 for ax in fig.axes), "bars start at 0"
+    with_n = plot_seed_bars(runs.assign(n=90), metrics=("corr",))
+    assert "(all, n=90)" in with_n._suptitle.get_text()
     one_seed = plot_seed_bars(runs[runs["seed"] == 0], metrics=("mae",))
     assert "one seed: no spread" in one_seed._suptitle.get_text()
     comparison = plot_subset_comparison(runs, "mae")
@@ -79,5 +82,6 @@ def test_median_seconds_can_time_training_steps():
 
     median_seconds({"step": step}, torch.ones(3), repeats=2, autograd=True)
     assert torch.equal(weight.grad, torch.full((3,), 3.0)), "warm-up and two timed steps"
-    with pytest.raises(RuntimeError):
+    # Without autograd=True the timed steps run under no_grad: backward has no graph.
+    with pytest.raises(RuntimeError, match="does not require grad"):
         median_seconds({"step": step}, torch.ones(3), repeats=1)

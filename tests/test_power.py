@@ -24,6 +24,13 @@ def test_samples_to_decide_scales_with_the_squared_width_ratio():
         "decide it, if it stayed so"
     )
     assert decide_sentence(decided).endswith("already decided by its interval")
+    # A negative difference (a's error lower, the usual hope for CorMulT on MAE): its reach
+    # towards 0 is the upper end, 0.05 - (-0.05) = 0.10 for a difference of -0.05.
+    negative = Comparison.build(
+        subset="weak", n=100, n_seeds=5, metric="mae", names=("a", "b"),
+        values=(0.70, 0.75), interval=(-0.15, 0.05), method="test",
+    )
+    assert samples_to_decide(negative) == pytest.approx(400)
     # A lopsided (percentile) interval: what counts is its reach towards 0, not its half-width
     # (0.105 here, which would call n=100 already enough although the interval holds 0).
     lopsided = Comparison.build(

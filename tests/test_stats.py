@@ -7,6 +7,7 @@ from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error
 
 from cormult_lib.metrics import METRIC_KEYS, metric_function
 from cormult_lib.stats import (
+    LOWER_IS_BETTER,
     MIN_BOOTSTRAP_SAMPLES,
     auc_against_chance,
     compare_on_subsets,
@@ -276,3 +277,45 @@ def test_non_finite_values_are_refused_not_turned_into_a_verdict(call):
     for bad in ([0.7, np.nan, 0.7], [0.7, np.inf, 0.7]):
         with pytest.raises(ValueError, match="non-finite"):
             call(bad)
+
+
+@pytest.mark.parametrize("metric", ["mae", "acc2_non0", "acc7"])
+def test_multi_seed_bootstrap_equals_resampling_seeds_and_samples_by_brute_force(metric):
+    """The weighted-sum shortcut of the per-sample metrics against the definition: each
+    resample draws seeds and samples (the same draws as the library, from the same generator)
+    and averages metric(a) - metric(b) over the drawn seeds, on the drawn samples."""
+    rng = np.random.default_rng(5)
+    labels = _labels(rng, 60)
+    a = labels + rng.normal(0, 0.8, (3, 60))
+    b = labels + rng.normal(0.1, 0.9, (3, 60))
+    ours = paired_bootstrap(a, b, labels, metric, n_resamples=300, seed=7)
+    draws = np.random.default_rng(7)
+    rows = draws.integers(0, 3, (300, 3))
+    samples = draws.integers(0, 60, (300, 60))
+    score = metric_function(metric)
+    deltas = [
+        np.mean([score(a[s, i], labels[i]) - score(b[s, i], labels[i]) for s in r])
+        for r, i in zip(rows, samples, strict=True)
+    ]
+    low, high = np.percentile(deltas, [2.5, 97.5])
+    assert (ours.ci_low, ours.ci_high) == pytest.approx((low, high), abs=1e-12)
+    assert ours.n_seeds == 3 and "seeds and test samples" in ours.method
+
+
+def test_two_group_mean_difference_matches_scipy_independent_bootstrap():
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(0.3, 1, 40), rng.normal(0, 1.5, 70)
+    ours = mean_difference(a, b, paired=False, metric="x", n_resamples=4000, seed=1)
+    theirs = scipy_stats.bootstrap(
+        (a, b), lambda x, y: x.mean() - y.mean(), method="percentile", n_resamples=4000,
+        rng=np.random.default_rng(2),
+    ).confidence_interval
+    assert ours.difference == pytest.approx(a.mean() - b.mean())
+    assert (ours.ci_low, ours.ci_high) == pytest.approx((theirs.low, theirs.high), abs=0.03)
+
+
+@pytest.mark.parametrize("metric", sorted(LOWER_IS_BETTER))
+def test_every_lower_is_better_metric_favours_the_lower_value(metric):
+    assert verdict(-2.0, -1.0, metric) == "a better" and verdict(1.0, 2.0, metric) == "b better"
+    assert verdict(-2.0, -1.0, metric, lower_is_better=False) == "b better"
+    assert verdict(-1.0, 1.0, metric) == "no measurable difference"

@@ -19,9 +19,10 @@ outputs of both directions of its pair before the memory transformers of :class:
 Why a third placement: MulT's blocks are pre-LayerNorm and its memory transformer ends in a
 LayerNorm, and a LayerNorm ignores a common scale, ``LayerNorm(c h) = LayerNorm(h)`` for
 ``c > 0``. A per-sample factor on the memory's *input* therefore reaches the prediction only
-through the residual stream's scale against the attention outputs and through the ratio of
-the two coefficients of one target; chapter 07 measures how much is left. Weighting after the
-final LayerNorm cannot be cancelled that way.
+through the residual stream's scale against the attention outputs, the ratio of the two
+coefficients of one target, and the content's scale against the sinusoidal positions the
+memory transformer adds (``sqrt(d) * Cor * h + PE``); chapter 07 measures how much is left.
+Weighting after the final LayerNorm cannot be cancelled that way.
 
 With cosine, ``Cor`` lies in [-1, 1]: a product can flip the sign of a crossmodal output and
 ``Cor = 0`` removes it; the residual form keeps at least ``h`` at ``Cor = 0`` and drops it only

@@ -250,8 +250,11 @@ def plot_seed_bars(
     subset: str = "all",
 ) -> plt.Figure:
     """One panel per metric: the mean over seeds per ``by`` value, error bars one standard
-    deviation (seaborn's ``errorbar="sd"``). ``runs`` is long format, one row per seed, as
-    :func:`~cormult_lib.training.supervised.run_seeds` returns (plus a ``by`` column)."""
+    deviation (seaborn's ``errorbar="sd"``), every bar from 0. ``runs`` is long format, one row
+    per seed, as :func:`~cormult_lib.training.supervised.run_seeds` returns (plus a ``by``
+    column; its ``n``, the test samples, goes into the title when present). The spread of each
+    model is not the interval of a difference between two: those are
+    :func:`plot_comparisons`' and the chapters print them."""
     data = runs[runs["subset"] == subset]
     fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 3.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
@@ -261,12 +264,10 @@ def plot_seed_bars(
         ax.tick_params(axis="x", rotation=35)
         for label in ax.get_xticklabels():
             label.set_horizontalalignment("right")
-        if metric != "mae":
-            low = data[metric].min()
-            ax.set_ylim(bottom=max(0.0, low - 0.15) if np.isfinite(low) else 0.0)
     n_seeds = data["seed"].nunique()
     spread = f"mean and sd over {n_seeds} seeds" if n_seeds > 1 else "one seed: no spread"
-    fig.suptitle(f"test split ({subset}); {spread}")
+    samples = f", n={int(data['n'].iloc[0])}" if "n" in data and data["n"].nunique() == 1 else ""
+    fig.suptitle(f"test split ({subset}{samples}); {spread} (not an interval of a difference)")
     fig.tight_layout()
     return fig
 

@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 from cormult_lib.files import write_atomically
-from cormult_lib.stats import sample_sizes
+from cormult_lib.stats import interval_text, sample_sizes
 from cormult_lib.tutorial import REPO_ROOT
 
 REFERENCE_DIR = REPO_ROOT / "results"
@@ -169,7 +169,7 @@ def _interval(frame: pd.DataFrame) -> pd.Series:
         groups = c.get("groups")  # two groups: their sizes (absent from older records)
         sizes = sample_sizes(c.n, groups if isinstance(groups, list | tuple) else None)
         return (
-            f"{c.difference:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}] (n={sizes}) "
+            f"{c.difference:+.3f} {interval_text(c.ci_low, c.ci_high)} (n={sizes}) "
             f"{words.get(c.verdict, c.verdict)}"
         )
 
