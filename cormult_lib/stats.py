@@ -54,7 +54,7 @@ CONFIDENCE = 0.95
 #: decide a comparison on its own. The interval is then NaN ("no measurable difference"), and
 #: the comparison's method says why.
 MIN_BOOTSTRAP_SAMPLES = 10
-TOO_FEW = f"; fewer than {MIN_BOOTSTRAP_SAMPLES} samples in a group: no interval"
+TOO_FEW = f"; fewer than {MIN_BOOTSTRAP_SAMPLES} samples to resample: no interval"
 
 def verdict(ci_low: float, ci_high: float, metric: str, lower_is_better: bool | None = None) -> str:
     """``"a better"``, ``"b better"`` or ``"no measurable difference"`` for the interval of
@@ -98,7 +98,10 @@ class Comparison:
     ci_high]`` its 95% interval; ``verdict`` from :func:`verdict`; ``method`` says how the
     interval was made. ``groups``: for two groups of different samples, the size of each
     (``n`` is their sum), so that a verdict resting on a small group shows it; ``None`` when
-    ``a`` and ``b`` are scored on the same ``n`` samples.
+    ``a`` and ``b`` are scored on the same ``n`` samples. ``lower_is_better``: the direction the
+    verdict was read in, kept so that whoever reads the comparison back (a results file, a
+    figure) reads it the same way; ``None`` in records written before it was kept (then
+    :attr:`lower_better` falls back on :data:`LOWER_IS_BETTER`).
     """
 
     subset: str
@@ -115,6 +118,7 @@ class Comparison:
     verdict: str
     method: str
     groups: tuple[int, int] | None = None
+    lower_is_better: bool | None = None
 
     @classmethod
     def build(
@@ -136,6 +140,7 @@ class Comparison:
         ``interval`` of ``a - b``."""
         a_value, b_value = values
         low, high = (float(x) for x in interval)
+        lower = metric in LOWER_IS_BETTER if lower_is_better is None else bool(lower_is_better)
         return cls(
             subset=subset,
             n=int(n),
@@ -148,13 +153,21 @@ class Comparison:
             difference=float(a_value - b_value),
             ci_low=low,
             ci_high=high,
-            verdict=verdict(low, high, metric, lower_is_better),
+            verdict=verdict(low, high, metric, lower),
             method=method,
             groups=None if groups is None else (int(groups[0]), int(groups[1])),
+            lower_is_better=lower,
         )
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def lower_better(self) -> bool:
+        """Whether a lower value of :attr:`metric` is the better one, as the verdict read it."""
+        if self.lower_is_better is None:  # an older record: the metric's default direction
+            return self.metric in LOWER_IS_BETTER
+        return self.lower_is_better
 
     @property
     def sizes(self) -> str:
@@ -452,7 +465,7 @@ def auc_against_chance(
 
     The interval is a stratified bootstrap: each resample draws both groups with replacement,
     each at its own size. ``n`` is ``len(higher) + len(lower)``. With an empty group the AUC
-    and interval are NaN.
+    is NaN; with fewer than :data:`MIN_BOOTSTRAP_SAMPLES` in a group, the interval.
     """
     higher, lower = _finite(higher, "higher"), _finite(lower, "lower")
     n = len(higher) + len(lower)

@@ -158,7 +158,7 @@ def _check_verdicts(comparisons: list[dict]) -> None:
         assert keys | {"ci_high", "verdict"} <= set(c), c
         low = float("nan") if c["ci_low"] is None else c["ci_low"]
         high = float("nan") if c["ci_high"] is None else c["ci_high"]
-        assert c["verdict"] == verdict(low, high, c["metric"]), c
+        assert c["verdict"] == verdict(low, high, c["metric"], c.get("lower_is_better")), c
 
 
 def test_mce_pretraining_runs_on_an_mmsa_pickle(tmp_path: Path) -> None:

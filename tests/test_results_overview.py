@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cormult_lib.stats import Comparison
 from cormult_lib.tutorial.paper_tables import paper_table
 from cormult_lib.tutorial.reference import with_provenance
 from cormult_lib.tutorial.results_overview import (
@@ -55,6 +56,21 @@ def test_provenance_and_verdicts(tmp_path: Path) -> None:
     # A verdict its interval does not support is caught.
     _write(tmp_path, "07_cormult_training", [_comparison(0.01, -0.02, 0.04, "a better")])
     assert len(mismatched_verdicts(load_references(tmp_path))) == 1
+    # A direction given for a metric outside LOWER_IS_BETTER (chapter 01's noise floor in dB)
+    # is recorded and read back the same way, not re-derived from the metric's name.
+    floor = Comparison.build(
+        subset="clips", n=20, n_seeds=1, metric="floor_db", names=("noisy", "clean"),
+        values=(30.0, 1.0), interval=(27.8, 29.0), method="two-group bootstrap",
+        lower_is_better=True,
+    )
+    assert floor.verdict == "b better" and floor.lower_better
+    _write(tmp_path, "01_spectrograms", [floor.to_dict()])
+    references = load_references(tmp_path)
+    (read,) = comparisons_of(references["01_spectrograms"])
+    assert read.lower_is_better is True and read.verdict == "b better"
+    assert not any(line.startswith("01_spectrograms") for line in mismatched_verdicts(references))
+    older = {k: v for k, v in floor.to_dict().items() if k != "lower_is_better"}
+    assert comparisons_of({"comparisons": [older]})[0].lower_better is False, "name's default"
 
 
 def test_side_by_side_puts_ours_in_the_papers_units() -> None:

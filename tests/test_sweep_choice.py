@@ -73,6 +73,9 @@ def test_one_seed_reads_point_estimates():
     assert chosen(table, tolerance=0.1) == (8, 8)
     assert chosen(table, tolerance=0.3) == (32, 8)  # now neither is slower: the lower loss
     assert "one seed" in result.sentences()[0]
+    lines = result.interval_lines()
+    assert all("(no interval) (1 seed); point estimate" in line for line in lines), lines
+    assert not any("nan" in line for line in lines)
 
 
 def test_sentences_and_comparisons_come_from_the_numbers():

@@ -35,7 +35,13 @@ from cormult_lib.correlation.negatives import (
 )
 from cormult_lib.data.dataset import MultimodalSplit, make_loader
 from cormult_lib.device import move_to_device
-from cormult_lib.stats import CONFIDENCE, Comparison, auc_against_chance
+from cormult_lib.stats import (
+    CONFIDENCE,
+    MIN_BOOTSTRAP_SAMPLES,
+    TOO_FEW,
+    Comparison,
+    auc_against_chance,
+)
 
 
 def pair_name(pair: tuple[str, str]) -> str:
@@ -46,7 +52,8 @@ def pair_name(pair: tuple[str, str]) -> str:
 def _auc_columns(higher: np.ndarray, lower: np.ndarray, seed: int = 0) -> dict[str, float]:
     """``auc`` of scores ``higher`` (label 1) against ``lower`` (label 0) and its 95% interval
     ``auc_low`` / ``auc_high`` (:func:`~cormult_lib.stats.auc_against_chance`); NaN where a
-    group is empty (interval: with fewer than 2 samples)."""
+    group is empty (the interval: where a group has fewer than
+    :data:`~cormult_lib.stats.MIN_BOOTSTRAP_SAMPLES`)."""
     result = auc_against_chance(higher, lower, seed=seed)
     return {"auc": result.a_value, "auc_low": result.ci_low + 0.5, "auc_high": result.ci_high + 0.5}
 
@@ -254,7 +261,8 @@ def auc_comparisons(table: pd.DataFrame, by: Sequence[str]) -> list[Comparison]:
             names=("Cor", "chance"),
             values=(row["auc"], 0.5),
             interval=(row["auc_low"] - 0.5, row["auc_high"] - 0.5),
-            method=f"stratified bootstrap over {row[sizes[0]]} + {row[sizes[1]]} samples",
+            method=f"stratified bootstrap over {row[sizes[0]]} + {row[sizes[1]]} samples"
+            + (TOO_FEW if min(row[sizes[0]], row[sizes[1]]) < MIN_BOOTSTRAP_SAMPLES else ""),
             groups=(row[sizes[0]], row[sizes[1]]),
         )
         for _, row in table.iterrows()

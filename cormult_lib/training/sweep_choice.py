@@ -101,9 +101,12 @@ class SweepChoice:
             call = f"beyond the margin {margin:.4g}: {flag}" if _beyond(c, margin) else (
                 f"within the margin {margin:.4g}: kept"
             )
+            interval = f"[{c.ci_low:+.4g}, {c.ci_high:+.4g}]", "lower end"
+            if np.isnan(c.ci_low):  # one seed: the rule reads the point estimate
+                interval = "(no interval)", "point estimate"
             lines.append(
-                f"{c.subset}: {c.a} - {c.b} = {c.difference:+.4g} [{c.ci_low:+.4g}, "
-                f"{c.ci_high:+.4g}] ({c.n_seeds} seeds); lower end {call}"
+                f"{c.subset}: {c.a} - {c.b} = {c.difference:+.4g} {interval[0]} "
+                f"({c.n_seeds} seed{'s' * (c.n_seeds != 1)}); {interval[1]} {call}"
             )
         return lines
 

@@ -295,17 +295,16 @@ def plot_comparisons(comparisons: Sequence, title: str = "") -> plt.Figure:
     rows = list(comparisons)
     if not rows:
         raise ValueError("comparisons is empty: nothing to plot")
-    from cormult_lib.stats import LOWER_IS_BETTER
-
     colours = {"a better": "tab:blue", "b better": "tab:red", "no measurable difference": "grey"}
-    metrics = list(dict.fromkeys(c.metric for c in rows))
-    groups = [[c for c in rows if c.metric == metric] for metric in metrics]
+    # One panel per metric and direction of "better" (read from each comparison).
+    metrics = list(dict.fromkeys((c.metric, c.lower_better) for c in rows))
+    groups = [[c for c in rows if (c.metric, c.lower_better) == key] for key in metrics]
     heights = [0.42 * len(group) + 0.9 for group in groups]
     fig, axes = plt.subplots(
         len(groups), 1, figsize=(7.5, sum(heights) + 0.5), squeeze=False,
         gridspec_kw={"height_ratios": heights},
     )
-    for ax, metric, group in zip(axes[:, 0], metrics, groups, strict=True):
+    for ax, (metric, lower), group in zip(axes[:, 0], metrics, groups, strict=True):
         for y, c in enumerate(group):
             ax.errorbar(
                 c.difference,
@@ -325,7 +324,7 @@ def plot_comparisons(comparisons: Sequence, title: str = "") -> plt.Figure:
         )
         ax.set_ylim(len(group) - 0.5, -0.5)
         ax.axvline(0, color="black", linestyle="--", linewidth=0.8)
-        better = "negative" if metric in LOWER_IS_BETTER else "positive"
+        better = "negative" if lower else "positive"
         ax.set_xlabel(f"difference in {metric} ({better}: a better), 95% interval", fontsize=9)
     handles = [
         plt.Line2D([], [], marker="o", linestyle="", color=colour, label=name)

@@ -60,9 +60,13 @@ def comparisons_of(record: dict[str, Any], **where: Any) -> list[Comparison]:
     found = []
     for entry in record.get("comparisons") or []:
         if all(entry.get(key) == value for key, value in where.items()):
-            values = {k: (np.nan if v is None else v) for k, v in entry.items() if k != "groups"}
+            kept = ("groups", "lower_is_better")  # None there means "not recorded", not NaN
+            values = {k: (np.nan if v is None else v) for k, v in entry.items() if k not in kept}
             groups = entry.get("groups")  # JSON keeps the pair as a list; older records lack it
-            found.append(Comparison(**values, groups=None if groups is None else tuple(groups)))
+            found.append(Comparison(
+                **values, groups=None if groups is None else tuple(groups),
+                lower_is_better=entry.get("lower_is_better"),
+            ))
     return found
 
 
@@ -72,7 +76,8 @@ def mismatched_verdicts(references: Mapping[str, dict[str, Any]]) -> list[str]:
     wrong = []
     for name, record in references.items():
         for c in comparisons_of(record):
-            if not np.isnan(c.ci_low) and verdict(c.ci_low, c.ci_high, c.metric) != c.verdict:
+            decided = verdict(c.ci_low, c.ci_high, c.metric, c.lower_better)
+            if not np.isnan(c.ci_low) and decided != c.verdict:
                 wrong.append(f"{name}: {c.sentence()}")
     return wrong
 
