@@ -277,7 +277,8 @@ def paired_bootstrap(
     a_value = float(np.mean([score(row, labels) for row in a])) if n else float("nan")
     b_value = float(np.mean([score(row, labels) for row in b])) if n else float("nan")
     interval = (float("nan"), float("nan"))
-    if n >= MIN_BOOTSTRAP_SAMPLES:
+    counted = int((labels != 0).sum()) if metric.endswith("_non0") else n  # what the metric reads
+    if counted >= MIN_BOOTSTRAP_SAMPLES:
         interval = _percentile_interval(a, b, labels, metric, n_resamples, seed)
     else:
         method += TOO_FEW

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from cormult_lib.config import DataConfig, FeatureConfig
+from cormult_lib.data.dataset import MultimodalSplit, make_loader
 from cormult_lib.data.synthetic import SyntheticCorpus
 from cormult_lib.data.synthetic_raw import export_raw_corpus
 from cormult_lib.features.pipeline import extract_features, load_feature_cache
@@ -100,9 +101,9 @@ def test_bad_checkpoint_and_evaluator_files_name_the_file(tmp_path, content, pat
 # ----------------------------------------------------------------------------- resume
 
 
-def _loaders(n: int = 32, batch_size: int = 8, shift: float = 0.0):
+def _loaders(n: int = 32, batch_size: int = 8):
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(n + 16, 3, generator=g) + shift
+    x = torch.randn(n + 16, 3, generator=g)
     y = x.sum(1)
     train = DataLoader(TensorDataset(x[:n], y[:n]), batch_size=batch_size)
     return train, DataLoader(TensorDataset(x[n:], y[n:]), batch_size=8)
@@ -116,6 +117,35 @@ def _model() -> nn.Module:
 def _mse(model: nn.Module, batch: list, generator: torch.Generator):
     x, y = batch
     return ((model(x).squeeze(-1) - y) ** 2).mean(), {}
+
+
+def _split(ids: list[str], name: str) -> MultimodalSplit:
+    rng = np.random.default_rng(len(ids))
+    n = len(ids)
+    features = {"A": rng.normal(size=(n, 4, 3)).astype(np.float32)}
+    labels = rng.uniform(-3, 3, n).astype(np.float32)
+    return MultimodalSplit(features, {"A": np.ones((n, 4), bool)}, labels, ids, name=name)
+
+
+def _batch_mse(model: nn.Module, batch: dict, generator: torch.Generator):
+    prediction = model(batch["features"]["A"].mean(1)).squeeze(-1)
+    return ((prediction - batch["labels"]) ** 2).mean(), {}
+
+
+def test_resume_refuses_other_samples_of_the_same_size(tmp_path):
+    """Splits with ids are fingerprinted by them: as many samples, other clips is other data."""
+    checkpoint = tmp_path / "run.pt"
+    valid = make_loader(_split([f"v{i}" for i in range(8)], "valid"), 8, shuffle=False)
+    ours = make_loader(_split([f"c{i}" for i in range(16)], "train"), 8, shuffle=False)
+    fit(_model(), ours, valid, _batch_mse, epochs=1, lr=1e-2, checkpoint_path=checkpoint,
+        progress=False)
+    theirs = make_loader(_split([f"d{i}" for i in range(16)], "train"), 8, shuffle=False)
+    with pytest.raises(ValueError, match=r"other training settings \(train_data.*ids_sha1"):
+        fit(_model(), theirs, valid, _batch_mse, epochs=2, lr=1e-2, checkpoint_path=checkpoint,
+            progress=False)
+    resumed = fit(_model(), ours, valid, _batch_mse, epochs=2, lr=1e-2,
+                  checkpoint_path=checkpoint, progress=False)
+    assert resumed.history["epoch"].tolist() == [1, 2]
 
 
 def test_resume_refuses_a_checkpoint_of_other_data_or_another_batch_size(tmp_path):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
-from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error
+from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, roc_auc_score
 
 from cormult_lib.metrics import METRIC_KEYS, metric_function
 from cormult_lib.stats import (
@@ -256,6 +256,11 @@ def test_a_group_too_small_to_resample_gets_no_interval_and_no_verdict():
     labels = _labels(rng, MIN_BOOTSTRAP_SAMPLES - 1)
     models = paired_bootstrap(labels, labels + 1.0, labels, "mae")
     assert np.isnan(models.ci_low) and models.verdict == "no measurable difference"
+    # A subset of 12 samples whose Non0 metrics read only the 4 with a non-zero label.
+    zeros = np.r_[np.zeros(8), 1.0, -1.0, 2.0, -2.0]
+    non0 = paired_bootstrap(zeros + 0.5, zeros - 0.5, zeros, "acc2_non0")
+    assert np.isnan(non0.ci_low) and "no interval" in non0.method
+    assert np.isfinite(paired_bootstrap(zeros + 0.5, zeros - 0.5, zeros, "mae").ci_low)
     auc = auc_against_chance(np.arange(3.0) + 100, np.arange(40.0))
     assert auc.a_value == 1.0 and np.isnan(auc.ci_low) and "no interval" in auc.method
 
@@ -319,3 +324,20 @@ def test_every_lower_is_better_metric_favours_the_lower_value(metric):
     assert verdict(-2.0, -1.0, metric) == "a better" and verdict(1.0, 2.0, metric) == "b better"
     assert verdict(-2.0, -1.0, metric, lower_is_better=False) == "b better"
     assert verdict(-1.0, 1.0, metric) == "no measurable difference"
+
+
+def test_auc_against_chance_is_scipys_two_sample_bootstrap_of_sklearns_auc():
+    """Resampling each group at its own size is what scipy.stats.bootstrap does with two
+    independent samples; the AUC itself is sklearn's."""
+    rng = np.random.default_rng(9)
+    higher, lower = rng.normal(0.6, 1, 30), rng.normal(0, 1, 45)
+    ours = auc_against_chance(higher, lower, n_resamples=4000, seed=3)
+    truth = np.r_[np.ones(30), np.zeros(45)]
+    assert ours.a_value == pytest.approx(roc_auc_score(truth, np.r_[higher, lower]))
+    theirs = scipy_stats.bootstrap(
+        (higher, lower),
+        lambda h, lo: roc_auc_score(np.r_[np.ones(len(h)), np.zeros(len(lo))], np.r_[h, lo]) - 0.5,
+        vectorized=False, method="percentile", n_resamples=4000, rng=np.random.default_rng(4),
+    ).confidence_interval
+    assert (ours.ci_low, ours.ci_high) == pytest.approx((theirs.low, theirs.high), abs=0.02)
+    assert ours.groups == (30, 45) and ours.n == 75
