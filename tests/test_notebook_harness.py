@@ -258,6 +258,8 @@ def test_check_notebook_refuses_values_of_another_type_than_the_default(tmp_path
         check_notebook(notebook, {"epochs": "three"})
     with pytest.raises(UsageError, match=r"epochs = True: expected a number"):
         check_notebook(notebook, {"epochs": True})
+    # None where a comment offers it (chapter 08's encoder_lr = None: the head's rate).
+    assert check_notebook(notebook, {"epochs": parse_value("null")})
 
 
 @pytest.mark.parametrize("options", [(), ("-p", "x", "2")], ids=["defaults", "injected"])

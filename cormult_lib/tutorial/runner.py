@@ -256,7 +256,10 @@ def check_notebook(path: Path, parameters: dict[str, Any]) -> dict[str, Any]:
 def _type_mismatch(value: Any, default: Any) -> str | None:
     """What a ``-p`` value should have been when its type does not fit the parameter's default
     (``"true or false"`` for a boolean, ``"a number"`` for a number), else ``None``; text,
-    lists and ``None`` defaults are the chapter's to check."""
+    lists, ``None`` defaults and ``None`` values (``-p encoder_lr null``, where a parameter's
+    comment offers None) are the chapter's to check."""
+    if value is None:
+        return None
     if isinstance(default, bool):
         return None if isinstance(value, bool) else "true or false"
     if isinstance(default, int | float):
