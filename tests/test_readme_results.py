@@ -5,15 +5,18 @@ from pathlib import Path
 
 import pytest
 
+from cormult_lib.stats import Comparison
 from cormult_lib.tutorial.readme_results import (
     END,
     README,
     START,
+    headlines,
     record_quick_timings,
     results_block,
     timing_table,
     update_readme,
 )
+from cormult_lib.tutorial.reference import with_provenance
 
 
 def test_the_readme_block_is_current() -> None:
@@ -70,3 +73,35 @@ def test_the_timing_table_names_what_each_reference_ran_on(tmp_path: Path) -> No
     assert "GPU: not measured" in table, "07 ran on the CPU of a machine with a GPU"
     write("07_cormult_training", "paper", "cuda:0", "H100")
     assert "GPU: H100" in timing_table(tmp_path)
+
+
+def test_headlines_print_the_real_text_entries_and_chapter_07s_comparisons(tmp_path: Path) -> None:
+    """The README's headline lines come from the records, each with its interval and n; a
+    comparison of other models or metrics is not a headline."""
+    cell = {"value": 0.6, "ci_low": 0.55, "ci_high": 0.65}
+    real = {"notebook": "09_real_text", "metrics": {}, "settings": {}, "seed": 0, "seconds": 1.0,
+            "real_text": [{"encoder": "all-MiniLM-L6-v2", "finetuned": False, "n_test": 4653,
+                           **{m: cell for m in ("mae", "corr", "acc2_non0", "acc7")}}]}
+    comparison = Comparison.build(
+        subset="weak:voice", n=142, n_seeds=5, metric="mae", names=("CorMulT", "MulT"),
+        values=(0.70, 0.73), interval=(-0.083, 0.016), method="paired bootstrap",
+    )
+    other = Comparison.build(
+        subset="all", n=1440, n_seeds=5, metric="corr", names=("CorMulT", "MulT"),
+        values=(0.5, 0.4), interval=(0.05, 0.15), method="paired bootstrap",
+    )
+    cormult = {"notebook": "07_cormult_training", "metrics": {}, "seed": 0, "seconds": 1.0,
+               "settings": {"dataset": "synthetic"},
+               "comparisons": [comparison.to_dict(), other.to_dict()]}
+    for record in (real, cormult):
+        path = tmp_path / f"{record['notebook']}.json"
+        path.write_text(json.dumps(with_provenance(record, {})))
+    lines = headlines(tmp_path).splitlines()
+    assert lines == [
+        "- Real CMU-MOSEI transcripts, text only, all-MiniLM-L6-v2 (frozen, ridge), n=4,653 test "
+        "segments: mae 0.600 [0.550, 0.650], corr 0.600 [0.550, 0.650], acc2_non0 0.600 "
+        "[0.550, 0.650], acc7 0.600 [0.550, 0.650] (`results/09_real_text.json`)",
+        "- Synthetic, weak:voice (n=142, 5 seeds): CorMulT - MulT mae = -0.030 [-0.083, +0.016], "
+        "no measurable difference (`results/07_cormult_training.json`)",
+    ]
+    assert headlines(tmp_path / "empty").startswith("No headline results yet")
