@@ -150,8 +150,13 @@ def test_make_reference_keeps_complete_runs_and_their_pictures_only(tmp_path, mo
         outputs = Path(arguments[arguments.index("output_dir") + 1])
         outputs.mkdir(parents=True)
         record = {"seed": 0, "settings": {}, "seconds": 1.0, "comparisons": []}
-        (outputs / "05_distance_metrics.json").write_text(json.dumps(record))
-        (outputs / "09_real_text.json").write_text(json.dumps({**record, "skipped": "no data"}))
+        (outputs / "05_distance_metrics.json").write_text(
+            json.dumps({**record, "notebook": "05_distance_metrics"}))
+        (outputs / "09_real_text.json").write_text(
+            json.dumps({**record, "notebook": "09_real_text", "skipped": "no data"}))
+        # Another JSON file of a chapter's outputs (chapter 02 saves its vocabulary): not a
+        # results record, so neither kept nor read as one (it crashed make reference).
+        (outputs / "05_vocabulary.json").write_text(json.dumps({"format": "vocabulary"}))
         return 0
 
     monkeypatch.setattr(runner, "main", fake_run)

@@ -315,6 +315,9 @@ def make_reference(
         kept = set()  # the chapter numbers ("05") whose results became references
         for path in sorted((work / "outputs").glob("[0-9][0-9]_*.json")):
             record = json.loads(path.read_text())
+            if not isinstance(record, dict) or record.get("notebook") != path.stem:
+                print(f"{path.name}: another file of the chapter's outputs, not its results")
+                continue
             refusal = not_a_reference(record, work / "executed" / f"{path.stem}.ipynb")
             if refusal:
                 print(f"Not kept as the reference of {path.stem} ({refusal}); "
