@@ -76,6 +76,13 @@ def verdict(ci_low: float, ci_high: float, metric: str, lower_is_better: bool | 
     return "no measurable difference"
 
 
+def stratified_method(n_higher: int, n_lower: int) -> str:
+    """The ``method`` of an AUC against chance (:func:`auc_against_chance`) over two groups of
+    these sizes, saying when a group is too small for an interval."""
+    method = f"stratified bootstrap over {n_higher} + {n_lower} samples"
+    return method + TOO_FEW if min(n_higher, n_lower) < MIN_BOOTSTRAP_SAMPLES else method
+
+
 def interval_text(low: float, high: float) -> str:
     """An interval as printed: ``"[-0.058, -0.004]"``, or ``"(no interval)"`` when it is NaN
     (one seed, or a group too small to resample)."""
@@ -472,10 +479,7 @@ def auc_against_chance(
     n = len(higher) + len(lower)
     auc = float(roc_auc(higher, lower)) if len(higher) and len(lower) else float("nan")
     interval = (float("nan"), float("nan"))
-    method = f"stratified bootstrap over {len(higher)} + {len(lower)} samples"
-    if min(len(higher), len(lower)) < MIN_BOOTSTRAP_SAMPLES:
-        method += TOO_FEW
-    else:
+    if min(len(higher), len(lower)) >= MIN_BOOTSTRAP_SAMPLES:
         rng = np.random.default_rng(seed)
         resampled_high = higher[rng.integers(0, len(higher), (n_resamples, len(higher)))]
         resampled_low = lower[rng.integers(0, len(lower), (n_resamples, len(lower)))]
@@ -488,7 +492,7 @@ def auc_against_chance(
         names=(name, "chance"),
         values=(auc, 0.5),
         interval=interval,
-        method=method,
+        method=stratified_method(len(higher), len(lower)),
         groups=(len(higher), len(lower)),
     )
 

@@ -35,13 +35,7 @@ from cormult_lib.correlation.negatives import (
 )
 from cormult_lib.data.dataset import MultimodalSplit, make_loader
 from cormult_lib.device import move_to_device
-from cormult_lib.stats import (
-    CONFIDENCE,
-    MIN_BOOTSTRAP_SAMPLES,
-    TOO_FEW,
-    Comparison,
-    auc_against_chance,
-)
+from cormult_lib.stats import CONFIDENCE, Comparison, auc_against_chance, stratified_method
 
 
 def pair_name(pair: tuple[str, str]) -> str:
@@ -261,8 +255,7 @@ def auc_comparisons(table: pd.DataFrame, by: Sequence[str]) -> list[Comparison]:
             names=("Cor", "chance"),
             values=(row["auc"], 0.5),
             interval=(row["auc_low"] - 0.5, row["auc_high"] - 0.5),
-            method=f"stratified bootstrap over {row[sizes[0]]} + {row[sizes[1]]} samples"
-            + (TOO_FEW if min(row[sizes[0]], row[sizes[1]]) < MIN_BOOTSTRAP_SAMPLES else ""),
+            method=stratified_method(row[sizes[0]], row[sizes[1]]),
             groups=(row[sizes[0]], row[sizes[1]]),
         )
         for _, row in table.iterrows()
