@@ -365,3 +365,64 @@ def test_two_postgresql_workers_finish_the_grid_once_despite_a_sigkill(
     postgres_url: str, tmp_path: Path
 ) -> None:
     _two_workers_one_killed(postgres_url, tmp_path)
+
+
+def test_opening_retries_while_another_worker_creates_the_tables(monkeypatch) -> None:
+    """The errors of two processes creating one schema are retried, others are not."""
+    import sqlalchemy.exc
+
+    from cormult_lib.training import sweep_storage
+
+    duplicate = sqlalchemy.exc.ProgrammingError(
+        "CREATE TABLE studies", {}, Exception('relation "studies" already exists')
+    )
+    unique = sqlalchemy.exc.IntegrityError(
+        "CREATE TABLE studies", {}, Exception("duplicate key value violates pg_type_typname")
+    )
+    failures: list[Exception] = [duplicate, unique]
+    calls: list[str] = []
+
+    def flaky_storage(url: str, **kwargs) -> str:
+        calls.append(url)
+        if failures:
+            raise failures.pop(0)
+        return "opened"
+
+    monkeypatch.setattr(sweep_storage, "RDBStorage", flaky_storage)
+    monkeypatch.setattr(sweep_storage.time, "sleep", lambda seconds: None)
+    assert open_storage("postgresql://host/db") == "opened" and len(calls) == 3
+    failures[:] = [duplicate] * sweep_storage.SCHEMA_ATTEMPTS
+    with pytest.raises(ValueError, match="cannot open the sweep storage.*already exists"):
+        open_storage("postgresql://host/db")
+    calls.clear()
+    failures[:] = [sqlalchemy.exc.DatabaseError("SELECT", {}, Exception("not a database"))]
+    with pytest.raises(ValueError, match="not a database"):
+        open_storage("postgresql://host/db")
+    assert len(calls) == 1, "an error that is no race is reported at once"
+
+
+def test_workers_opening_a_new_postgresql_database_at_once_all_succeed(postgres_url: str) -> None:
+    """Six processes create the tables of one empty database at the same instant (the race
+    that once crashed a worker of the SIGKILL test with 'relation "studies" already exists')."""
+    import sqlalchemy
+
+    name = f"race_{uuid.uuid4().hex[:8]}"
+    server = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    server.dispose()
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    start = time.time() + 8  # after every process has imported Optuna
+    code = (
+        "import sys, time\n"
+        "from cormult_lib.training.sweep_storage import open_storage\n"
+        f"while time.time() < {start}: time.sleep(0.001)\n"
+        "open_storage(sys.argv[1])\n"
+    )
+    workers = [
+        subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    errors = [worker.communicate(timeout=120)[1] for worker in workers]
+    failed = [text for worker, text in zip(workers, errors, strict=True) if worker.returncode]
+    assert not failed, failed[0]

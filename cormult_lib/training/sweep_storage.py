@@ -73,8 +73,15 @@ def open_storage(storage: str | os.PathLike | BaseStorage, heartbeat_s: int = HE
                     grace_period=3 * heartbeat_s,
                     heartbeat_stale_trial_callback=callback(max_retry=MAX_RETRY),
                 )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as race:
-            error = race  # another worker created the tables meanwhile, or held the file
+        except (
+            sqlalchemy.exc.IntegrityError,
+            sqlalchemy.exc.OperationalError,
+            sqlalchemy.exc.ProgrammingError,
+        ) as race:
+            # Another worker created the tables meanwhile: PostgreSQL says DuplicateTable (a
+            # ProgrammingError) or a unique violation (IntegrityError), SQLite and MySQL an
+            # OperationalError, or the file was held. A retry creates only the missing tables.
+            error = race
             time.sleep(0.2 * (attempt + 1))
         except Exception as failure:  # a wrong URL, a missing driver, a file that is no database
             raise ValueError(f"cannot open the sweep storage {text!r}: {failure}") from failure
