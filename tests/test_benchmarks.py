@@ -52,8 +52,8 @@ def test_the_seed_scan_reports_every_dropout_and_seed() -> None:
     table = evaluator_seed_scan.scan("quick", seeds=[0], dropouts=[0.1, 0.0], epochs=1)
     assert list(zip(table["dropout"], table["seed"], strict=True)) == [(0.1, 0), (0.0, 0)]
     assert (table["epochs_run"] == 1).all()
-    aucs = table[["auc_A", "auc_B", "auc_mean"]].to_numpy()
-    assert ((aucs >= 0) & (aucs <= 1)).all()
+    # Each row trained with its own dropout: the two runs of seed 0 end in other weights.
+    assert table["first_loss"].nunique() == 2, table
     learned = (table["auc_A"] > evaluator_seed_scan.LEARNED_AUC) & (
         table["auc_B"] > evaluator_seed_scan.LEARNED_AUC
     )
