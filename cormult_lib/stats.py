@@ -90,6 +90,16 @@ def interval_text(low: float, high: float) -> str:
     return f"[{low:+.3f}, {high:+.3f}]" if finite else "(no interval)"
 
 
+def estimate_text(cell: dict[str, float]) -> str:
+    """A value with its interval, ``{"value", "ci_low", "ci_high"}`` as :func:`metric_intervals`
+    gives it: ``"0.712 [0.688, 0.735]"``, or ``"0.712 (no interval)"`` when the interval is NaN."""
+    low, high = cell["ci_low"], cell["ci_high"]
+    interval = f"[{low:.3f}, {high:.3f}]" if np.isfinite(low) and np.isfinite(high) else (
+        "(no interval)"
+    )
+    return f"{cell['value']:.3f} {interval}"
+
+
 def sample_sizes(n: int, groups: Sequence[int] | None) -> str:
     """How a comparison's ``n`` is printed: ``"120"``, or ``"3 vs 50"`` when ``groups`` gives
     the sizes of two groups of different samples."""
@@ -284,8 +294,7 @@ def paired_bootstrap(
     a_value = float(np.mean([score(row, labels) for row in a])) if n else float("nan")
     b_value = float(np.mean([score(row, labels) for row in b])) if n else float("nan")
     interval = (float("nan"), float("nan"))
-    counted = int((labels != 0).sum()) if metric.endswith("_non0") else n  # what the metric reads
-    if counted >= MIN_BOOTSTRAP_SAMPLES:
+    if _samples_read(metric, labels) >= MIN_BOOTSTRAP_SAMPLES:
         interval = _percentile_interval(a, b, labels, metric, n_resamples, seed)
     else:
         method += TOO_FEW
@@ -572,6 +581,11 @@ def mean_difference(
     )
 
 
+def _samples_read(metric: str, labels: np.ndarray) -> int:
+    """How many of ``labels`` ``(n,)`` a metric reads: the non-zero ones for a Non0 metric."""
+    return int((labels != 0).sum()) if metric.endswith("_non0") else len(labels)
+
+
 def metric_intervals(
     predictions: np.ndarray,
     labels: np.ndarray,
@@ -589,7 +603,9 @@ def metric_intervals(
     Returns:
         ``{metric: {"value", "ci_low", "ci_high"}}``; ``value`` is
         :func:`~cormult_lib.metrics.regression_metrics` on all samples. Every metric uses the
-        same resamples.
+        same resamples. A metric that reads fewer than :data:`MIN_BOOTSTRAP_SAMPLES` samples
+        (non-zero labels for a Non0 metric) gets a NaN interval (printed by
+        :func:`estimate_text` as "(no interval)").
     """
     predictions = np.asarray(predictions, dtype=float).reshape(-1)
     labels = np.asarray(labels, dtype=float).reshape(-1)
@@ -604,6 +620,9 @@ def metric_intervals(
     weights = np.stack([np.bincount(row, minlength=len(labels)) for row in drawn])
     out = {}
     for metric in metrics:
-        low, high = _percentile(resampled_metric(metric, predictions, labels, weights), metric)
+        low, high = float("nan"), float("nan")
+        if _samples_read(metric, labels) >= MIN_BOOTSTRAP_SAMPLES:
+            resampled = resampled_metric(metric, predictions, labels, weights)
+            low, high = _percentile(resampled, metric)
         out[metric] = {"value": float(values[metric]), "ci_low": low, "ci_high": high}
     return out

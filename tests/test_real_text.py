@@ -16,7 +16,7 @@ from cormult_lib.features.sentence_cache import cached_sentence_embeddings, enco
 from cormult_lib.features.text import MiniLMEncoder, default_tokenizer_path, load_bert_tokenizer
 from cormult_lib.metrics import METRIC_KEYS, regression_metrics, resampled_metric
 from cormult_lib.models.sentence import SentenceRegressor
-from cormult_lib.stats import metric_intervals
+from cormult_lib.stats import MIN_BOOTSTRAP_SAMPLES, estimate_text, metric_intervals
 from cormult_lib.training.supervised import predict, train_model
 from cormult_lib.tutorial.text_baseline import (
     REAL_TEXT_METRICS,
@@ -111,6 +111,22 @@ def test_metric_intervals_hold_the_value_and_shrink_with_more_samples():
 
     small, large = widths(100), widths(1600)
     assert all(large[k] < small[k] / 2.5 for k in small), (small, large)  # about 1/sqrt(16)
+
+
+def test_a_metric_reading_too_few_samples_gets_no_interval():
+    # 12 samples, 9 of them with a non-zero label: MAE resamples, Acc-2 (non0) does not.
+    labels = np.array([0.0, 0.0, 0.0, -2, -1, -0.5, 0.5, 1, 1.5, 2, 2.5, 3])
+    predictions = labels + np.linspace(-0.4, 0.4, len(labels))
+    assert (labels != 0).sum() == MIN_BOOTSTRAP_SAMPLES - 1
+    result = metric_intervals(predictions, labels, ("mae", "acc2_non0"))
+    assert np.isfinite([result["mae"]["ci_low"], result["mae"]["ci_high"]]).all()
+    assert np.isnan([result["acc2_non0"]["ci_low"], result["acc2_non0"]["ci_high"]]).all()
+    assert result["acc2_non0"]["value"] == 1.0
+    assert estimate_text(result["acc2_non0"]) == "1.000 (no interval)"
+    low, high = result["mae"]["ci_low"], result["mae"]["ci_high"]
+    assert estimate_text(result["mae"]) == f"{result['mae']['value']:.3f} [{low:.3f}, {high:.3f}]"
+    short = metric_intervals(predictions[:9], labels[:9], ("mae",))
+    assert np.isnan([short["mae"]["ci_low"], short["mae"]["ci_high"]]).all()
 
 
 def test_result_entry_has_the_keys_of_the_results_json():

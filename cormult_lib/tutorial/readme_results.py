@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cormult_lib.files import write_atomically
+from cormult_lib.stats import estimate_text
 from cormult_lib.tutorial import runner
 from cormult_lib.tutorial.reference import (
     README_FIGURE_DIR,
@@ -136,9 +137,7 @@ def headlines(results_dir: Path) -> str:
     real = chapters.get("09_real_text")
     for entry in (real or {}).get("real_text") or []:
         values = ", ".join(
-            f"{metric} {entry[metric]['value']:.3f} [{entry[metric]['ci_low']:.3f}, "
-            f"{entry[metric]['ci_high']:.3f}]"
-            for metric in HEADLINE_METRICS
+            f"{metric} {estimate_text(entry[metric])}" for metric in HEADLINE_METRICS
         )
         use = "fine-tuned" if entry["finetuned"] else "frozen, ridge"
         lines.append(f"- Real CMU-MOSEI transcripts, text only, {entry['encoder']} ({use}), "
