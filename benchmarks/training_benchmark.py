@@ -16,7 +16,9 @@ precision: float16 autocast and a gradient scaler on CUDA, none on the CPU) is t
 Printed per model: samples per second, FLOPs per sample counted by
 ``torch.utils.flop_counter.FlopCounterMode`` over one step, and the efficiency: achieved
 FLOP/s over the same process's ``1024 x 1024`` float32 matmul throughput, timed in the same
-rounds as the models (a busy machine slows both alike). ``--reference`` also times the
+rounds as the models (a busy machine slows both alike). Every ratio (MulT's efficiency, CorMulT
+/ MulT, the speed-ups) comes with a 95% interval from a paired bootstrap over the rounds, and
+issue 13's targets with a verdict decided by that interval. ``--reference`` also times the
 implementation the faster models replaced (``tests/reference``, plain Adam) side by side and
 prints the speed-up; ``--fill-uninitialized-memory`` times every step again with torch's NaN
 fill of new tensors on (:func:`~cormult_lib.seeding.seed_everything` switches it off);
@@ -70,7 +72,7 @@ from cormult_lib.seeding import seed_everything
 from cormult_lib.training.loop import make_optimizer, maybe_compile
 from cormult_lib.training.precision import MixedPrecision
 from cormult_lib.training.pretrain import embed_together
-from cormult_lib.tutorial.timing import median_seconds, packed_and_padded
+from cormult_lib.tutorial.timing import median_ratio, packed_and_padded, seconds_per_call
 
 DIMS = {"T": 300, "A": 74, "V": 35}
 STEPS = 50
@@ -352,7 +354,7 @@ def main() -> None:
         default=["quick", "paper", "official"],
         choices=["quick", "paper", "official"],
     )
-    parser.add_argument("--repeats", type=int, default=10, help="timed steps per model")
+    parser.add_argument("--repeats", type=int, default=20, help="timed rounds of steps")
     parser.add_argument("--device", default="cpu", help='"cpu", "cuda" or "auto"')
     parser.add_argument("--reference", action="store_true", help="also time tests/reference")
     parser.add_argument("--compile", action="store_true", help="torch.compile the models")
@@ -407,7 +409,8 @@ def main() -> None:
         flops |= {name: flops[name.split()[0]] for name in steps if name not in flops}
         matmul, matmul_flops = matmul_step(device)
         timed = {name: step for name, (step, _) in steps.items()} | {"matmul": matmul}
-        seconds = median_seconds(timed, torch.empty(0, device=device), args.repeats, autograd=True)
+        times = seconds_per_call(timed, torch.empty(0, device=device), args.repeats, autograd=True)
+        seconds = {name: statistics.median(values) for name, values in times.items()}
         peak = matmul_flops / seconds["matmul"]
         print(f"\n[{setting}] matmul {peak / 1e9:.0f} GFLOP/s")
         print(f"{'model':24s} {'samples/s':>10s} {'ms/step':>8s} {'MFLOP/sample':>13s} {'eff':>6s}")
@@ -418,11 +421,27 @@ def main() -> None:
                 f"{name:24s} {rate:10.1f} {seconds[name] * 1e3:8.1f} {flops[name] / 1e6:13.1f} "
                 f"{100 * efficiency:5.1f}%"
             )
+        # Ratios of median times with a 95% interval over the paired rounds; the efficiency is
+        # MulT's FLOP count over the matmul's times the ratio of their times.
+        efficiency = median_ratio(times["matmul"], times["MulT"])
+        scale = 100 * flops["MulT"] * steps["MulT"][1] / matmul_flops
+        low, high = efficiency.low * scale, efficiency.high * scale
+        print(f"MulT efficiency: {efficiency.ratio * scale:.1f}% [{low:.1f}%, {high:.1f}%] "
+              f"(n={efficiency.n} rounds)")
+        verdicts = {}
+        if setting == "quick":
+            verdicts["MulT efficiency >= 25%"] = efficiency.against(25 / scale, at_most=False)
         if "CorMulT" in seconds:
-            print(f"CorMulT / MulT time per step: {seconds['CorMulT'] / seconds['MulT']:.2f}")
+            ratio = median_ratio(times["CorMulT"], times["MulT"])
+            print(f"CorMulT / MulT time per step: {ratio.text()}")
+            verdicts["CorMulT / MulT <= 1.2"] = ratio.against(1.2, at_most=True)
         for name in [n for n in steps if f"{n} v1" in steps]:
-            speedup = seconds[f"{name} v1"] / seconds[name]
-            print(f"{name}: {speedup:.2f}x the speed of the v1 implementation")
+            speedup = median_ratio(times[f"{name} v1"], times[name])
+            print(f"{name}: {speedup.text()} times the speed of the v1 implementation")
+            if setting == "official" and name == "MulT":
+                verdicts["MulT >= 2.5x v1"] = speedup.against(2.5, at_most=False)
+        for target, verdict in verdicts.items():
+            print(f"target (issue 13) {target}: {verdict}")
         for part in free_parts:
             share = 1 - seconds[f"MulT free {part}"] / seconds["MulT"]
             print(f"MulT: {part}: {100 * share:.0f}% of the step")

@@ -14,7 +14,7 @@ from cormult_lib.config import DataConfig, get_config
 from cormult_lib.data.synthetic import DISCREPANCIES, correlation_subsets, make_synthetic_splits
 from cormult_lib.models.mult import build_mult
 from cormult_lib.tutorial.plots import plot_seed_bars, plot_subset_comparison
-from cormult_lib.tutorial.timing import median_seconds
+from cormult_lib.tutorial.timing import median_ratio, median_seconds
 
 matplotlib.use("Agg")
 
@@ -85,3 +85,25 @@ def test_median_seconds_can_time_training_steps():
     # Without autograd=True the timed steps run under no_grad: backward has no graph.
     with pytest.raises(RuntimeError, match="does not require grad"):
         median_seconds({"step": step}, torch.ones(3), repeats=1)
+
+
+def test_median_ratio_pairs_the_rounds_and_decides_targets_by_its_interval():
+    rng = np.random.default_rng(0)
+    fast = rng.uniform(0.01, 0.1, 20)  # a machine whose speed varies tenfold between rounds
+    exact = median_ratio(2 * fast, fast)
+    # Paired: every resample's ratio of medians is exactly 2; unpaired it would spread widely.
+    assert (exact.ratio, exact.low, exact.high, exact.n) == pytest.approx((2, 2, 2, 20))
+    assert exact.text() == "2.00 [2.00, 2.00] (n=20 rounds)"
+    assert exact.against(2.5, at_most=True) == "met"
+    assert exact.against(2.5, at_most=False) == "missed"
+    slow = fast * rng.normal(1.2, 0.05, 20)
+    noisy = median_ratio(slow, fast)
+    assert noisy.ratio == pytest.approx(np.median(slow) / np.median(fast))
+    assert noisy.low < 1.2 < noisy.high
+    assert noisy.against(1.2, at_most=True).startswith("undecided")
+    few = median_ratio(fast[:9] * 3, fast[:9])
+    assert few.ratio == pytest.approx(3) and np.isnan(few.low)
+    assert few.text() == "3.00 (no interval, n=9 rounds)"
+    assert few.against(2, at_most=False) == "undecided (no interval)"
+    with pytest.raises(ValueError, match="equally long"):
+        median_ratio(fast, fast[:5])
