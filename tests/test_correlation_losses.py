@@ -152,23 +152,6 @@ def test_unbroken_pairs_without_and_with_pair_mask() -> None:
     torch.testing.assert_close(masked, loss - 2 * margin / 3)
 
 
-def test_changed_drops_terms_whose_other_modality_was_not_changed() -> None:
-    # Two modalities, only V changed: the pair AV is broken (pair_mask keeps everything), yet
-    # TL(V, A) has neg A = pos A, a constant margin. ``changed`` leaves it out.
-    pos, _ = _pos_neg("AV")
-    neg = {"A": pos["A"], "V": _emb(31)}
-    batch = pos["A"].shape[0]
-    everything = {("A", "V"): torch.ones(batch, dtype=torch.bool)}
-    _, parts = correlation_triplet_loss(pos, neg, "cosine", 0.4, everything)
-    assert parts["TL_V_A"].item() == pytest.approx(0.4)
-    changed = {"A": torch.zeros(batch, dtype=torch.bool), "V": torch.ones(batch, dtype=torch.bool)}
-    loss, parts = correlation_triplet_loss(pos, neg, "cosine", 0.4, everything, changed)
-    assert parts["TL_V_A"].item() == 0.0
-    expected = triplet_loss(pos["A"], pos["V"], neg["V"], "cosine", 0.4)
-    torch.testing.assert_close(parts["TL_A_V"], expected)
-    torch.testing.assert_close(loss, expected / 2)
-
-
 def test_pair_mask_averages_over_kept_triplets_only() -> None:
     pos, neg = _pos_neg("TA")
     keep = torch.tensor([True, False, True, False, False])
@@ -185,8 +168,6 @@ def test_bad_inputs_are_clear_errors() -> None:
         correlation_triplet_loss(pos, {"T": neg["T"], "A": neg["A"]})
     with pytest.raises(ValueError, match="no entry for the pair TV"):
         correlation_triplet_loss(pos, neg, pair_mask={("T", "A"): torch.ones(5, dtype=torch.bool)})
-    with pytest.raises(ValueError, match="changed has no entry for modality 'A'"):
-        correlation_triplet_loss(pos, neg, changed={"T": torch.ones(5, dtype=torch.bool)})
     with pytest.raises(ValueError, match="two or three"):
         correlation_triplet_loss({"A": pos["A"]}, {"A": neg["A"]})
     with pytest.raises(ValueError, match="keep must be bool"):

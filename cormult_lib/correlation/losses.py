@@ -91,7 +91,6 @@ def correlation_triplet_loss(
     distance: str | Distance = "cosine",
     margin: float = 0.2,
     pair_mask: Mapping[tuple[str, str], torch.Tensor] | None = None,
-    changed: Mapping[str, torch.Tensor] | None = None,
     anchor: str = "real",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. 8 over the modalities present (two or three).
@@ -107,13 +106,9 @@ def correlation_triplet_loss(
             triplets of a pair that the negative left intact are left out of that term's mean:
             they are no negatives for that pair (without cross-attention their negative equals
             the positive, a constant ``margin`` with no gradient; with it, they differ only
-            through the other, changed modality). A term with no triplet left is 0.
-        changed: optional modality -> bool ``(batch,)``, ``True`` where the negative changed
-            that modality's features (from ``NegativeBatch.modality``). A term
-            ``TL(F'_X, F_Yp, F_Yn)`` then keeps only the samples whose ``Y`` changed: a broken
-            pair whose *anchor* modality alone changed still has ``F_Yn`` = ``F_Yp`` (without
-            cross-attention), which ``pair_mask`` cannot see. Combined with ``pair_mask`` by
-            "and".
+            through the other, changed modality). A term with no triplet left is 0. The mask is
+            per pair, not per term: a term ``TL(F'_X, F_Yp, F_Yn)`` of a broken pair whose
+            anchor ``X`` alone changed keeps ``F_Yn = F_Yp`` without cross-attention.
         anchor: ``"real"``: Eq. 8, the real sample's ``F'_X`` in both distances; ``"own"``: the
             negative's own ``F_Xn`` in the negative distance (see the module docstring).
 
@@ -143,7 +138,7 @@ def correlation_triplet_loss(
         for other in modalities:
             if other == x:
                 continue
-            keep = _keep(pair_mask, changed, x, other, pairs)
+            keep = _keep(pair_mask, x, other, pairs)
             term = triplet_loss(
                 pos[x],
                 pos[other],
@@ -164,23 +159,17 @@ def correlation_triplet_loss(
 
 def _keep(
     pair_mask: Mapping[tuple[str, str], torch.Tensor] | None,
-    changed: Mapping[str, torch.Tensor] | None,
     anchor: str,
     other: str,
     pairs: list[tuple[str, str]],
 ) -> torch.Tensor | None:
     """Which triplets of the term ``TL(F'_anchor, F_other_p, F_other_n)`` enter its mean."""
-    keep = None
-    if pair_mask is not None:
-        key = (anchor, other) if (anchor, other) in pair_mask else (other, anchor)
-        if key not in pair_mask:
-            raise ValueError(
-                f"pair_mask has no entry for the pair {''.join(sorted(key, key='TAV'.index))}; "
-                f"expected keys {pairs}, got {sorted(pair_mask)}"
-            )
-        keep = pair_mask[key]
-    if changed is not None:
-        if other not in changed:
-            raise ValueError(f"changed has no entry for modality {other!r}; got {sorted(changed)}")
-        keep = changed[other] if keep is None else keep & changed[other]
-    return keep
+    if pair_mask is None:
+        return None
+    key = (anchor, other) if (anchor, other) in pair_mask else (other, anchor)
+    if key not in pair_mask:
+        raise ValueError(
+            f"pair_mask has no entry for the pair {''.join(sorted(key, key='TAV'.index))}; "
+            f"expected keys {pairs}, got {sorted(pair_mask)}"
+        )
+    return pair_mask[key]
