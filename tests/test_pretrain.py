@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
 from cormult_lib.config import DataConfig, get_config
+from cormult_lib.correlation.distances import Distance
 from cormult_lib.correlation.evaluation import (
     auc_comparisons,
     coefficient_table,
     separation_auc,
     weak_strong_auc,
 )
-from cormult_lib.correlation.negatives import changed_pairs, make_negatives
+from cormult_lib.correlation.evaluator import build_evaluator
+from cormult_lib.correlation.negatives import (
+    batch_size_without_a_lone_sample,
+    changed_pairs,
+    make_negatives,
+)
 from cormult_lib.data.dataset import make_loader
 from cormult_lib.data.synthetic import make_synthetic_splits
 from cormult_lib.training import pretrain
 from cormult_lib.training.pretrain import (
     OutdatedEvaluatorError,
-    batch_size_without_a_lone_sample,
     load_evaluator,
     load_or_pretrain,
     pretrain_evaluator,
@@ -91,7 +98,8 @@ def test_paired_counts_negatives_below_their_own_real_sample(tiny):
         anchor="own",
         progress=False,
     )
-    assert result.settings["negative_options"] == options and result.settings["anchor"] == "own"
+    recorded = {"shift_seconds": 1.0, "noise_std": 0.5, "replace_prob": 0.15}  # defaults too
+    assert result.settings["negative_options"] == recorded and result.settings["anchor"] == "own"
     test, strategies = tiny["test"], ("A", "B", "C", "D")
     table = separation_auc(
         result.model, test, result.distance, seed=4, batch_size=len(test), negative_options=options
@@ -122,6 +130,18 @@ def test_paired_counts_negatives_below_their_own_real_sample(tiny):
                 assert row["paired_high"] == pytest.approx(centre + half, abs=1e-9)
     with pytest.raises(ValueError, match="negative_options.*noise"):
         separation_auc(result.model, test, result.distance, negative_options={"noise": 1.0})
+
+
+def test_a_lone_last_sample_still_gets_its_negatives(tiny):
+    # A batch size that would leave the last test sample alone: strategies A and D cannot mix
+    # a batch of one, so the batches grow instead of that sample's negatives being dropped.
+    torch.manual_seed(0)
+    test = tiny["test"]
+    model = build_evaluator(test.dims(), QUICK)
+    table = separation_auc(model, test, Distance("cosine"), batch_size=len(test) - 1)
+    whole = separation_auc(model, test, Distance("cosine"), batch_size=len(test))
+    pd.testing.assert_frame_equal(table, whole)
+    assert (table.loc[table["strategy"] == "B", "n_neg"] == len(test)).all()
 
 
 def test_weak_strong_and_coefficient_tables(trained, splits):
@@ -235,6 +255,57 @@ def test_resume_matches_an_uninterrupted_run_and_labels_are_ignored(tiny, tmp_pa
     assert straight.history["valid_loss"].tolist() == resumed.history["valid_loss"].tolist()
 
 
+def test_resume_refuses_a_checkpoint_of_another_loss_and_accepts_more_epochs(tiny, tmp_path):
+    train, valid, checkpoint = tiny["train"], tiny["valid"], tmp_path / "mce.ckpt"
+    one = replace(QUICK, epochs=1)
+    pretrain_evaluator(train, valid, one, strategy="A", progress=False, checkpoint_path=checkpoint)
+    others = [
+        ({"strategy": "B"}, "strategy: checkpoint 'A' vs now 'B'"),
+        ({"strategy": "A", "anchor": "own"}, "anchor: checkpoint 'real' vs now 'own'"),
+        ({"strategy": "A", "negative_options": {"noise_std": 0.5}}, "noise_std': 0.5"),
+        ({"strategy": "A", "distance": "euclidean"}, "distance: checkpoint 'cosine'"),
+        ({"strategy": "A", "cross_attention": False}, "cross_attention: checkpoint True"),
+    ]
+    for options, named in others:
+        with pytest.raises(ValueError, match=re.escape(named)):
+            pretrain_evaluator(train, valid, replace(one, epochs=2), progress=False,
+                               checkpoint_path=checkpoint, **options)
+    with pytest.raises(ValueError, match="other training settings.*margin"):
+        pretrain_evaluator(train, valid, replace(one, epochs=2, margin=0.5), strategy="A",
+                           progress=False, checkpoint_path=checkpoint)
+    longer = pretrain_evaluator(train, valid, replace(one, epochs=2), strategy="A",
+                                progress=False, checkpoint_path=checkpoint)
+    assert longer.history["epoch"].tolist() == [1, 2], "more epochs continue the same run"
+
+
+def test_pretraining_refuses_a_validation_split_too_small_for_its_negatives(tiny):
+    one = tiny["valid"].select(np.arange(1))
+    for strategy in ("A", "D"):
+        with pytest.raises(ValueError, match=rf"strategy {strategy} .*valid_split.*got \d+ and 1"):
+            pretrain_evaluator(tiny["train"], one, QUICK, strategy=strategy, progress=False)
+    result = pretrain_evaluator(
+        tiny["train"], one, replace(QUICK, epochs=1), strategy="B", progress=False
+    )
+    assert np.isfinite(result.history["valid_loss"]).all()
+
+
+def test_positions_cover_the_longest_split_not_only_the_training_one(tiny):
+    train = tiny["train"].with_modalities("AV")
+    longest = max(1024, train.features["A"].shape[1]) + 8
+    valid = tiny["valid"].select(np.arange(2)).with_modalities("AV")
+    long_valid = replace(
+        valid,
+        features={m: np.pad(x, ((0, 0), (0, longest - x.shape[1]), (0, 0)))
+                  for m, x in valid.features.items()},
+        masks={m: np.pad(k, ((0, 0), (0, longest - k.shape[1]))) for m, k in valid.masks.items()},
+    )
+    result = pretrain_evaluator(
+        train, long_valid, replace(QUICK, epochs=1), strategy="B", modalities="AV",
+        progress=False,
+    )
+    assert result.settings["max_len"] == longest and np.isfinite(result.history["valid_loss"]).all()
+
+
 def test_bad_arguments_are_named(tiny):
     with pytest.raises(ValueError, match="strategy"):
         pretrain_evaluator(tiny["train"], tiny["valid"], QUICK, strategy="E")
@@ -278,6 +349,19 @@ def test_load_or_pretrain_reuses_only_an_evaluator_of_the_same_data(tiny, tmp_pa
     )
     assert not loaded and result.settings["modalities"] == "TV"
     assert load_evaluator(path).settings["modalities"] == "TV", "the stale file is replaced"
+    # Trained with other options or validated on other samples: not the evaluator asked for.
+    _, loaded = load_or_pretrain(path, fewer, tiny["valid"], config, strategy="B",
+                                 modalities="TV", anchor="own", progress=False)
+    assert not loaded and "anchor: 'real' -> 'own'" in capsys.readouterr().out
+    assert load_or_pretrain(path, fewer, tiny["valid"], config, strategy="B", modalities="TV",
+                            anchor="own", progress=False)[1], "the options reach pretraining"
+    assert load_evaluator(path).settings["anchor"] == "own"
+    other_valid = tiny["valid"].select(np.arange(len(tiny["valid"]) - 1))
+    _, loaded = load_or_pretrain(path, fewer, other_valid, config, strategy="B",
+                                 modalities="TV", anchor="own", progress=False)
+    assert not loaded and "other validation samples" in capsys.readouterr().out
+    with pytest.raises(TypeError, match="unknown options \\['anchors'\\]"):
+        load_or_pretrain(path, fewer, other_valid, config, anchors="own")
     # With save_path, a misfit at path is left alone and the new evaluator goes to save_path.
     other = tmp_path / "mine.pt"
     _, loaded = load_or_pretrain(

@@ -132,6 +132,19 @@ def test_train_model_refuses_options_it_does_not_pass_on(splits):
             train_model(model, splits["train"], splits["valid"], config, **unknown)
 
 
+def test_train_model_resumes_only_a_run_of_the_same_loss(splits, tmp_path):
+    config = TrainConfig(epochs=1, batch_size=32)
+    checkpoint = tmp_path / "run.pt"
+    options = {"checkpoint_path": checkpoint, "progress": False}
+    train_model(_build(splits), splits["train"], splits["valid"], config, **options)
+    longer = TrainConfig(epochs=2, batch_size=32)
+    with pytest.raises(ValueError, match="loss: checkpoint 'l1' vs now 'smooth_l1'"):
+        train_model(_build(splits), splits["train"], splits["valid"], longer, loss="smooth_l1",
+                    **options)
+    resumed = train_model(_build(splits), splits["train"], splits["valid"], longer, **options)
+    assert resumed.history["epoch"].tolist() == [1, 2]
+
+
 def test_run_seeds_is_reproducible_and_summaries_are_mean_and_std(splits):
     quick = replace(CONFIG, epochs=2)
     weak = (splits["test"].meta["correlation"] == "weak").to_numpy()

@@ -259,6 +259,17 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
     assert torch.load(checkpoint, weights_only=True)["settings"]["lr"] == 1e-3
 
 
+def test_resume_refuses_fewer_epochs_than_the_checkpoint_holds_and_extra_settings(tmp_path):
+    checkpoint = tmp_path / "ck.pt"
+    run(make_model(0), checkpoint, epochs=3, settings={"loss": "a"})
+    with pytest.raises(ValueError, match="epochs=2, but checkpoint .* already holds 3 epochs"):
+        run(make_model(0), checkpoint, epochs=2, settings={"loss": "a"})
+    with pytest.raises(ValueError, match="loss: checkpoint 'a' vs now 'b'"):
+        run(make_model(0), checkpoint, epochs=4, settings={"loss": "b"})
+    again = run(make_model(0), checkpoint, epochs=3, settings={"loss": "a"})
+    assert again.history["epoch"].tolist() == [1, 2, 3], "a finished run trains nothing more"
+
+
 def test_batches_are_moved_and_sized():
     batch = {"x": torch.zeros(3, 2), "ids": ["a", "b", "c"], "m": {"T": torch.ones(3, 5)}}
     moved = move_to_device(batch, torch.device("cpu"))

@@ -29,6 +29,7 @@ from cormult_lib.correlation.distances import Distance, present_pairs
 from cormult_lib.correlation.evaluator import ModalityCorrelationEvaluator
 from cormult_lib.correlation.negatives import (
     STRATEGIES,
+    batch_size_without_a_lone_sample,
     changed_pairs,
     check_negative_options,
     make_negatives,
@@ -113,13 +114,12 @@ def separation_auc(
     negatives = {(s, p): [] for s in strategies for p in pairs}
     wins = {(s, p): [] for s in strategies for p in pairs}
     generators = {s: torch.Generator().manual_seed(seed + i) for i, s in enumerate(STRATEGIES)}
-    for batch in _batches(model, split, batch_size):
+    # No batch of one: strategies A and D take a modality from another sample of the batch.
+    for batch in _batches(model, split, batch_size_without_a_lone_sample(len(split), batch_size)):
         features, masks = batch["features"], batch["masks"]
         real = model.coefficients(features, masks, distance)
         for pair, cor in real.items():
             positives[pair].append(cor.float().cpu().numpy())
-        if len(batch["index"]) < 2:  # a last batch of one cannot mix samples (strategy A, D)
-            continue
         for s in strategies:
             neg = make_negatives(
                 features,

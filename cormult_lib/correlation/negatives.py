@@ -27,6 +27,7 @@ actually breaks, which is what the triplet loss and the ROC-AUC evaluation shoul
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -95,13 +96,27 @@ class NegativeBatch:
 NEGATIVE_OPTIONS = ("shift_seconds", "noise_std", "replace_prob")
 
 
+def batch_size_without_a_lone_sample(n: int, batch_size: int) -> int:
+    """The smallest batch size from ``batch_size`` on whose batches of ``n`` samples all hold
+    two or more, as strategies A and D need (``n % size != 1``): 21 samples in batches of 4
+    would leave one over, and of 5 too, so 6. ``batch_size`` itself when no size helps
+    (``n < 2``)."""
+    size = batch_size
+    while n % size == 1 and size < n:
+        size += 1
+    return size
+
+
 def check_negative_options(options: Mapping[str, float] | None) -> dict[str, float]:
-    """``options`` as a plain dict after checking that every key is in :data:`NEGATIVE_OPTIONS`."""
+    """Every one of :data:`NEGATIVE_OPTIONS`: its value in ``options``, else
+    :func:`make_negatives`'s default (so that two runs with the same negatives record the same
+    options, however they were spelled). Unknown keys are refused."""
     options = dict(options or {})
     unknown = sorted(set(options) - set(NEGATIVE_OPTIONS))
     if unknown:
         raise ValueError(f"negative_options: unknown {unknown}; expected any of {NEGATIVE_OPTIONS}")
-    return {k: float(v) for k, v in options.items()}
+    defaults = inspect.signature(make_negatives).parameters
+    return {k: float(options.get(k, defaults[k].default)) for k in NEGATIVE_OPTIONS}
 
 
 def make_negatives(

@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import pandas as pd
 import torch
@@ -241,6 +241,7 @@ def fit(
     distributed: bool | None = None,
     param_groups: list[dict] | None = None,
     compile: bool = False,
+    settings: Mapping[str, Any] | None = None,
 ) -> FitResult:
     """Train ``model`` with Adam, keep the weights of the best validation epoch.
 
@@ -303,6 +304,9 @@ def fit(
             ``on_epoch_start`` and the result still get the plain ``model``, whose parameters
             the compiled one shares. Data-parallel training runs the plain model inside
             ``DistributedDataParallel``, so there only validation runs compiled.
+        settings: more settings a resumed run must share with the checkpoint, beyond the
+            optimisation and data ones ``fit`` records itself: what ``loss_fn`` computes (its
+            loss, margins, negatives) and the model's architecture (plain values).
 
     In every process, a training loader whose sampler has ``set_epoch`` (``DistributedSampler``)
     is told the epoch before it is iterated, so it reshuffles every epoch and on resume.
@@ -329,14 +333,15 @@ def fit(
     )  # fmt: skip
     rank_seed = seed + rank * RANK_SEED_OFFSET
     loss_generator = torch.Generator().manual_seed(rank_seed)
-    settings = {
+    recorded = {
         "lr": lr, "weight_decay": weight_decay, "grad_clip": grad_clip, "patience": patience,
         "scheduler": scheduler, "amp": precision.enabled, "seed": seed, "world_size": world_size,
         "train_data": data_fingerprint(train_loader),
         "valid_data": data_fingerprint(valid_loader),
+        **(settings or {}),
     }  # fmt: skip
     checkpoint = Checkpoint(
-        checkpoint_path, settings, model=model, optimizer=optimizer, scheduler=plateau,
+        checkpoint_path, recorded, model=model, optimizer=optimizer, scheduler=plateau,
         scaler=precision.scaler, generators={"shuffle": generator, "loss": loss_generator},
         device=device, rank=rank, distributed=distributed,
     )  # fmt: skip
@@ -345,6 +350,12 @@ def fit(
     start = 1
     if checkpoint.found(resume):
         saved = checkpoint.restore()
+        if saved["epoch"] > epochs:
+            raise ValueError(
+                f"epochs={epochs}, but checkpoint {checkpoint_path} already holds "
+                f"{saved['epoch']} epochs: ask for at least as many to resume it, or pass "
+                "resume=False to start afresh"
+            )
         early.load_state_dict(saved)
         history, start = list(saved["history"]), saved["epoch"] + 1
 

@@ -23,10 +23,11 @@ rebuild the evaluator and its fitted distance in one file.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import inspect
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Unpack
+from typing import TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
@@ -40,6 +41,7 @@ from cormult_lib.correlation.losses import ANCHORS, correlation_triplet_loss
 from cormult_lib.correlation.negatives import (
     STRATEGIES,
     NegativeBatch,
+    batch_size_without_a_lone_sample,
     changed_pairs,
     check_negative_options,
     make_negatives,
@@ -76,9 +78,10 @@ class PretrainResult(FitResult):
             masks, distance)`` gives the coefficients ``Cor``.
         settings: how the evaluator was built and trained: ``config`` (the
             :class:`~cormult_lib.config.CorrelationConfig` as a dict), ``modalities``,
-            ``input_dims``, ``vocab_size``, ``max_len``, ``cross_attention``, ``strategy``,
-            ``steps_per_second``, ``negative_options``, ``anchor``, ``seed``,
-            ``train_fingerprint``, ``best_epoch``, ``stopped_early`` (what a saved evaluator
+            ``input_dims``, ``vocab_size``, ``max_len``, ``strategy``, the
+            :data:`PRETRAIN_OPTIONS` (``distance`` the one used; ``negative_options`` all of
+            them, defaults included), ``seed``, ``threads``, ``train_fingerprint``,
+            ``valid_fingerprint``, ``best_epoch``, ``stopped_early`` (what a saved evaluator
             records).
     """
 
@@ -170,14 +173,53 @@ def embed_together(
     return {m: e[:batch] for m, e in both.items()}, {m: e[batch:] for m, e in both.items()}
 
 
-def batch_size_without_a_lone_sample(n: int, batch_size: int) -> int:
-    """The smallest batch size from ``batch_size`` on whose batches of ``n`` samples all hold
-    two or more (``n % size != 1``): 21 samples in batches of 4 would leave one over, and of 5
-    too, so 6. ``batch_size`` itself when no size helps (``n < 2``)."""
-    size = batch_size
-    while n % size == 1 and size < n:
-        size += 1
-    return size
+class PretrainOptions(TypedDict, total=False):
+    """The :data:`PRETRAIN_OPTIONS` as keyword arguments (see :func:`pretrain_evaluator`)."""
+
+    distance: str | None
+    steps_per_second: Mapping[str, float] | None
+    negative_options: Mapping[str, float] | None
+    anchor: str
+    cross_attention: bool
+    patience: int | None
+    grad_clip: float | None
+
+
+#: Keyword arguments of :func:`pretrain_evaluator` that shape the evaluator besides ``config``,
+#: ``strategy``, ``modalities`` and ``seed``: :func:`load_or_pretrain` passes them on.
+PRETRAIN_OPTIONS = tuple(PretrainOptions.__annotations__)
+
+
+def _recipe(
+    train: MultimodalSplit,
+    valid: MultimodalSplit,
+    config: CorrelationConfig,
+    mods: Sequence[str],
+    strategy: str,
+    seed: int,
+    options: Mapping,
+) -> dict:
+    """Everything that shaped a pre-trained evaluator, as :func:`pretrain_evaluator` records it
+    and :func:`load_or_pretrain` compares it: ``options`` holds every one of
+    :data:`PRETRAIN_OPTIONS`; the number of CPU threads changes the order of floating-point sums,
+    hence the weights."""
+    steps_per_second = options["steps_per_second"]
+    return {
+        "config": asdict(config),
+        "modalities": "".join(mods),
+        "strategy": strategy,
+        "distance": config.distance if options["distance"] is None else options["distance"],
+        "steps_per_second": None if steps_per_second is None else dict(steps_per_second),
+        "negative_options": check_negative_options(options["negative_options"]),
+        "anchor": options["anchor"],
+        "cross_attention": options["cross_attention"],
+        "patience": options["patience"],
+        "grad_clip": options["grad_clip"],
+        "seed": seed,
+        "threads": torch.get_num_threads(),
+        "train_fingerprint": split_fingerprint(train),
+        "valid_fingerprint": split_fingerprint(valid),
+    }
 
 
 def pretrain_evaluator(
@@ -236,15 +278,23 @@ def pretrain_evaluator(
     _check_splits(train_split, valid_split, mods)
     train = train_split.with_modalities(mods)
     valid = valid_split.with_modalities(mods)
-    if len(train) < 2 or len(valid) < 1:
+    # Strategies A and D take a sample's modality from another sample of its batch.
+    fewest = 2 if strategy in ("A", "D") else 1
+    if len(train) < 2 or len(valid) < fewest:
         raise ValueError(
-            f"pre-training needs at least 2 training and 1 validation sample, got "
-            f"{len(train)} and {len(valid)}"
+            f"pre-training with strategy {strategy} needs at least 2 training samples "
+            f"(train_split) and {fewest} validation sample(s) (valid_split), got {len(train)} "
+            f"and {len(valid)}"
         )
     options = check_negative_options(negative_options)
+    recipe = _recipe(train, valid, config, mods, strategy, seed, {
+        "distance": distance, "steps_per_second": steps_per_second, "negative_options": options,
+        "anchor": anchor, "cross_attention": cross_attention, "patience": patience,
+        "grad_clip": grad_clip,
+    })  # fmt: skip
     vocab_size = text_vocab_size(train, valid) if "T" in mods else None
     dims = train.dims()
-    max_len = max(1024, *(train.features[m].shape[1] for m in mods))
+    max_len = max(1024, *(split.features[m].shape[1] for split in (train, valid) for m in mods))
     torch_device = torch.device(device)
 
     architecture = {
@@ -256,7 +306,7 @@ def pretrain_evaluator(
     }
     generator = seed_everything(seed)
     model = evaluator_from_settings(architecture)
-    measure = Distance(config.distance if distance is None else distance)
+    measure = Distance(recipe["distance"])
 
     def loss_fn(model: nn.Module, batch: dict, stream: torch.Generator):
         # Unsupervised: only features and masks are read, never batch["labels"].
@@ -313,6 +363,13 @@ def pretrain_evaluator(
         seed=seed,
         on_epoch_start=refit_covariance if measure.name == "mahalanobis" else None,
         compile=compile,
+        # A resumed run must train the same evaluator with the same loss; it may ask for more
+        # epochs. (fit records the optimisation, the seed and the data itself.)
+        settings={
+            **{k: v for k, v in recipe.items() if k not in ("threads", "seed")},
+            "config": {k: v for k, v in recipe["config"].items() if k != "epochs"},
+            "architecture": {k: v for k, v in architecture.items() if k != "config"},
+        },
         **run,
     )
     final = Distance(measure.name)
@@ -320,14 +377,7 @@ def pretrain_evaluator(
         final.fit(embed_split(result.model, train, config.batch_size, FIT_SAMPLES, seed))
     settings = {
         **architecture,
-        "modalities": "".join(mods),
-        "strategy": strategy,
-        "steps_per_second": None if steps_per_second is None else dict(steps_per_second),
-        "negative_options": options,
-        "anchor": anchor,
-        "seed": seed,
-        "threads": torch.get_num_threads(),
-        "train_fingerprint": split_fingerprint(train),
+        **recipe,
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
     }
@@ -432,30 +482,35 @@ def load_or_pretrain(
     device: str | torch.device = "cpu",
     seed: int = 0,
     progress: bool = True,
+    **options: Unpack[PretrainOptions],
 ) -> tuple[PretrainResult, bool]:
     """The evaluator saved at ``path`` (or ``save_path``) when it fits, else a new one.
 
-    An evaluator fits when everything that shaped it is the same: the training samples
-    (:func:`split_fingerprint` of ``train_split``), ``modalities``, ``strategy``, every field
-    of ``config``, ``seed``, the number of CPU threads (they change the order of floating-point
-    sums, hence the weights) and the file format (:data:`EVALUATOR_FORMAT`, raised when the
-    code that produces it changes). A file that does not fit is named with what differs. When
-    neither file fits, :func:`pretrain_evaluator` runs and the result is saved at
-    ``save_path`` (default ``path``), so the next call loads it; pass a ``save_path`` to keep
-    another chapter's checkpoint at ``path`` untouched. One line says what was done.
+    An evaluator fits when everything that shaped it is the same: the training and validation
+    samples (:func:`split_fingerprint`), ``modalities``, ``strategy``, every field of
+    ``config``, ``seed``, each of :data:`PRETRAIN_OPTIONS` (``options``, passed on to
+    :func:`pretrain_evaluator`; those not given take its defaults), the number of CPU threads
+    (they change the order of floating-point sums, hence the weights) and the file format
+    (:data:`EVALUATOR_FORMAT`, raised when the code that produces it changes). A file that does
+    not fit is named with what differs. When neither file fits, :func:`pretrain_evaluator` runs
+    and the result is saved at ``save_path`` (default ``path``), so the next call loads it;
+    pass a ``save_path`` to keep another chapter's checkpoint at ``path`` untouched. One line
+    says what was done.
 
     Returns:
         ``(result, loaded)``: ``loaded`` is ``True`` when a saved evaluator was used.
     """
     mods = parse_modalities(modalities, min_count=2)
-    wanted = {
-        "train_fingerprint": split_fingerprint(train_split.with_modalities(mods)),
-        "modalities": "".join(mods),
-        "strategy": strategy,
-        "config": asdict(config),
-        "seed": seed,
-        "threads": torch.get_num_threads(),
-    }
+    unknown = sorted(set(options) - set(PRETRAIN_OPTIONS))
+    if unknown:
+        raise TypeError(f"load_or_pretrain: unknown options {unknown}; expected any of "
+                        f"{PRETRAIN_OPTIONS}")
+    defaults = inspect.signature(pretrain_evaluator).parameters
+    chosen = {k: options.get(k, defaults[k].default) for k in PRETRAIN_OPTIONS}
+    wanted = _recipe(
+        train_split.with_modalities(mods), valid_split.with_modalities(mods), config, mods,
+        strategy, seed, chosen,
+    )
     save_path = Path(path if save_path is None else save_path)
     for candidate in dict.fromkeys([Path(path), save_path]):
         if not candidate.is_file():
@@ -479,6 +534,7 @@ def load_or_pretrain(
         device=device,
         seed=seed,
         progress=progress,
+        **options,
     )
     save_evaluator(save_path, result)
     print(f"pre-trained an evaluator ({config.epochs} epochs), saved to {save_path}")
@@ -496,8 +552,8 @@ def _differences(saved: dict, wanted: dict) -> list[str]:
             differs += [
                 f"config.{f}: {old.get(f)!r} -> {v!r}" for f, v in value.items() if old.get(f) != v
             ]
-        elif key == "train_fingerprint" and old != value:
-            differs.append("other training samples")
+        elif key in ("train_fingerprint", "valid_fingerprint") and old != value:
+            differs.append(f"other {'training' if key[0] == 't' else 'validation'} samples")
         elif old != value:
             differs.append(f"{key}: {old!r} -> {value!r}")
     return differs

@@ -118,8 +118,9 @@ def train_model(
             ``num_workers``, ``compile``.
         loss: ``"l1"`` or ``"smooth_l1"`` for a regression head (ignored for classification,
             which uses cross-entropy).
-        seed: seeds shuffling and dropout (the model's initial weights are the caller's: seed
-            before building it, as :func:`run_seeds` does).
+        seed: seeds the shuffling of the training split. Dropout, like the model's initial
+            weights, draws from torch's global generator, which is the caller's to seed (before
+            building the model, as :func:`run_seeds` does with ``seed_everything``).
         device: CUDA gets mixed precision and pinned memory through :func:`fit`.
         run: :func:`fit`'s ``checkpoint_path``, ``resume`` and ``progress``
             (:class:`~cormult_lib.training.loop.RunOptions`).
@@ -155,6 +156,12 @@ def train_model(
         seed=seed,
         param_groups=model.param_groups(config.lr) if hasattr(model, "param_groups") else None,
         compile=config.compile,
+        # A resumed run must train the same kind of model with the same loss.
+        settings={
+            "model": type(model).__name__,
+            "head": head,
+            "loss": loss if head == "regression" else "cross_entropy",
+        },
         **run,
     )
     result.model.eval()
