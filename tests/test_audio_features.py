@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -413,3 +414,21 @@ def test_unreadable_files_name_the_file(tmp_path: Path) -> None:
         load_audio(noise)
     with pytest.raises(AudioLoadError, match="not a file"):
         load_audio(tmp_path)
+
+
+@pytest.mark.parametrize("rate", [SR, 22050])  # read as is, and resampled
+def test_nonfinite_samples_are_refused_naming_the_file_and_count(tmp_path: Path, rate) -> None:
+    wave = np.zeros(rate, dtype=np.float32)
+    wave[[100, 200, 300]] = [np.nan, np.inf, -np.inf]
+    wave[400] = 5.0  # finite but out of range: clipped, not refused
+    path = tmp_path / "nan.wav"
+    sf.write(path, wave, rate, subtype="FLOAT")
+    with pytest.raises(AudioLoadError, match=(
+        rf"{re.escape(str(path))} holds 3 non-finite sample value\(s\) \(NaN or infinite\) of "
+        f"{rate:,}"
+    )):
+        load_audio(path)
+    wave[[100, 200, 300]] = 0.0
+    sf.write(path, wave, rate, subtype="FLOAT")
+    loaded, _ = load_audio(path)
+    assert np.isfinite(loaded).all() and np.abs(loaded).max() == 1.0

@@ -25,7 +25,12 @@ from cormult_lib.features.clip_msa_cache import (
     load_clip_msa_cache,
     with_text_features,
 )
-from cormult_lib.features.sources import EncoderUnavailableError
+from cormult_lib.features.sources import (
+    EncoderUnavailableError,
+    bert_tokenizer,
+    tiny_model_configs,
+    with_vocab,
+)
 from cormult_lib.features.text import MiniLMEncoder, default_tokenizer_path
 from cormult_lib.features.vision import read_frames
 
@@ -156,7 +161,30 @@ def test_whole_frames_without_a_face_detector(signals):
     assert crops.shape == (5, 32, 32, 3) and not detected.any()
 
 
+def test_without_a_face_detector_no_share_of_faces_is_reported(clips, tmp_path):
+    root, table = clips
+    cache = tmp_path / "whole_frames"
+    config = EncoderConfig.tiny(face_detector=None)
+    extract_clip_msa_features(root, table, cache, config, progress=False)
+    with pytest.warns(UserWarning, match="1 of 3 clip"):  # the corrupt clip
+        splits = load_clip_msa_cache(cache)
+    for split in splits.values():
+        assert np.isnan(split.info["face_detected_share"])
+        assert split.meta["faces_detected"].isna().all() and len(split) > 0
+
+
 # ----------------------------------------------------------------------------- sources
+
+
+@needs_minilm
+def test_with_vocab_fits_the_text_ids_to_the_bert_tokenizer():
+    bert = bert_tokenizer()
+    tiny = tiny_model_configs()
+    for config in (tiny["albert"], tiny["clip"].text_config):
+        fitted = with_vocab(config, bert)
+        assert fitted is not config and fitted.vocab_size == max(config.vocab_size, len(bert))
+        ids = (fitted.pad_token_id, fitted.bos_token_id, fitted.eos_token_id)
+        assert ids == (bert.pad_token_id, bert.cls_token_id, bert.sep_token_id) == (0, 101, 102)
 
 
 def test_local_save_pretrained_folders_load_through_the_real_path(encoders, signals, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -155,7 +156,7 @@ def test_mmsa_subset_of_modalities(tmp_path: Path) -> None:
         load_mmsa(path, modalities="T", text_features="ids")
 
 
-def test_mmsa_without_lengths_and_with_overlong_lengths(tmp_path: Path) -> None:
+def test_mmsa_without_lengths_and_with_overlong_lengths(tmp_path: Path, capsys) -> None:
     s = load_mmsa(make_mmsa(tmp_path, drop=("audio_lengths",)), "A")["train"]
     assert s.masks["A"].all()
     rng = np.random.default_rng(1)
@@ -164,6 +165,32 @@ def test_mmsa_without_lengths_and_with_overlong_lengths(tmp_path: Path) -> None:
     s = load_mmsa(dump(tmp_path / "long.pkl", data), "A")["train"]
     np.testing.assert_array_equal(s.masks["A"], end_mask([LA, 3, 1, 0, 5], LA))
     assert s.info["lengths_clipped"] == {"A": 1}
+    assert "long.pkl [train] audio: clipped 1 length(s) longer than the time axis" in (
+        capsys.readouterr().out
+    )
+
+
+@pytest.mark.parametrize(
+    ("lengths", "shown"),
+    [
+        ([2.0, np.nan, 4.0, 0.0, 1.0], "1 length(s) are not (sample 1: nan)"),
+        ([2.7, 3.0, 1.0, 0.0, np.inf], "2 length(s) are not (sample 0: 2.7, sample 4: inf)"),
+    ],
+)
+def test_mmsa_lengths_that_are_not_whole_numbers_are_refused(
+    tmp_path: Path, lengths: list[float], shown: str
+) -> None:
+    rng = np.random.default_rng(1)
+    data = {name: mmsa_split(n, rng) for name, n in SIZES.items()}
+    data["train"]["vision_lengths"] = np.array(lengths)
+    path = dump(tmp_path / "fractional.pkl", data)
+    with pytest.raises(DataFormatError, match=re.escape(
+        f"{path} [train]: 'vision_lengths' must hold whole numbers of steps; {shown}"
+    )):
+        load_mmsa(path, "V")
+    data["train"]["vision_lengths"] = np.array([2.0, 3.0, 1.0, 0.0, 5.0])  # whole floats pass
+    masks = load_mmsa(dump(tmp_path / "whole.pkl", data), "V")["train"].masks["V"]
+    np.testing.assert_array_equal(masks, end_mask([2, 3, 1, 0, 5], LV))
 
 
 def test_missing_file_names_the_path(tmp_path: Path) -> None:

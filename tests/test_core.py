@@ -167,6 +167,14 @@ def test_split_select_and_validation() -> None:
         MultimodalSplit(split.features, float_mask, split.labels, split.ids)
 
 
+def test_select_refuses_a_boolean_mask_of_another_length() -> None:
+    split = _split()  # 3 samples
+    for mask in ([False, True], [True, False, True, True]):
+        with pytest.raises(ValueError, match=rf"select\(index\).*shape \({len(mask)},\) for 3"):
+            split.select(np.array(mask))
+    assert split.select(np.array([True, False, True])).ids == ["a", "c"]
+
+
 def test_keep_freed_memory_takes_effect_on_glibc():
     import platform
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,34 @@ def test_extract_report_resume_and_load(clips, tmp_path, capsys):
     # Audio: one log-Mel frame per hop (centred STFT), pooled by 2.
     assert (train.masks["A"].sum(1) > 50).all()
     assert np.isfinite(train.features["A"]).all()
+
+
+def test_faces_detected_says_when_no_face_was_looked_for(clips, tmp_path):
+    root, table = clips
+    for crop in (True, False):
+        cache = tmp_path / f"face_crop_{crop}"
+        with pytest.warns(UserWarning):
+            extract_features(root, table, cache, replace(FAST, face_crop=crop), workers=0, limit=2)
+        stored = {
+            f"synth0$_${path.stem}": np.load(path)["face_detected"]
+            for path in (cache / "clips").rglob("*.npz")
+        }
+        assert len(stored) == 2
+        with pytest.warns(UserWarning, match="no cached"):  # the rows and split not extracted
+            splits = load_feature_cache(cache)
+        shares = pd.concat(s.meta for s in splits.values()).set_index("id")["faces_detected"]
+        if crop:  # the drawn faces are found
+            assert all(flags.mean() >= 0.5 for flags in stored.values())
+            assert shares.to_dict() == {k: float(flags.mean()) for k, flags in stored.items()}
+        else:  # no detector ran: no frame is marked as a face, and no share is made up
+            assert not any(flags.any() for flags in stored.values())
+            assert shares.isna().all() and len(shares) == 2
+
+
+@pytest.mark.parametrize("pool", [0, -2, 1.5, True])
+def test_audio_pool_must_be_a_whole_number_of_frames(tmp_path, pool):
+    with pytest.raises(ValueError, match=re.escape(f"audio_pool={pool!r} is not valid")):
+        load_feature_cache(tmp_path, audio_pool=pool)
 
 
 def test_changed_settings_are_refused(clips, tmp_path):

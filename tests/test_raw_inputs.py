@@ -10,6 +10,7 @@ from cormult_lib.data.synthetic import SyntheticCorpus
 from cormult_lib.data.synthetic_raw import render_raw
 from cormult_lib.features.audio import LogMel, floored_log
 from cormult_lib.features.raw_inputs import raw_input_splits
+from cormult_lib.features.vision import FaceCropper, uniform_frame_indices
 
 CONFIG = FeatureConfig(
     backbone="resnet18", weights=None, image_size=32, num_frames=4, feature_dim=16, hop_length=1600
@@ -45,3 +46,22 @@ def test_forms_share_clips_and_time_axes(corpus):
 def test_bad_form_names(corpus):
     with pytest.raises(ValueError, match="audio must be one of"):
         raw_input_splits(corpus, [0, 1], "mfcc", "pixels", CONFIG, progress=False)
+
+
+def test_face_detection_is_recorded_and_a_split_left_out_is_warned(corpus):
+    clips = [0, 1, 2, 4]  # train and valid clips: none of the test split
+    assert "test" not in {corpus.split_of[i] for i in clips}
+    with pytest.warns(UserWarning, match=r"none of the 4 clips \(indices\) is in split 'test'"):
+        feat = raw_input_splits(corpus, clips, "log_mel", "resnet", CONFIG, progress=False)
+    with pytest.warns(UserWarning, match="split 'test'"):
+        raw = raw_input_splits(corpus, clips, "waveform", "pixels", CONFIG, progress=False)
+    assert set(feat) == set(raw) == {"train", "valid"}
+    cropper = FaceCropper()
+    for name, split in feat.items():
+        expected = []
+        for clip_id in split.ids:
+            frames = render_raw(corpus, int(clip_id.rsplit("_", 1)[1])).frames
+            picks = frames[uniform_frame_indices(len(frames), CONFIG.num_frames)]
+            expected.append(float(cropper.crop(picks, size=CONFIG.image_size)[1].mean()))
+        assert split.meta["faces_detected"].tolist() == expected and min(expected) > 0
+        assert raw[name].meta["faces_detected"].isna().all()  # pixels: no face looked for

@@ -1,6 +1,7 @@
 """Chapter 09's parts: real transcripts, cached sentence embeddings, the fine-tuned sentence
 regressor, the frozen ridge floor, and metric intervals for one model."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,23 @@ def test_an_empty_split_or_a_tiny_limit_is_refused_naming_it(tmp_path):
         load_transcripts(path, {"train": 1})
     with pytest.raises(FileNotFoundError, match="MMSA"):
         load_transcripts(tmp_path / "absent.csv")
+
+
+def test_limits_of_unknown_splits_are_refused_and_subsets_are_printed(tmp_path, capsys):
+    path = _write_label_csv(tmp_path / "label.csv", ["train"] * 3 + ["valid"] * 2 + ["test"] * 2)
+    with pytest.raises(ValueError, match=re.escape(
+        "limits has unknown split(s) ['Test', 'val']; expected keys out of "
+        "('train', 'valid', 'test')"
+    )):
+        load_transcripts(path, {"train": 2, "val": 2, "Test": 2})
+    # A line for each split of which a subset is taken; a limit above the size keeps all.
+    splits = load_transcripts(path, {"train": 2, "valid": 5})
+    assert {name: len(split) for name, split in splits.items()} == {
+        "train": 2, "valid": 2, "test": 2
+    }
+    assert capsys.readouterr().out.splitlines() == [
+        "train: 2 of 3 segments (random subset, seed 0)"
+    ]
 
 
 # --------------------------------------------------------------------------- intervals

@@ -33,6 +33,7 @@ from cormult_lib.data.synthetic_raw import (
     speech_envelope,
     write_raw_sample,
 )
+from cormult_lib.features import loading
 from cormult_lib.tutorial.probes import AgreementProbe, fit_sentiment_probes, predict_sentiment
 
 
@@ -114,6 +115,21 @@ def test_shifted_streams_show_the_neighbouring_utterance(corpus):
     )
 
 
+def test_source_word_takes_the_first_word_within_a_tenth_of_a_second(corpus):
+    """As documented: spans widened by 0.1 s, the earlier word where two overlap."""
+    spec = replace(
+        corpus.specs[0],
+        words=["a", "b", "c", "d"],
+        onsets=np.array([0.0, 0.35, 1.0, 1.8]),
+        durations=np.array([0.3, 0.3, 0.3, 0.1]),
+        clip_duration=3.0,
+    )
+    # Shifted centres: 0.36 (inside "b", in "a"'s margin), 0.71 (pause 0.06 s after "b"),
+    # 1.36 (pause 0.06 s after "c"), 2.06 (pause 0.16 s after "d": silence).
+    source, neighbour = source_word(spec, -0.21)
+    assert source.tolist() == [0, 1, 2, -1] and not neighbour.any()
+
+
 def test_deterministic_per_seed():
     cfg = DataConfig(n_samples=50)
     a = make_synthetic_splits(cfg, seed=3)["train"]
@@ -134,6 +150,30 @@ def test_bert_sized_text_and_bad_configs():
         SyntheticCorpus(DataConfig(split_fractions=(0.5, 0.5, 0.5)))
     with pytest.raises(ValueError, match="n_samples"):
         SyntheticCorpus(DataConfig(n_samples=3))
+
+
+def test_a_split_left_without_samples_is_refused_naming_the_fractions():
+    # round(3.5) + round(5.5) = 4 + 6 = 10: the test split would get nothing.
+    with pytest.raises(ValueError, match=(
+        r"split_fractions=\(0\.35, 0\.55, 0\.1\) with n_samples=10 give the split\(s\) "
+        r"\['test'\] no sample \(\{'train': 4, 'valid': 6, 'test': 0\}\)"
+    )):
+        SyntheticCorpus(DataConfig(n_samples=10, split_fractions=(0.35, 0.55, 0.10)))
+    with pytest.raises(ValueError, match=r"\['train'\] no sample"):
+        SyntheticCorpus(DataConfig(n_samples=10, split_fractions=(0.04, 0.5, 0.46)))
+    corpus = SyntheticCorpus(DataConfig(n_samples=10, split_fractions=(0.45, 0.45, 0.10)))
+    sizes = pd.Series(corpus.split_of).value_counts().to_dict()
+    assert sizes == {"train": 4, "valid": 4, "test": 2}
+
+
+def test_load_splits_refuses_an_empty_synthetic_split(monkeypatch):
+    def without_test(config, seed):
+        splits = make_synthetic_splits(DataConfig(n_samples=20), seed)
+        return {**splits, "test": splits["test"].select([])}
+
+    monkeypatch.setattr(loading, "make_synthetic_splits", without_test)
+    with pytest.raises(ValueError, match=r"the synthetic corpus: the split\(s\) \['test'\] hold"):
+        loading.load_splits("synthetic")
 
 
 def test_two_thousand_feature_samples_take_seconds():

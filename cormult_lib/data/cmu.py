@@ -16,9 +16,10 @@ Non-finite feature values (CMU-MOSEI's COVAREP audio holds NaN, +inf and -inf) a
 with 0.0 and counted per split and modality, in ``split.info["nonfinite"]`` and by
 :func:`nonfinite_report`; a line is printed for every count that is not zero. Likewise MMSA's
 padding steps (past ``*_lengths``) that are not zero are set to zero and counted
-(``split.info["padding_zeroed"]``, a printed line). What cannot be repaired is refused with
-the file, the split and a count: labels outside [-3, 3], an empty split, a clip listed twice
-in a ``label.csv``.
+(``split.info["padding_zeroed"]``, a printed line), and ``*_lengths`` longer than the time axis
+are clipped to it (``split.info["lengths_clipped"]``, a printed line). What cannot be repaired
+is refused with the file, the split and a count: labels outside [-3, 3], lengths that are not
+whole numbers, an empty split, a clip listed twice in a ``label.csv``.
 
 Pickles can run arbitrary code while they load: load only files from a source you trust.
 """
@@ -92,13 +93,14 @@ def load_mmsa(
         ``(n, time)``: text from ``text_bert[:, 1]`` (all ``True`` without ``text_bert``);
         audio and vision from ``*_lengths`` (all ``True`` without them). Lengths longer than
         the time axis (aligned pickles may keep the pre-alignment length) are clipped to it
-        and counted in ``info["lengths_clipped"]``. Labels float32 ``(n,)``; ``meta`` holds
-        ``id`` and, when present, ``raw_text``.
+        and counted in ``info["lengths_clipped"]`` (printed). Labels float32 ``(n,)``;
+        ``meta`` holds ``id`` and, when present, ``raw_text``.
 
     Raises:
         FileNotFoundError: ``path`` is not a file.
         DataFormatError: the file is not a pickled dict of splits, or a split lacks a key,
-            has fields of different lengths or features of the wrong rank.
+            has fields of different lengths, features of the wrong rank or ``*_lengths`` that
+            are not whole non-negative numbers.
     """
     if text_features not in TEXT_FEATURES:
         raise ValueError(f"text_features must be one of {TEXT_FEATURES}, got {text_features!r}")
@@ -108,7 +110,7 @@ def load_mmsa(
     splits = {
         s: _mmsa_split(path, s, _get_split(data, s, path), wanted, text_features) for s in SPLITS
     }
-    _print_nonfinite(path, splits)
+    _print_repairs(path, splits)
     return splits
 
 
@@ -141,7 +143,7 @@ def load_mult(path: str | Path, modalities: str = "TAV") -> dict[str, Multimodal
     data = _load_pickle(path, _MULT_HINT)
     wanted = parse_modalities(modalities)
     splits = {s: _mult_split(path, s, _get_split(data, s, path), wanted) for s in SPLITS}
-    _print_nonfinite(path, splits)
+    _print_repairs(path, splits)
     return splits
 
 
@@ -364,12 +366,21 @@ def _check_lengths(sizes: dict[str, int], split: str, path: Path) -> None:
 def _lengths_mask(
     raw: np.ndarray, key: str, time: int, split: str, path: Path
 ) -> tuple[np.ndarray, int]:
-    """``(n,)`` lengths to an end-padding mask ``(n, time)``; also how many were clipped."""
+    """``(n,)`` lengths to an end-padding mask ``(n, time)``; also how many were clipped.
+
+    Lengths must be whole non-negative numbers (``3`` or ``3.0``; not NaN, inf or ``2.7``)."""
     lengths = raw.reshape(-1) if raw.ndim == 2 and raw.shape[1] == 1 else raw
     if lengths.ndim != 1 or not np.issubdtype(lengths.dtype, np.number) or (lengths < 0).any():
         raise DataFormatError(
             f"{path} [{split}]: {key!r} must be (samples,) non-negative lengths, got shape "
             f"{raw.shape} dtype {raw.dtype}"
+        )
+    bad = np.flatnonzero(~np.isfinite(lengths) | (lengths != np.round(lengths)))
+    if len(bad):
+        examples = ", ".join(f"sample {i}: {lengths[i]}" for i in bad[:5])
+        raise DataFormatError(
+            f"{path} [{split}]: {key!r} must hold whole numbers of steps; {len(bad)} length(s) "
+            f"are not ({examples})"
         )
     clipped = int((lengths > time).sum())
     return masks_from_lengths(np.minimum(lengths, time).astype(np.int64), time), clipped
@@ -486,8 +497,14 @@ def _make_split(
     )
 
 
-def _print_nonfinite(path: Path, splits: Mapping[str, MultimodalSplit]) -> None:
+def _print_repairs(path: Path, splits: Mapping[str, MultimodalSplit]) -> None:
+    """Print a line for every repair a loader made: non-finite values replaced, padding
+    zeroed, lengths clipped to the time axis."""
     for name, split in splits.items():
+        for m, count in split.info.get("lengths_clipped", {}).items():
+            if count:
+                print(f"{path.name} [{name}] {MODALITY_NAMES[m]}: clipped {count:,} length(s) "
+                      "longer than the time axis to it")
         for m, steps in split.info.get("padding_zeroed", {}).items():
             if steps:
                 print(f"{path.name} [{name}] {MODALITY_NAMES[m]}: set {steps:,} padding steps "

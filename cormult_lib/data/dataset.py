@@ -129,9 +129,18 @@ class MultimodalSplit:
         return {m: (x.shape[2] if x.ndim == 3 else 1) for m, x in self.features.items()}
 
     def select(self, index: np.ndarray | Sequence[int] | Sequence[bool]) -> MultimodalSplit:
-        """A new split holding the chosen samples (integer positions or a boolean mask)."""
+        """A new split holding the chosen samples (integer positions or a boolean mask of
+        one value per sample)."""
         idx = np.asarray(index)
-        idx = np.flatnonzero(idx) if idx.dtype == bool else idx.astype(np.int64)
+        if idx.dtype == bool:
+            if idx.shape != (len(self),):
+                raise ValueError(
+                    f"{self.name}: select(index) got a boolean mask of shape {idx.shape} for "
+                    f"{len(self)} samples; expected shape ({len(self)},)"
+                )
+            idx = np.flatnonzero(idx)
+        else:
+            idx = idx.astype(np.int64)
         return MultimodalSplit(
             features={m: x[idx] for m, x in self.features.items()},
             masks={m: k[idx] for m, k in self.masks.items()},

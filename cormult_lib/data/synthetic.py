@@ -195,10 +195,20 @@ class SyntheticCorpus:
         return kinds
 
     def _assign_splits(self) -> np.ndarray:
+        """``round(fraction * n)`` train and valid samples, the rest test; every split must
+        get at least one sample."""
         n = self.config.n_samples
         order = np.random.default_rng([self.seed, 2]).permutation(n)
         n_train = round(self.config.split_fractions[0] * n)
         n_valid = round(self.config.split_fractions[1] * n)
+        sizes = dict(zip(SPLITS, (n_train, n_valid, n - n_train - n_valid), strict=True))
+        empty = [name for name, size in sizes.items() if size == 0]
+        if empty:
+            raise ValueError(
+                f"DataConfig.split_fractions={self.config.split_fractions} with "
+                f"n_samples={n} give the split(s) {empty} no sample ({sizes}); every split "
+                "needs at least one: raise n_samples or those fractions"
+            )
         split_of = np.empty(n, dtype=object)
         split_of[order[:n_train]] = "train"
         split_of[order[n_train : n_train + n_valid]] = "valid"
@@ -399,9 +409,12 @@ def source_word(spec: SampleSpec, shift_s: float) -> tuple[np.ndarray, np.ndarra
     sentiment (``spec.previous_sentiment`` / ``spec.next_sentiment``).
 
     Returns:
-        ``source``: ``(n_words,)`` index of the word spoken at the window's centre, -1 where
-        the stream is silent; ``neighbour``: ``(n_words,)`` bool, True where that word belongs
-        to a neighbouring utterance.
+        ``source``: ``(n_words,)`` index of the first word whose span widened by 0.1 s on each
+        side, ``[onset - 0.1, onset + duration + 0.1)``, holds the window's centre (shifted
+        and wrapped), -1 where none does: a centre in a pause within 0.1 s of a word counts
+        as that word, and where two widened spans overlap the earlier word is taken, also when
+        the centre lies inside the later one. ``neighbour``: ``(n_words,)`` bool, True where
+        that word belongs to a neighbouring utterance.
     """
     centres = spec.onsets + spec.durations / 2 - shift_s
     neighbour = outside_clip(spec, centres)

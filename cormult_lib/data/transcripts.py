@@ -56,16 +56,21 @@ def load_transcripts(
     Args:
         label_csv: a file in MMSA's ``label.csv`` layout (read by
             :func:`~cormult_lib.data.cmu.read_label_csv`, which checks columns and labels).
-        limits: split -> at most this many segments, drawn at random with ``seed`` (file
-            order kept); a missing split or ``None`` keeps all. The kept counts are printed.
+        limits: split (``"train"``, ``"valid"``, ``"test"``) -> at most this many segments,
+            drawn at random with ``seed`` (file order kept); a missing split or ``None`` keeps
+            all. A line is printed for each split of which a subset is taken (kept of total).
         seed: seeds the subsets, each split from a stream of its own: a split's subset
             depends on its own limit only, so runs with other training budgets are scored on
             the same test segments.
 
     Raises:
         FileNotFoundError: ``label_csv`` is not a file (the message says where to get one).
-        ValueError: a split of the file is empty, or a limit is below 2.
+        ValueError: a split of the file is empty, ``limits`` names another split, or a limit
+            is below 2.
     """
+    unknown = sorted(map(str, set(limits or {}) - set(SPLITS)))
+    if unknown:
+        raise ValueError(f"limits has unknown split(s) {unknown}; expected keys out of {SPLITS}")
     path = Path(label_csv)
     tables = label_csv_splits(read_label_csv(path))
     splits = {}

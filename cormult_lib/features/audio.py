@@ -438,7 +438,8 @@ def load_audio(
 
     Raises:
         AudioLoadError: naming the file, when it is missing or empty, has no audio track or no
-            samples, cannot be decoded, or is shorter than ``min_seconds``.
+            samples, holds NaN or infinite samples, cannot be decoded, or is shorter than
+            ``min_seconds``.
     """
     _check_positive_int("sample_rate", sample_rate)
     path = Path(path).expanduser()
@@ -466,6 +467,12 @@ def load_audio(
 
     if channels.shape[-1] == 0:
         raise AudioLoadError(f"audio file {path} holds no audio samples")
+    nonfinite = int(channels.size - np.isfinite(channels).sum())
+    if nonfinite:
+        raise AudioLoadError(
+            f"audio file {path} holds {nonfinite:,} non-finite sample value(s) (NaN or "
+            f"infinite) of {channels.size:,}; expected finite samples"
+        )
     if file_rate != sample_rate:
         resampled = torchaudio.functional.resample(
             torch.from_numpy(np.ascontiguousarray(channels)), file_rate, sample_rate

@@ -13,7 +13,7 @@ outputs of its six encoders. Both go through :class:`FeatureCache`, so both beha
 
 * an entry is written atomically (:func:`cormult_lib.files.write_atomically`), so a killed run
   leaves no half-written file and a rerun resumes: readable entries are skipped, an unreadable
-  one (truncated, foreign) is extracted again;
+  one (truncated, damaged, foreign) is extracted again;
 * the manifest records the settings: a rerun with other settings is refused while the cache
   holds entries (naming each changed field), and the manifest replaced while it holds none;
 * each entry records a digest of the transcript it was made from (``text_sha1``): a rerun
@@ -21,8 +21,8 @@ outputs of its six encoders. Both go through :class:`FeatureCache`, so both beha
   keeping features of the old one; ``labels.csv`` is always the whole table, also when a run
   extracts only its first rows (``limit``), so loading counts the clips not extracted yet;
 * a clip that is missing or fails is listed in ``report.csv`` with its reason and counted in
-  the printed summary; loading warns with the count of clips without a readable entry. Nothing
-  is dropped silently.
+  the printed summary; loading leaves out, and warns with the count of, clips without a
+  readable entry of the table's transcript. Nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ LABELS = "labels.csv"
 REPORT = "report.csv"
 #: The entry's digest of its transcript (a 0-d string array).
 TEXT_DIGEST = "text_sha1"
+#: What reading a damaged or foreign entry can raise.
+_READ_ERRORS = (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError)
 
 
 @dataclass
@@ -101,11 +103,31 @@ def text_digest(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def entry_text_digest(path: Path) -> str | None:
-    """The transcript digest stored in the entry at ``path``; ``None`` for an entry written
-    before entries kept one (its transcript cannot be checked)."""
-    with np.load(path) as data:
-        return str(data[TEXT_DIGEST]) if TEXT_DIGEST in data.files else None
+def entry_status(path: Path, text: str) -> str:
+    """What the cache entry at ``path`` holds for a clip of transcript ``text``.
+
+    ``"missing"``: no file; ``"unreadable"``: not a complete ``.npz`` whose members all pass
+    their CRC check (truncated, damaged or foreign); ``"stale"``: made from another transcript;
+    ``"current"``: made from ``text``, or written before entries kept a transcript digest (it
+    cannot be checked).
+    """
+    if not path.exists():
+        return "missing"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if archive.testzip() is not None:
+                return "unreadable"
+        with np.load(path) as data:
+            digest = _stored_digest(data)
+    except _READ_ERRORS:
+        return "unreadable"
+    return "current" if digest in (None, text_digest(text)) else "stale"
+
+
+def _stored_digest(data: np.lib.npyio.NpzFile) -> str | None:
+    """The transcript digest of an open entry; ``None`` for an entry written before entries
+    kept one."""
+    return str(data[TEXT_DIGEST]) if TEXT_DIGEST in data.files else None
 
 
 @dataclass
@@ -122,12 +144,16 @@ class CachedSplit:
         masks: dict[str, np.ndarray],
         name: str,
         info: Mapping[str, Any],
+        face_detection: bool,
     ) -> MultimodalSplit:
         """The split of these clips with ``features`` / ``masks`` built from the entries:
         labels and ids from ``meta``, which gains ``faces_detected`` (each clip's share of
-        frames with a detected face); ``info`` gains ``missing``."""
+        frames with a detected face; NaN when the extraction ran no face detector,
+        ``face_detection=False``); ``info`` gains ``missing``."""
         meta = self.meta.copy()
-        meta["faces_detected"] = [float(e["face_detected"].mean()) for e in self.entries]
+        meta["faces_detected"] = (
+            [float(e["face_detected"].mean()) for e in self.entries] if face_detection else np.nan
+        )
         return MultimodalSplit(
             features=features,
             masks=masks,
@@ -179,12 +205,6 @@ def write_json(path: Path, data: Any) -> None:
 def write_entry(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """``np.savez`` of ``arrays`` to ``path``, never half-written."""
     files.write_atomically(path, lambda stream: np.savez(stream, **arrays))
-
-
-def readable_entry(path: Path) -> bool:
-    """Whether a cache entry exists and is a complete ``.npz`` (its zip directory is intact;
-    a truncated or foreign file is not)."""
-    return path.is_file() and zipfile.is_zipfile(path)
 
 
 def changed_fields(previous: Mapping[str, Any], current: Mapping[str, Any]) -> str:
@@ -302,10 +322,11 @@ class FeatureCache:
         todo = []
         for row in table.head(limit).itertuples():
             target = self.entry_path(row.video_id, row.clip_id)
-            if readable_entry(target):
-                if entry_text_digest(target) in (None, text_digest(row.text)):
-                    report.add(row.id, "cached")
-                    continue
+            status = entry_status(target, row.text)
+            if status == "current":
+                report.add(row.id, "cached")
+                continue
+            if status == "stale":
                 target.unlink()  # never loaded with the table's new transcript
                 print(f"{target}: made from another transcript than the table's; deleted, "
                       "extracting the clip again")
@@ -314,7 +335,7 @@ class FeatureCache:
                 report.add(row.id, "failed", missing_clip_reason(clips_dir, row.video_id,
                                                                  row.clip_id))
                 continue
-            if target.exists():
+            if status == "unreadable":
                 print(f"{target}: an unreadable cache entry (truncated or damaged); extracting "
                       "the clip again")
             todo.append(PendingClip(row.id, clip, row.text, target))
@@ -339,31 +360,40 @@ class FeatureCache:
         Args:
             keys: the arrays to read from each entry (all when None).
 
-        A clip without a readable entry is counted in ``missing`` and warned about (with up to
-        five unreadable files named); a split without any entry is left out (warned).
+        A clip without a readable entry, or whose entry was made from another transcript than
+        the table's (a corrected release), is left out, counted in ``missing`` and warned about
+        (with up to five such files named); a split without any entry is left out (warned).
         """
         labels = read_label_csv(self.root / LABELS)
         out = {}
         for name in SPLITS:
             rows = labels[labels["mode"] == name]
-            entries, kept, unreadable, missing = [], [], [], 0
+            entries, kept, unreadable, stale, missing = [], [], [], [], 0
             for row in rows.itertuples():
                 path = self.entry_path(row.video_id, row.clip_id)
                 if not path.exists():
                     missing += 1
                     continue
                 try:
-                    entries.append(_read_entry(path, keys))
-                except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
+                    entry, digest = _read_entry(path, keys)
+                except _READ_ERRORS as error:
                     unreadable.append(f"{path} ({type(error).__name__})")
                     missing += 1
                     continue
+                if digest not in (None, text_digest(row.text)):
+                    stale.append(str(path))
+                    missing += 1
+                    continue
+                entries.append(entry)
                 kept.append(row.Index)
             if missing:
                 detail = f"; unreadable: {', '.join(unreadable[:5])}" if unreadable else ""
+                if stale:
+                    detail += (f"; {len(stale)} made from another transcript than the table's: "
+                               f"{', '.join(stale[:5])}")
                 warnings.warn(
                     f"{self.root} [{name}]: {missing} of {len(rows)} clip(s) of the label table "
-                    f"have no cached features{detail}; extracting again retries them, and {REPORT} "
+                    f"have no cached features{detail}; extracting again redoes them, and {REPORT} "
                     "names the clips that failed and why",
                     UserWarning,
                     stacklevel=3,
@@ -379,7 +409,11 @@ class FeatureCache:
         return out
 
 
-def _read_entry(path: Path, keys: tuple[str, ...] | None) -> dict[str, np.ndarray]:
+def _read_entry(
+    path: Path, keys: tuple[str, ...] | None
+) -> tuple[dict[str, np.ndarray], str | None]:
+    """The arrays ``keys`` (all when None) of the entry at ``path``, and its transcript digest
+    (``None`` for an entry written before entries kept one)."""
     with np.load(path) as data:
-        return {k: data[k] for k in (keys or data.files)}
+        return {k: data[k] for k in (keys or data.files)}, _stored_digest(data)
 

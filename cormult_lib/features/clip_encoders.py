@@ -150,9 +150,7 @@ class ClipMSAEncoders(nn.Module):
             from transformers import CLIPImageProcessor, CLIPModel
 
             clip_config = copy.deepcopy(random["clip"])
-            clip_config.text_config = with_vocab(clip_config.text_config, bert)
-            clip_config.text_config.bos_token_id = bert.cls_token_id
-            clip_config.text_config.eos_token_id = bert.sep_token_id  # pooled at [SEP]
+            clip_config.text_config = with_vocab(clip_config.text_config, bert)  # pooled at [SEP]
             with seeded(cfg.seed):
                 self.clip = CLIPModel(clip_config)
             side = int(clip_config.vision_config.image_size)

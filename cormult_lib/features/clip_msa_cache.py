@@ -132,8 +132,9 @@ def load_clip_msa_cache(
 
     ``info`` holds ``branch_dims`` (``{"T": [d_albert, d_clip_text], "A": [d_wav2vec2,
     d_clap], "V": [d_vgg, d_clip_image]}``), ``face_detected_share`` (share of the split's
-    frames with a detected face), ``missing`` (clips of the label table without a readable
-    cache entry; warned), ``extraction`` (the encoder config) and ``random_init`` (encoders
+    frames with a detected face; NaN with ``face_detector=None``: none was looked for),
+    ``missing`` (clips of the label table without a readable cache entry of their
+    transcript; warned), ``extraction`` (the encoder config) and ``random_init`` (encoders
     that were randomly initialised). ``meta`` gains a ``faces_detected`` column per clip.
     A split without any cached clip is left out (warned).
     """
@@ -165,16 +166,18 @@ def load_clip_msa_cache(
         features["V"] = np.stack([v for v, _ in resampled]).astype(np.float32)
         masks["V"] = np.stack([mask for _, mask in resampled])
         detected = np.concatenate([e["face_detected"].astype(bool) for e in entries])
+        face_detection = config.face_detector is not None
         splits[name] = cached.to_split(
             features,
             masks,
             f"clip_msa[{name}]",
             {
                 "branch_dims": branch_dims,
-                "face_detected_share": float(detected.mean()),
+                "face_detected_share": float(detected.mean()) if face_detection else np.nan,
                 "extraction": config.to_json(),
                 "random_init": list(manifest.get("random_init", [])),
             },
+            face_detection=face_detection,
         )
     return splits
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cormult_lib.config import DataConfig
 from cormult_lib.data.cmu import load_mmsa, load_mult
-from cormult_lib.data.dataset import MultimodalSplit
+from cormult_lib.data.dataset import SPLITS, MultimodalSplit
 from cormult_lib.data.synthetic import make_synthetic_splits
 from cormult_lib.modalities import parse_modalities
 
@@ -33,7 +33,9 @@ def load_splits(
     wanted = "".join(parse_modalities(modalities))
     if dataset == "synthetic":
         splits = make_synthetic_splits(config, seed)
-        return {name: split.with_modalities(wanted) for name, split in splits.items()}
+        splits = {name: split.with_modalities(wanted) for name, split in splits.items()}
+        _check_no_split_is_empty(splits, "the synthetic corpus")
+        return splits
     if dataset not in DATASETS:
         raise ValueError(f"dataset={dataset!r} is not known: expected one of {DATASETS}")
     if data_path is None:
@@ -57,11 +59,15 @@ def load_splits(
     else:
         loader = load_mmsa if dataset == "mmsa" else load_mult
         splits = loader(path, modalities=wanted)
-    # Training needs all three: refuse here, not an epoch later inside numpy or torch.
-    empty = [name for name in ("train", "valid", "test") if not len(splits.get(name, ()))]
+    _check_no_split_is_empty(splits, str(path))
+    return splits
+
+
+def _check_no_split_is_empty(splits: dict[str, MultimodalSplit], source: str) -> None:
+    """Training needs all three splits: refuse here, not an epoch later inside numpy or torch."""
+    empty = [name for name in SPLITS if not len(splits.get(name, ()))]
     if empty:
         raise ValueError(
-            f"{path}: the split(s) {empty} hold no samples; training needs train, valid and "
+            f"{source}: the split(s) {empty} hold no samples; training needs train, valid and "
             "test (for a feature cache: extract clips of every split)"
         )
-    return splits

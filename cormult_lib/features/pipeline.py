@@ -50,6 +50,7 @@ from cormult_lib.features.cache import (
     write_json,
 )
 from cormult_lib.modalities import parse_modalities
+from cormult_lib.parameters import check_int
 from cormult_lib.processes import die_with_parent
 from cormult_lib.progress import tqdm
 
@@ -102,7 +103,7 @@ class ClipFeatureExtractor:
         ids, mask = self.vocabulary.encode([transcript], cfg.text_seq_len, tokenize=self.tokenize)
         text = ids[0][mask[0]].numpy()
         frames, _ = read_frames(clip, cfg.num_frames)
-        detected = np.ones(len(frames), dtype=bool)
+        detected = np.zeros(len(frames), dtype=bool)  # no face found where none is looked for
         if self.cropper is not None:
             frames, detected = self.cropper.crop(frames, size=cfg.image_size)
         pixels = frames_to_tensor(frames, size=cfg.image_size)[None]
@@ -298,10 +299,14 @@ def load_feature_cache(
     """The cached features as ``{"train", "valid", "test"} -> MultimodalSplit``.
 
     Text is token ids ``(n, text_seq_len)``; audio ``(n, frames, n_mels)`` (average-pooled over
-    ``audio_pool`` frames to shorten long clips); vision ``(n, num_frames, feature_dim)``. Clips
-    of the label table without a cache entry are left out and counted in ``info["missing"]``; a
-    split without any cached clip is left out of the dict (both are printed).
+    ``audio_pool`` frames, an int >= 1, to shorten long clips); vision
+    ``(n, num_frames, feature_dim)``. ``meta["faces_detected"]`` is each clip's share of frames
+    with a detected face (NaN when extracted with ``face_crop=False``: no face was looked for).
+    Clips of the label table without a cache entry of their transcript are left out and counted
+    in ``info["missing"]``; a split without any cached clip is left out of the dict (both are
+    warned).
     """
+    audio_pool = check_int("audio_pool", audio_pool, minimum=1)
     cache = feature_cache(cache_dir)
     config = FeatureConfig(**cache.read_manifest()["settings"])
     wanted = parse_modalities(modalities)
@@ -317,7 +322,8 @@ def load_feature_cache(
                 sequences = [_pool_frames(s, audio_pool) for s in sequences]
             features[m], masks[m] = pad_sequences(sequences, length)
         splits[name] = cached.to_split(
-            features, masks, f"raw[{name}]", {"extraction": config.to_json()}
+            features, masks, f"raw[{name}]", {"extraction": config.to_json()},
+            face_detection=config.face_crop,
         )
     return splits
 

@@ -55,6 +55,13 @@ def raw_input_splits(
         audio: ``"waveform"`` or ``"log_mel"``; vision: ``"pixels"`` or ``"resnet"``.
         config: frame count, image size, backbone and weights (``weights="auto"``: ImageNet
             when on disk, otherwise random with a warning) and the log-Mel settings.
+
+    Returns:
+        ``{split: MultimodalSplit}`` for the splits that ``indices`` reach; a split without
+        any of the clips is left out (warned). ``meta["faces_detected"]`` is each clip's share
+        of frames with a detected face for ``"resnet"`` (a frame without one is cropped with
+        another frame's box, :meth:`FaceCropper.square_boxes`); NaN for ``"pixels"``, which
+        looks for no face.
     """
     if audio not in AUDIO_FORMS or vision not in VISION_FORMS:
         raise ValueError(
@@ -72,6 +79,7 @@ def raw_input_splits(
         cropper = FaceCropper()
     meta = corpus.metadata()
     samples = {"T": [], "A": [], "V": []}
+    faces_detected = []
     for index in tqdm(indices, desc=f"clips ({audio}, {vision})", disable=not progress):
         raw = render_raw(corpus, int(index))
         samples["T"].append(raw.transcript)
@@ -84,7 +92,8 @@ def raw_input_splits(
             samples["A"].append(frames.numpy().astype(np.float32))
         picks = raw.frames[uniform_frame_indices(len(raw.frames), config.num_frames)]
         if vision == "resnet":
-            crops, _ = cropper.crop(picks, size=config.image_size)
+            crops, detected = cropper.crop(picks, size=config.image_size)
+            faces_detected.append(float(detected.mean()))
             pixels = frames_to_tensor(crops, size=config.image_size)[None]
             feats = extract_frame_features(encoder, pixels, device="cpu", progress=False)
             samples["V"].append(feats[0].numpy())
@@ -93,7 +102,9 @@ def raw_input_splits(
                 cv2.resize(f, (pixel_size, pixel_size), interpolation=cv2.INTER_AREA) for f in picks
             ]
             samples["V"].append((np.stack(small).reshape(len(small), -1) / 255).astype(np.float32))
+            faces_detected.append(np.nan)
     rows = meta.loc[list(indices)].reset_index(drop=True)
+    rows["faces_detected"] = faces_detected
     train_text = [t for t, s in zip(samples["T"], rows["split"], strict=True) if s == "train"]
     vocabulary = Vocabulary.build(train_text, tokenize=str.split)
     ids = vocabulary.encode(samples["T"], corpus.config.seq_len, tokenize=str.split)[0].numpy()
@@ -101,6 +112,12 @@ def raw_input_splits(
     for name in SPLITS:
         keep = np.flatnonzero(rows["split"].to_numpy() == name)
         if keep.size == 0:
+            warnings.warn(
+                f"raw_input_splits: none of the {len(rows)} clips (indices) is in split "
+                f"{name!r}; the split is left out",
+                UserWarning,
+                stacklevel=2,
+            )
             continue
         text_mask = ids[keep] != 0
         audio_x, audio_mask = pad_sequences([samples["A"][i] for i in keep])

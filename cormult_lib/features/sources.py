@@ -345,8 +345,12 @@ def bert_tokenizer() -> Any:
 
 
 def with_vocab(config: Any, tokenizer: Any) -> Any:
-    """A copy of a text config whose ids fit ``tokenizer`` (vocab size, pad/bos/eos ids)."""
+    """A copy of a text config whose ids fit the BERT WordPiece ``tokenizer``: vocab size at
+    least the tokenizer's, pad id its ``[PAD]``, bos id its ``[CLS]`` and eos id its ``[SEP]``
+    (CLIP's text tower pools at the eos token)."""
     config = copy.deepcopy(config)
     config.vocab_size = max(int(config.vocab_size), len(tokenizer))
     config.pad_token_id = tokenizer.pad_token_id
+    config.bos_token_id = tokenizer.cls_token_id
+    config.eos_token_id = tokenizer.sep_token_id
     return config
