@@ -116,3 +116,21 @@ def test_faces_detected_is_nan_when_no_face_was_looked_for(tmp_path):
     assert searched.meta["faces_detected"].tolist() == [0.5, 0.5]
     off = cached.to_split(features, masks, "train", {}, face_detection=False)
     assert off.meta["faces_detected"].isna().all()
+
+
+def test_a_table_write_killed_midway_leaves_the_previous_labels(tmp_path, monkeypatch):
+    table = _table(["hello", "world"])
+    cache, clips = _cache(tmp_path, table)
+    before = (cache.root / "labels.csv").read_text()
+    real_to_csv = pd.DataFrame.to_csv
+
+    def killed(frame, stream, **kwargs):
+        stream.write(b"video_id,clip_id\n")  # the start of the table, then the process dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", killed)
+    with pytest.raises(KeyboardInterrupt):
+        cache.pending(_table(["hello", "world", "again"]), clips, ExtractionReport())
+    assert (cache.root / "labels.csv").read_text() == before
+    monkeypatch.setattr(pd.DataFrame, "to_csv", real_to_csv)
+    assert [job.id for job in cache.pending(table, clips, ExtractionReport())] == []

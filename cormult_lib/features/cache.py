@@ -11,7 +11,8 @@ CorMulT's pipeline (:mod:`cormult_lib.features.pipeline`) stores log-Mel frames,
 ResNet features per clip; CLIP-MSA's (:mod:`cormult_lib.features.clip_msa_cache`) stores the
 outputs of its six encoders. Both go through :class:`FeatureCache`, so both behave the same:
 
-* an entry is written atomically (:func:`cormult_lib.files.write_atomically`), so a killed run
+* an entry, ``labels.csv`` and ``report.csv`` are written atomically
+  (:func:`cormult_lib.files.write_atomically`), so a killed run
   leaves no half-written file and a rerun resumes: readable entries are skipped, an unreadable
   one (truncated, damaged, foreign) is extracted again;
 * the manifest records the settings: a rerun with other settings is refused while the cache
@@ -318,7 +319,7 @@ class FeatureCache:
         without a file ``failed``; an unreadable entry, or one made from another transcript,
         is extracted again (printed).
         """
-        table.to_csv(self.root / LABELS, index=False)
+        _write_csv(self.root / LABELS, table)
         todo = []
         for row in table.head(limit).itertuples():
             target = self.entry_path(row.video_id, row.clip_id)
@@ -349,7 +350,7 @@ class FeatureCache:
         if path.exists():
             earlier = pd.read_csv(path, dtype={"reason": str}, keep_default_na=False)
             table = pd.concat([earlier[~earlier["id"].isin(table["id"])], table])
-        table.to_csv(path, index=False)
+        _write_csv(path, table)
         print(report.summary())
 
     # ------------------------------------------------------------------------- loading
@@ -407,6 +408,12 @@ class FeatureCache:
         if not out:
             raise ValueError(f"{self.root} holds no cached clip of its label table")
         return out
+
+
+def _write_csv(path: Path, table: pd.DataFrame) -> None:
+    """Write ``table`` to ``path`` atomically: a killed run leaves the previous file, never a
+    shorter table that would load without error."""
+    files.write_atomically(path, lambda stream: table.to_csv(stream, index=False))
 
 
 def _read_entry(
