@@ -448,3 +448,24 @@ def test_pytorch_kernels_path_computes_the_same_function(monkeypatch, times, kwa
         _, trained = _gradients(net.train(), x, x_masks, readout)
         assert all(torch.isfinite(g).all() for g in trained.values()), name
         monkeypatch.undo()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_attention_without_gradients_keeps_the_dtype_of_its_inputs(dtype):
+    """The written-out CPU path (no autograd, no dropout, heads under FUSED_CPU_HEAD_DIM) once
+    returned float32 for any input, and the next float64 or bfloat16 layer then failed."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 5, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    with torch.no_grad():
+        out = attention(q.to(dtype), k.to(dtype), v.to(dtype))
+    expected = F.scaled_dot_product_attention(q, k, v)
+    assert out.dtype == dtype
+    tolerance = 1e-12 if dtype == torch.float64 else 2e-2
+    torch.testing.assert_close(out.double(), expected, atol=tolerance, rtol=tolerance)
+    _, model = _pair()
+    features, masks = _batch(ALIGNED)
+    model = model.double()
+    with torch.no_grad():
+        inferred = model({m: x.double() for m, x in features.items()}, masks)
+    assert inferred.dtype == torch.float64
+    torch.testing.assert_close(inferred, model({m: x.double() for m, x in features.items()}, masks))

@@ -349,10 +349,13 @@ def attention(
     scale = 1.0 / math.sqrt(head_dim)
     if autograd:
         return _Attention.apply(q, k, v, bias, rates, noise, scale)
-    q, k_t, v_t = _head_layout(q.float(), k.float(), v.float(), scale)
+    # At least float32 (bfloat16 under autocast would lose the softmax's precision); the
+    # output keeps the inputs' dtype, as the other paths do.
+    dtype, exact = q.dtype, torch.promote_types(q.dtype, torch.float32)
+    q, k_t, v_t = _head_layout(q.to(exact), k.to(exact), v.to(exact), scale)
     chunks = _Chunk.split((q.shape[0], time_q, k_t.shape[2]), heads, rates, noise)
     out_t = _attend(q, k_t, v_t, bias, chunks, heads, None)
-    return out_t.transpose(1, 2).reshape(batch, heads, time_q, head_dim)
+    return out_t.transpose(1, 2).reshape(batch, heads, time_q, head_dim).to(dtype)
 
 
 def _fused_attention(q, k, v, bias, rates: tuple[float, ...]) -> torch.Tensor:
