@@ -24,6 +24,12 @@ coefficients of one target, and the content's scale against the sinusoidal posit
 memory transformer adds (``sqrt(d) * Cor * h + PE``); chapter 07 measures how much is left.
 Weighting after the final LayerNorm cannot be cancelled that way.
 
+**From the weighted features to the prediction** (a departure from section 3.3.2, as MulT's
+code): the paper concatenates the weighted memory outputs, ``H_concat = Concat(H'_T, H'_A,
+H'_V)``, and applies one linear layer (and a softmax over the 7 classes). Here, as in MulT, each
+memory output is pooled at its last valid step (``pooling``), the concatenation passes MulT's
+residual block ``x + W_2 Dropout(ReLU(W_1 x))`` and then the output layer.
+
 With cosine, ``Cor`` lies in [-1, 1]: a product can flip the sign of a crossmodal output and
 ``Cor = 0`` removes it; the residual form keeps at least ``h`` at ``Cor = 0`` and drops it only
 for perfectly anti-correlated pairs.

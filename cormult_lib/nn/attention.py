@@ -16,9 +16,12 @@ Per layer (:class:`TransformerBlock`, pre-LayerNorm, as MulT)::
 encoder (:class:`TransformerEncoder`) first scales its inputs by ``sqrt(d)``, adds sinusoidal
 positions (``positional``: the tutorial's interleaved table or fairseq's, see
 :mod:`cormult_lib.nn.positions`) and applies the embedding dropout (to the source too), runs the
-layers and ends with a LayerNorm. Attention (:class:`~cormult_lib.nn.stacked.MultiHeadAttention`)
-has its own query / key / value / output projections and computes
-``softmax(Q K^T / sqrt(d_head)) V`` per head (:func:`~cormult_lib.nn.functional.attention`).
+layers and ends with a LayerNorm. One mask is drawn for the source, which feeds both the keys and
+the values (one fused projection); MulT's code drops its key and value copies of the source
+with a mask each. The two agree in eval mode (a departure in training only). Attention
+(:class:`~cormult_lib.nn.stacked.MultiHeadAttention`) has its own query / key / value / output
+projections and computes ``softmax(Q K^T / sqrt(d_head)) V`` per head
+(:func:`~cormult_lib.nn.functional.attention`).
 
 Masks (``True`` on real steps) make padding irrelevant: padded input steps are zeroed (so
 garbage, even NaN, cannot leak), keys on padded steps are ignored, and the ``p``-th *valid*
