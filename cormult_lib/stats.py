@@ -54,6 +54,8 @@ CONFIDENCE = 0.95
 #: decide a comparison on its own. The interval is then NaN ("no measurable difference"), and
 #: the comparison's method says why.
 MIN_BOOTSTRAP_SAMPLES = 10
+#: The method of :func:`seed_interval`: its interval is over seeds only, not test samples.
+SEED_METHOD = "paired t interval over seeds"
 TOO_FEW = f"; fewer than {MIN_BOOTSTRAP_SAMPLES} samples to resample: no interval"
 
 def verdict(ci_low: float, ci_high: float, metric: str, lower_is_better: bool | None = None) -> str:
@@ -377,7 +379,7 @@ def seed_interval(
         names=names,
         values=(a.mean(), b.mean()),
         interval=(low, high),
-        method="paired t interval over seeds",
+        method=SEED_METHOD,
         lower_is_better=lower_is_better,
     )
 
@@ -509,9 +511,10 @@ def auc_against_chance(
 def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
     """Mean of ``values`` (one per seed) and its 95% *t* interval: ``(mean, low, high)``.
 
-    One value: the interval is NaN; identical values: a zero-width interval at the mean.
+    One value: the interval is NaN; identical values: a zero-width interval at the mean. NaN
+    and inf are refused.
     """
-    x = np.asarray(values, dtype=float).reshape(-1)
+    x = _finite(values, "values")
     if len(x) == 0:
         raise ValueError("values is empty: nothing to average")
     mean = float(x.mean())

@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cormult_lib.stats import Comparison, mean_difference
+from cormult_lib.stats import Comparison, mean_difference, seed_interval
 from cormult_lib.tutorial.power import decide_sentence, samples_to_decide
 
 
@@ -48,3 +48,20 @@ def test_samples_to_decide_scales_with_the_squared_width_ratio():
         c = mean_difference(a, b, paired=True, metric="agreement")
         widths.append(c.ci_high - c.ci_low)
     assert widths[1] / widths[0] == pytest.approx(0.5, abs=0.1)
+
+
+def test_no_sample_count_is_extrapolated_from_an_interval_over_seeds():
+    over_seeds = seed_interval([0.50, 0.53, 0.49], [0.51, 0.50, 0.50], "mae", n=200)
+    assert over_seeds.verdict == "no measurable difference"
+    assert np.isnan(samples_to_decide(over_seeds))
+    assert decide_sentence(over_seeds).endswith(
+        "its interval is over seeds: more seeds, not more samples, would narrow it"
+    )
+    no_samples = seed_interval([0.50, 0.53, 0.49], [0.51, 0.50, 0.50], "mae")  # n = 0
+    assert np.isnan(samples_to_decide(no_samples))
+    without_n = Comparison.build(
+        subset="all", n=0, n_seeds=1, metric="mae", names=("a", "b"),
+        values=(0.75, 0.70), interval=(-0.05, 0.15), method="test",
+    )
+    assert np.isnan(samples_to_decide(without_n))
+    assert "no interval or no difference" in decide_sentence(without_n)

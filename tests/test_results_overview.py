@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
 from cormult_lib.stats import Comparison
 from cormult_lib.tutorial.paper_tables import paper_table
@@ -56,6 +57,13 @@ def test_provenance_and_verdicts(tmp_path: Path) -> None:
     # A verdict its interval does not support is caught.
     _write(tmp_path, "07_cormult_training", [_comparison(0.01, -0.02, 0.04, "a better")])
     assert len(mismatched_verdicts(load_references(tmp_path))) == 1
+    # So is a verdict without any interval (JSON null), while "no measurable difference"
+    # without one is right.
+    _write(tmp_path, "07_cormult_training", [_comparison(-0.03, None, None, "a better"),
+                                             _comparison(-0.03, None, None,
+                                                         "no measurable difference")])
+    (wrong,) = mismatched_verdicts(load_references(tmp_path))
+    assert wrong.startswith("07_cormult_training") and "CorMulT better" in wrong
     # A direction given for a metric outside LOWER_IS_BETTER (chapter 01's noise floor in dB)
     # is recorded and read back the same way, not re-derived from the metric's name.
     floor = Comparison.build(
@@ -99,3 +107,16 @@ def test_seed_means_and_sensitivity_intervals() -> None:
     assert table.loc[("product", "Cor = 1"), "above_zero"]
     assert not table.loc[("post_norm", "Cor = 1"), "above_zero"]
     assert table.loc[("product", "Cor = 1"), "n_seeds"] == 3
+    low, high = scipy_stats.ttest_1samp([0.02, 0.03, 0.025], 0).confidence_interval(0.95)
+    assert table.loc[("product", "Cor = 1"), ["ci_low", "ci_high"]].tolist() == pytest.approx(
+        [low, high]
+    )
+    # A seed recorded twice would narrow the interval: refused. A seed without spread in its
+    # predictions (NaN change) is left out and counted.
+    with pytest.raises(ValueError, match="more than once"):
+        sensitivity_intervals(records + [records[0]])
+    undefined = records + [{"fusion": "product", "replacement": "Cor = 1", "seed": 3,
+                            "relative_change": float("nan")}]
+    row = sensitivity_intervals(undefined).loc[("product", "Cor = 1")]
+    assert (row["n_seeds"], row["undefined"]) == (3, 1)
+    assert [row["ci_low"], row["ci_high"]] == pytest.approx([low, high])

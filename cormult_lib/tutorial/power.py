@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cormult_lib.stats import Comparison
+from cormult_lib.stats import SEED_METHOD, Comparison
 
 __all__ = ["decide_sentence", "samples_to_decide"]
 
@@ -28,10 +28,14 @@ def samples_to_decide(comparison: Comparison) -> float:
     even odds; 80% power needs about twice as many samples (``((1.96 + 0.84) / 1.96)^2``).
     And it ignores what more seeds would add. A few times ``n`` means a larger run may decide,
     a hundred times ``n`` that the difference is too small to chase. Two groups: ``n`` counts
-    both. NaN without an interval or with a zero difference.
+    both. NaN without an interval, with a zero difference, without test samples (``n = 0``)
+    and for an interval over seeds only (:func:`~cormult_lib.stats.seed_interval`), which more
+    test samples do not narrow.
     """
     d = comparison.difference
     reach = d - comparison.ci_low if d > 0 else comparison.ci_high - d
+    if comparison.method == SEED_METHOD or comparison.n <= 0:
+        return float("nan")
     if not (np.isfinite(reach) and d != 0):
         return float("nan")
     return comparison.n * (reach / abs(d)) ** 2
@@ -44,6 +48,8 @@ def decide_sentence(comparison: Comparison) -> str:
             f"at n={comparison.n}")
     if comparison.verdict != "no measurable difference":
         return f"{head}; already decided by its interval"
+    if comparison.method == SEED_METHOD:
+        return f"{head}; its interval is over seeds: more seeds, not more samples, would narrow it"
     needed = samples_to_decide(comparison)
     if not np.isfinite(needed):
         return f"{head}; no interval or no difference to extrapolate from"

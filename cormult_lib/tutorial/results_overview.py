@@ -77,7 +77,7 @@ def mismatched_verdicts(references: Mapping[str, dict[str, Any]]) -> list[str]:
     for name, record in references.items():
         for c in comparisons_of(record):
             decided = verdict(c.ci_low, c.ci_high, c.metric, c.lower_better)
-            if not np.isnan(c.ci_low) and decided != c.verdict:
+            if decided != c.verdict:  # without an interval, only no verdict is right
                 wrong.append(f"{name}: {c.sentence()}")
     return wrong
 
@@ -129,12 +129,22 @@ def sensitivity_intervals(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
 
     Returns:
         Index ``(fusion, replacement)``; columns ``mean``, ``ci_low``, ``ci_high``,
-        ``n_seeds`` and ``above_zero`` (the interval excludes 0).
+        ``n_seeds`` (the seeds averaged), ``undefined`` (seeds left out because their change
+        is NaN: predictions without spread) and ``above_zero`` (the interval excludes 0).
+        A seed recorded twice for one row is refused.
     """
     frame = pd.DataFrame(list(records))
+    twice = frame.duplicated(["fusion", "replacement", "seed"])
+    if twice.any():
+        raise ValueError(
+            f"correlation_sensitivity records a (fusion, replacement, seed) more than once: "
+            f"{frame.loc[twice, ['fusion', 'replacement', 'seed']].to_dict(orient='records')}"
+        )
     rows = {}
     for key, group in frame.groupby(["fusion", "replacement"], sort=False):
-        mean, low, high = mean_interval(group["relative_change"].to_numpy())
-        rows[key] = {"mean": mean, "ci_low": low, "ci_high": high,
-                     "n_seeds": group["seed"].nunique(), "above_zero": bool(low > 0)}
+        changes = group["relative_change"].to_numpy(dtype=float)
+        defined = changes[np.isfinite(changes)]
+        mean, low, high = mean_interval(defined) if len(defined) else (np.nan,) * 3
+        rows[key] = {"mean": mean, "ci_low": low, "ci_high": high, "n_seeds": len(defined),
+                     "undefined": len(changes) - len(defined), "above_zero": bool(low > 0)}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["fusion", "replacement"])
