@@ -64,8 +64,13 @@ def test_the_table_aligns_comparisons_and_marks_those_one_side_lacks() -> None:
     assert mixed.loc[("weak:voice", "mae", "CorMulT", "MulT", 0), "this run (quick)"].startswith(
         "+0.100 [+0.050, +0.150] (n=3 vs 50)"
     )
+    # A comparison whose difference is undefined (JSON null: a group without samples, a
+    # correlation of constant predictions) was made: it is shown as such, not left out.
     undefined = {**_comparison("all", 0.0), "difference": None, "ci_low": None, "ci_high": None}
-    assert beside_reference(_record("quick", [undefined]), _record("standard", [])).empty
+    (shown,) = beside_reference(_record("quick", [undefined]), _record("standard", []))[
+        "this run (quick)"
+    ]
+    assert shown == "undefined (no interval) (n=90) no measurable difference"
 
 
 def test_missing_and_malformed_references(tmp_path: Path, capsys) -> None:
@@ -131,6 +136,10 @@ def test_seed_list_takes_the_seeds_a_chapter_names() -> None:
     record = {"seed": 0, "settings": {"seeds": [3, 7]}, "comparisons": [{"n_seeds": 2}]}
     assert seed_list(record) == [3, 7]
     assert seed_list({**record, "settings": {"seeds": None}}) == [0, 1]
+    # A sweep given seeds=None ran its grid's seeds, which its results record (chapter 05).
+    swept = {"seed": 2, "settings": {"seeds": None}, "metrics": {"seeds": [0, 1, 2, 3, 4]},
+             "comparisons": [{"n_seeds": 5}]}
+    assert seed_list(swept) == [0, 1, 2, 3, 4]
 
 
 def test_make_reference_keeps_complete_runs_and_their_pictures_only(tmp_path, monkeypatch):

@@ -32,6 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -127,11 +128,13 @@ def code_version(root: Path = REPO_ROOT) -> dict[str, Any]:
 
 
 def seed_list(record: dict[str, Any]) -> list[int]:
-    """The seeds a chapter ran: its ``seeds`` parameter when it names them (chapters 05 and
-    06), else ``seed, seed + 1, ...`` up to its largest comparison's count."""
-    named = record.get("settings", {}).get("seeds")
-    if isinstance(named, list) and named:
-        return [int(seed) for seed in named]
+    """The seeds a chapter ran: those its results record (``metrics["seeds"]``: chapters 05,
+    06 and 08, whose sweeps resolve ``seeds=None`` to a grid's list), else its ``seeds``
+    parameter when it names them, else ``seed, seed + 1, ...`` (how chapters 04 and 07 number
+    their runs) up to its largest comparison's count."""
+    for named in (record.get("metrics", {}).get("seeds"), record.get("settings", {}).get("seeds")):
+        if isinstance(named, list) and named:
+            return [int(seed) for seed in named]
     counts = [c.get("n_seeds") or 1 for c in record.get("comparisons", [])]
     return [record["seed"] + i for i in range(max(counts, default=1))]
 
@@ -168,8 +171,9 @@ def _interval(frame: pd.DataFrame) -> pd.Series:
         words = {"a better": f"{c.a} better", "b better": f"{c.b} better"}
         groups = c.get("groups")  # two groups: their sizes (absent from older records)
         sizes = sample_sizes(c.n, groups if isinstance(groups, list | tuple) else None)
+        difference = f"{c.difference:+.3f}" if np.isfinite(c.difference) else "undefined"
         return (
-            f"{c.difference:+.3f} {interval_text(c.ci_low, c.ci_high)} (n={sizes}) "
+            f"{difference} {interval_text(c.ci_low, c.ci_high)} (n={sizes}) "
             f"{words.get(c.verdict, c.verdict)}"
         )
 
@@ -189,10 +193,9 @@ def beside_reference(record: dict[str, Any], reference: dict[str, Any]) -> pd.Da
     for label, source in (("this run", record), ("reference", reference)):
         frame = pd.DataFrame(source.get("comparisons") or [])
         if len(frame):
-            # JSON keeps an undefined interval (NaN) as null: numbers again, then left out.
+            # JSON keeps an undefined number (NaN) as null: numbers again, printed as such.
             numbers = ["difference", "ci_low", "ci_high"]
             frame[numbers] = frame[numbers].astype(float)
-            frame = frame.dropna(subset=["difference"])
         profile = source.get("settings", {}).get("profile", "?")
         if not len(frame):
             columns[f"{label} ({profile})"] = pd.Series(dtype=str)
@@ -228,7 +231,7 @@ def print_beside_reference(record: dict[str, Any], folder: Path | None = None) -
     )
     table = beside_reference(record, reference)
     if table.empty:
-        print("Neither run made a comparison with an interval; compare the metrics above.")
+        print("Neither run made a comparison; compare the metrics above.")
         return
     if not table.index.get_level_values("repeat").any():
         table = table.droplevel("repeat")
