@@ -42,7 +42,7 @@ def test_quick_timings_are_recorded_and_tabled(tmp_path: Path) -> None:
     assert json.loads(target.read_text())["seconds"] == {"07_cormult_training": 95.3}
     assert "torch_threads" not in json.loads(target.read_text())["machine"], "not this process's"
     table = timing_table(tmp_path)
-    assert "| `07_cormult_training` | 1.6 min | - |" in table
+    assert "| `07_cormult_training` | 1.6 min | - | - |" in table
     assert "quick: nbval, 1 thread" in table and "GPU: not measured" in table
 
 
@@ -68,11 +68,19 @@ def test_the_timing_table_names_what_each_reference_ran_on(tmp_path: Path) -> No
     write("07_cormult_training", "paper", "cpu", "H100")
     write("08_clip_msa", "standard", "cpu", None)
     table = timing_table(tmp_path)
-    assert "| `07_cormult_training` | - | 1.0 min (paper) |" in table
-    assert "| `08_clip_msa` | - | 1.0 min |" in table
+    assert "| `07_cormult_training` | - | 1.0 min (paper) | ? |" in table
+    assert "| `08_clip_msa` | - | 1.0 min | ? |" in table
+    assert "code: the references come from" not in table, "one commit (unknown) for all"
     assert "GPU: not measured" in table, "07 ran on the CPU of a machine with a GPU"
     write("07_cormult_training", "paper", "cuda:0", "H100")
     assert "GPU: H100" in timing_table(tmp_path)
+    # References of different commits: each row names its own, and a note says they differ.
+    record = json.loads((tmp_path / "08_clip_msa.json").read_text())
+    record["reference"]["code"] = {"commit": "0123456789abcdef", "uncommitted_changes": True}
+    (tmp_path / "08_clip_msa.json").write_text(json.dumps(record))
+    table = timing_table(tmp_path)
+    assert "| `08_clip_msa` | - | 1.0 min | 0123456+ |" in table
+    assert "code: the references come from 2 commits (0123456+, ?;" in table
 
 
 def test_headlines_print_the_real_text_entries_and_chapter_07s_comparisons(tmp_path: Path) -> None:
@@ -97,11 +105,13 @@ def test_headlines_print_the_real_text_entries_and_chapter_07s_comparisons(tmp_p
         path = tmp_path / f"{record['notebook']}.json"
         path.write_text(json.dumps(with_provenance(record, {})))
     lines = headlines(tmp_path).splitlines()
+    commit = json.loads((tmp_path / "09_real_text.json").read_text())["reference"]["code"]
+    code = (commit["commit"] or "?")[:7] + ("+" if commit["uncommitted_changes"] else "")
     assert lines == [
         "- Real CMU-MOSEI transcripts, text only, all-MiniLM-L6-v2 (frozen, ridge), n=4,653 test "
         "segments: mae 0.600 [0.550, 0.650], corr 0.600 [0.550, 0.650], acc2_non0 0.600 "
-        "[0.550, 0.650], acc7 0.600 [0.550, 0.650] (`results/09_real_text.json`)",
+        f"[0.550, 0.650], acc7 0.600 [0.550, 0.650] (`results/09_real_text.json`, code {code})",
         "- Synthetic, weak:voice (n=142, 5 seeds): CorMulT - MulT mae = -0.030 [-0.083, +0.016], "
-        "no measurable difference (`results/07_cormult_training.json`)",
+        f"no measurable difference (`results/07_cormult_training.json`, code {code})",
     ]
     assert headlines(tmp_path / "empty").startswith("No headline results yet")

@@ -28,6 +28,7 @@ from cormult_lib.tutorial.reference import (
     README_FIGURE_DIR,
     README_FIGURES,
     REFERENCE_DIR,
+    commit_label,
     load_reference,
     machine,
 )
@@ -98,15 +99,23 @@ def timing_table(results_dir: Path) -> str:
     quick_file = results_dir / QUICK_TIMINGS
     quick = json.loads(quick_file.read_text()) if quick_file.is_file() else None
     names = sorted(set(chapters) | set(quick["seconds"] if quick else ()))
-    lines = ["| chapter | quick | standard |", "|---|---|---|"]
+    lines = ["| chapter | quick | standard | code |", "|---|---|---|---|"]
     for name in names:
         standard = chapters[name]["reference"]["seconds"] if name in chapters else None
         quick_seconds = quick["seconds"].get(name) if quick else None
         # A reference made at another profile says so rather than pass for a standard one.
         profile = chapters[name]["settings"].get("profile") if name in chapters else "standard"
         other = f" ({profile})" if profile != "standard" else ""
-        lines.append(f"| `{name}` | {_minutes(quick_seconds)} | {_minutes(standard)}{other} |")
+        code = commit_label(chapters[name]) if name in chapters else "-"
+        lines.append(
+            f"| `{name}` | {_minutes(quick_seconds)} | {_minutes(standard)}{other} | {code} |"
+        )
     notes = []
+    commits = sorted({commit_label(record) for record in chapters.values()})
+    if len(commits) > 1:
+        notes.append(f"code: the references come from {len(commits)} commits "
+                     f"({', '.join(commits)}; `+`: with uncommitted changes): a chapter's numbers "
+                     "are its own code's, not necessarily today's")
     if quick:
         where = quick["machine"]
         notes.append(f"quick: {quick['conditions']}, {where['cpu']} ({where['cpu_count']} cores),"
@@ -141,13 +150,15 @@ def headlines(results_dir: Path) -> str:
         )
         use = "fine-tuned" if entry["finetuned"] else "frozen, ridge"
         lines.append(f"- Real CMU-MOSEI transcripts, text only, {entry['encoder']} ({use}), "
-                     f"n={entry['n_test']:,} test segments: {values} (`results/09_real_text.json`)")
+                     f"n={entry['n_test']:,} test segments: {values} (`results/09_real_text.json`"
+                     f", code {commit_label(real)})")
     cormult = chapters.get("07_cormult_training")
     if cormult is not None:
         dataset = cormult["settings"].get("dataset", "synthetic")
         data = "Synthetic" if dataset == "synthetic" else f"{dataset} data"
         for c in comparisons_of(cormult, a="CorMulT", b="MulT", metric="mae"):
-            lines.append(f"- {data}, {c.sentence()} (`results/07_cormult_training.json`)")
+            lines.append(f"- {data}, {c.sentence()} (`results/07_cormult_training.json`, code "
+                         f"{commit_label(cormult)})")
     return "\n".join(lines) or "No headline results yet: `make reference` writes them."
 
 

@@ -139,6 +139,13 @@ def seed_list(record: dict[str, Any]) -> list[int]:
     return [record["seed"] + i for i in range(max(counts, default=1))]
 
 
+def commit_label(record: dict[str, Any]) -> str:
+    """The commit a reference was made at, as printed: ``"d19da81"``, ``"d19da81+"`` with
+    uncommitted changes, ``"?"`` when it was not recorded."""
+    code = record.get("reference", {}).get("code") or {}
+    return (code.get("commit") or "?")[:7] + ("+" if code.get("uncommitted_changes") else "")
+
+
 def reference_dir() -> Path:
     """``$CORMULT_REFERENCE_DIR`` when set, else the repository's ``results/``."""
     return Path(os.environ.get(REFERENCE_ENV) or REFERENCE_DIR)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from cormult_lib.metrics import SCORE_KEYS
 from cormult_lib.stats import Comparison, mean_interval, verdict
-from cormult_lib.tutorial.reference import load_reference, reference_dir
+from cormult_lib.tutorial.reference import commit_label, load_reference, reference_dir
 
 PAPER_SOURCE = "paper"
 OURS_SYNTHETIC = "this repository, synthetic"
@@ -37,8 +37,6 @@ def provenance_table(references: Mapping[str, dict[str, Any]]) -> pd.DataFrame:
     for name, record in references.items():
         block = record["reference"]
         comparisons = record.get("comparisons") or []
-        code = block.get("code") or {}
-        commit = (code.get("commit") or "?")[:7] + ("+" if code.get("uncommitted_changes") else "")
         rows[name] = {
             "profile": record["settings"].get("profile"),
             "seeds": len(block["seeds"]),
@@ -48,7 +46,7 @@ def provenance_table(references: Mapping[str, dict[str, Any]]) -> pd.DataFrame:
             "cores": block["machine"]["cpu_count"],
             "gpu": block["machine"]["gpu"] or "none",
             "date": block["made_at"][:10],
-            "commit": commit,
+            "commit": commit_label(record),
             "comparisons": len(comparisons),
             "decided": sum(c["verdict"] != "no measurable difference" for c in comparisons),
         }
