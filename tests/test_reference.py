@@ -155,7 +155,11 @@ def test_make_reference_keeps_complete_runs_and_their_pictures_only(tmp_path, mo
                  "09_comparisons.png"):
         Image.new("RGB", (4, 4)).save(figures / name)
 
+    passed = {}
+
     def fake_run(arguments):
+        passed.update({arguments[i + 1]: runner.parse_value(arguments[i + 2])
+                       for i, word in enumerate(arguments) if word == "-p"})
         outputs = Path(arguments[arguments.index("output_dir") + 1])
         outputs.mkdir(parents=True)
         record = {"seed": 0, "settings": {}, "seconds": 1.0, "comparisons": []}
@@ -169,7 +173,10 @@ def test_make_reference_keeps_complete_runs_and_their_pictures_only(tmp_path, mo
         return 0
 
     monkeypatch.setattr(runner, "main", fake_run)
-    assert reference.make_reference([Path("x.ipynb")], results, figures, {}) == 0
+    parameters = {"label_csv": "3", "limits": {"train": 40}, "finetune": False}
+    assert reference.make_reference([Path("x.ipynb")], results, figures, parameters) == 0
+    assert {k: passed[k] for k in ("profile", *parameters)} == {"profile": "standard",
+                                                                **parameters}
     assert sorted(p.name for p in results.iterdir()) == ["05_distance_metrics.json"]
     assert sorted(p.name for p in figures.iterdir()) == [
         "06_shared_space_heatmaps.png", "09_comparisons.png"]

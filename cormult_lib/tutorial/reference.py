@@ -314,7 +314,8 @@ def make_reference(
         work = Path(scratch)
         arguments = [str(path) for path in notebooks]
         for name, value in parameters.items():
-            arguments += ["-p", name, json.dumps(value) if not isinstance(value, str) else value]
+            # JSON text: the runner reads it back as the same value (a string "3" stays one).
+            arguments += ["-p", name, json.dumps(value)]
         arguments += ["-p", "output_dir", str(work / "outputs")]
         arguments += ["-p", "figures_dir", str(work / "figures")]
         arguments += ["--executed-dir", str(work / "executed")]
