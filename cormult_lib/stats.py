@@ -94,8 +94,9 @@ def interval_text(low: float, high: float) -> str:
 
 def estimate_text(cell: dict[str, float]) -> str:
     """A value with its interval, ``{"value", "ci_low", "ci_high"}`` as :func:`metric_intervals`
-    gives it: ``"0.712 [0.688, 0.735]"``, or ``"0.712 (no interval)"`` when the interval is NaN."""
-    low, high = cell["ci_low"], cell["ci_high"]
+    gives it: ``"0.712 [0.688, 0.735]"``, or ``"0.712 (no interval)"`` when the interval is NaN
+    (``None`` once written to JSON)."""
+    low, high = (np.nan if cell[k] is None else cell[k] for k in ("ci_low", "ci_high"))
     interval = f"[{low:.3f}, {high:.3f}]" if np.isfinite(low) and np.isfinite(high) else (
         "(no interval)"
     )
@@ -112,7 +113,8 @@ def sample_sizes(n: int, groups: Sequence[int] | None) -> str:
 class Comparison:
     """One row of a chapter's ``comparisons`` list: ``a - b`` on ``metric`` over ``subset``.
 
-    ``n`` is the number of test samples (``n_seeds`` the seeds); ``a_value`` / ``b_value``
+    ``n`` is the number of test samples the metric reads (a Non0 metric: those with a
+    non-zero label) and ``n_seeds`` the seeds; ``a_value`` / ``b_value``
     are the metrics averaged over seeds; ``difference = a_value - b_value``; ``[ci_low,
     ci_high]`` its 95% interval; ``verdict`` from :func:`verdict`; ``method`` says how the
     interval was made. ``groups``: for two groups of different samples, the size of each
@@ -296,13 +298,14 @@ def paired_bootstrap(
     a_value = float(np.mean([score(row, labels) for row in a])) if n else float("nan")
     b_value = float(np.mean([score(row, labels) for row in b])) if n else float("nan")
     interval = (float("nan"), float("nan"))
-    if _samples_read(metric, labels) >= MIN_BOOTSTRAP_SAMPLES:
+    read = _samples_read(metric, labels)
+    if read >= MIN_BOOTSTRAP_SAMPLES:
         interval = _percentile_interval(a, b, labels, metric, n_resamples, seed)
     else:
         method += TOO_FEW
     return Comparison.build(
         subset=subset,
-        n=n,
+        n=read,
         n_seeds=n_seeds,
         metric=metric,
         names=names,
@@ -604,7 +607,8 @@ def metric_intervals(
         metrics: keys of :data:`~cormult_lib.metrics.METRIC_KEYS`.
 
     Returns:
-        ``{metric: {"value", "ci_low", "ci_high"}}``; ``value`` is
+        ``{metric: {"value", "ci_low", "ci_high", "n"}}``, ``n`` the samples the metric reads
+        (a Non0 metric: those with a non-zero label); ``value`` is
         :func:`~cormult_lib.metrics.regression_metrics` on all samples. Every metric uses the
         same resamples. A metric that reads fewer than :data:`MIN_BOOTSTRAP_SAMPLES` samples
         (non-zero labels for a Non0 metric) gets a NaN interval (printed by
@@ -624,8 +628,9 @@ def metric_intervals(
     out = {}
     for metric in metrics:
         low, high = float("nan"), float("nan")
-        if _samples_read(metric, labels) >= MIN_BOOTSTRAP_SAMPLES:
+        read = _samples_read(metric, labels)
+        if read >= MIN_BOOTSTRAP_SAMPLES:
             resampled = resampled_metric(metric, predictions, labels, weights)
             low, high = _percentile(resampled, metric)
-        out[metric] = {"value": float(values[metric]), "ci_low": low, "ci_high": high}
+        out[metric] = {"value": float(values[metric]), "ci_low": low, "ci_high": high, "n": read}
     return out

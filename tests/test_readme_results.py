@@ -89,7 +89,8 @@ def test_headlines_print_the_real_text_entries_and_chapter_07s_comparisons(tmp_p
     cell = {"value": 0.6, "ci_low": 0.55, "ci_high": 0.65}
     real = {"notebook": "09_real_text", "metrics": {}, "settings": {}, "seed": 0, "seconds": 1.0,
             "real_text": [{"encoder": "all-MiniLM-L6-v2", "finetuned": False, "n_test": 4653,
-                           **{m: cell for m in ("mae", "corr", "acc2_non0", "acc7")}}]}
+                           **{m: cell for m in ("mae", "corr", "acc7")},
+                           "acc2_non0": {**cell, "n": 3612}}]}
     comparison = Comparison.build(
         subset="weak:voice", n=142, n_seeds=5, metric="mae", names=("CorMulT", "MulT"),
         values=(0.70, 0.73), interval=(-0.083, 0.016), method="paired bootstrap",
@@ -110,7 +111,8 @@ def test_headlines_print_the_real_text_entries_and_chapter_07s_comparisons(tmp_p
     assert lines == [
         "- Real CMU-MOSEI transcripts, text only, all-MiniLM-L6-v2 (frozen, ridge), n=4,653 test "
         "segments: mae 0.600 [0.550, 0.650], corr 0.600 [0.550, 0.650], acc2_non0 0.600 "
-        f"[0.550, 0.650], acc7 0.600 [0.550, 0.650] (`results/09_real_text.json`, code {code})",
+        "[0.550, 0.650] (n=3,612), acc7 0.600 [0.550, 0.650] (`results/09_real_text.json`, code "
+        f"{code})",
         "- Synthetic, weak:voice (n=142, 5 seeds): CorMulT - MulT mae = -0.030 [-0.083, +0.016], "
         f"no measurable difference (`results/07_cormult_training.json`, code {code})",
     ]

@@ -141,6 +141,10 @@ def test_a_metric_reading_too_few_samples_gets_no_interval():
     assert np.isnan([result["acc2_non0"]["ci_low"], result["acc2_non0"]["ci_high"]]).all()
     assert result["acc2_non0"]["value"] == 1.0
     assert estimate_text(result["acc2_non0"]) == "1.000 (no interval)"
+    assert (result["mae"]["n"], result["acc2_non0"]["n"]) == (12, 9), "the samples each reads"
+    assert estimate_text({**result["acc2_non0"], "ci_low": None, "ci_high": None}) == (
+        "1.000 (no interval)"
+    ), "an interval read back from JSON as null"
     low, high = result["mae"]["ci_low"], result["mae"]["ci_high"]
     assert estimate_text(result["mae"]) == f"{result['mae']['value']:.3f} [{low:.3f}, {high:.3f}]"
     short = metric_intervals(predictions[:9], labels[:9], ("mae",))
@@ -151,7 +155,7 @@ def test_result_entry_has_the_keys_of_the_results_json():
     labels = np.linspace(-3, 3, 40)
     entry = result_entry(labels * 0.5, labels, encoder="x", finetuned=False)
     assert set(entry) == {*REAL_TEXT_METRICS, "n_test", "encoder", "finetuned"}
-    assert entry["n_test"] == 40 and set(entry["mae"]) == {"value", "ci_low", "ci_high"}
+    assert entry["n_test"] == 40 and set(entry["mae"]) == {"value", "ci_low", "ci_high", "n"}
 
 
 def test_ridge_penalty_is_chosen_on_validation():

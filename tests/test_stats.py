@@ -260,6 +260,7 @@ def test_a_group_too_small_to_resample_gets_no_interval_and_no_verdict():
     zeros = np.r_[np.zeros(8), 1.0, -1.0, 2.0, -2.0]
     non0 = paired_bootstrap(zeros + 0.5, zeros - 0.5, zeros, "acc2_non0")
     assert np.isnan(non0.ci_low) and "no interval" in non0.method
+    assert non0.n == 4 and "(n=4," in non0.sentence(), "n counts the samples the metric reads"
     assert np.isfinite(paired_bootstrap(zeros + 0.5, zeros - 0.5, zeros, "mae").ci_low)
     auc = auc_against_chance(np.arange(3.0) + 100, np.arange(40.0))
     assert auc.a_value == 1.0 and np.isnan(auc.ci_low) and "no interval" in auc.method

@@ -138,6 +138,13 @@ def timing_table(results_dir: Path) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {note}" for note in notes)
 
 
+def _other_n(cell: dict[str, Any], n_test: int) -> str:
+    """``" (n=3,612)"`` when the metric read fewer samples than the test split holds (a Non0
+    metric reads those with a non-zero label; older records do not say)."""
+    n = cell.get("n")
+    return f" (n={n:,})" if n is not None and n != n_test else ""
+
+
 def headlines(results_dir: Path) -> str:
     """The real-data numbers (chapter 09) and chapter 07's CorMulT - MulT comparisons, each with
     its interval, n and source file."""
@@ -146,7 +153,8 @@ def headlines(results_dir: Path) -> str:
     real = chapters.get("09_real_text")
     for entry in (real or {}).get("real_text") or []:
         values = ", ".join(
-            f"{metric} {estimate_text(entry[metric])}" for metric in HEADLINE_METRICS
+            f"{metric} {estimate_text(entry[metric])}{_other_n(entry[metric], entry['n_test'])}"
+            for metric in HEADLINE_METRICS
         )
         use = "fine-tuned" if entry["finetuned"] else "frozen, ridge"
         lines.append(f"- Real CMU-MOSEI transcripts, text only, {entry['encoder']} ({use}), "
