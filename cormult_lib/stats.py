@@ -44,7 +44,6 @@ from cormult_lib.metrics import (
     resampled_metric,
 )
 
-VERDICTS = ("a better", "b better", "no measurable difference")
 #: Metrics where a lower value is better (errors, losses, times); every other is higher-better.
 LOWER_IS_BETTER = frozenset({"mae", "valid_loss", "L_ave", "epoch_time_s", "epoch_s"})
 CONFIDENCE = 0.95

@@ -13,7 +13,7 @@ import torch
 from cormult_lib.config import DataConfig, get_config
 from cormult_lib.data.synthetic import DISCREPANCIES, correlation_subsets, make_synthetic_splits
 from cormult_lib.models.mult import build_mult
-from cormult_lib.tutorial.plots import plot_seed_bars, plot_subset_comparison
+from cormult_lib.tutorial.plots import plot_seed_bars
 from cormult_lib.tutorial.timing import median_ratio, median_seconds
 
 matplotlib.use("Agg")
@@ -70,8 +70,6 @@ def test_seed_bars_show_the_mean_with_sd_error_bars():
     assert "(all, n=90)" in with_n._suptitle.get_text()
     one_seed = plot_seed_bars(runs[runs["seed"] == 0], metrics=("mae",))
     assert "one seed: no spread" in one_seed._suptitle.get_text()
-    comparison = plot_subset_comparison(runs, "mae")
-    assert len(comparison.axes[0].patches) >= 4  # 2 subsets x 2 models
 
 
 def test_median_seconds_can_time_training_steps():

@@ -163,6 +163,13 @@ def test_compare_models_covers_every_pair_metric_and_subset_and_plots(tmp_path):
     assert labels_drawn[1] == "x - y, half (n=40, 2 seeds)", "n is shown on the figure"
     assert "negative: a better" in fig.axes[0].get_xlabel()
     assert "acc2_non0 (positive: a better)" in fig.axes[1].get_xlabel()
+    # A comparison without an interval is a hollow point, and its label says so.
+    one_seed = seed_interval([0.5], [0.6], "mae", names=("x", "y"), n=80)
+    fig = plot_comparisons([rows[0], one_seed])
+    labels_drawn = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels_drawn[1] == "x - y, all (n=80, 1 seed), no interval"
+    faces = [line.get_markerfacecolor() for line in fig.axes[0].lines if line.get_marker() == "o"]
+    assert faces[1] == "none" and faces[0] != "none"
     with pytest.raises(ValueError, match=r"models \['z'\]"):
         compare_models(outputs, labels, [("x", "z")])
 

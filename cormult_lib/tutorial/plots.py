@@ -272,20 +272,6 @@ def plot_seed_bars(
     return fig
 
 
-def plot_subset_comparison(
-    runs: pd.DataFrame, metric: str = "mae", by: str = "model", subsets: Sequence[str] = ()
-) -> plt.Figure:
-    """``metric`` per evaluation subset (e.g. strong vs each weak discrepancy), one bar per
-    ``by`` value, mean over seeds with one-standard-deviation error bars."""
-    data = runs if not subsets else runs[runs["subset"].isin(subsets)]
-    fig, ax = plt.subplots(figsize=(1.6 * data["subset"].nunique() + 2, 3.4))
-    sns.barplot(data=data, x="subset", y=metric, hue=by, errorbar="sd", ax=ax)
-    ax.set(xlabel="test samples", ylabel=metric, title=f"{metric} by group of test samples")
-    ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    return fig
-
-
 def plot_comparisons(comparisons: Sequence, title: str = "") -> plt.Figure:
     """A forest plot of :class:`~cormult_lib.stats.Comparison` s: one row per comparison, the
     difference ``a - b`` with its 95% interval, labelled with the subset, the models, ``n`` and
@@ -306,18 +292,24 @@ def plot_comparisons(comparisons: Sequence, title: str = "") -> plt.Figure:
     )
     for ax, (metric, lower), group in zip(axes[:, 0], metrics, groups, strict=True):
         for y, c in enumerate(group):
+            # Without an interval (one seed, too few samples) the point is hollow, not a bar
+            # of zero width, and its label says so.
+            bounded = np.isfinite([c.ci_low, c.ci_high]).all()
             ax.errorbar(
                 c.difference,
                 y,
-                xerr=[[c.difference - c.ci_low], [c.ci_high - c.difference]],
+                xerr=[[c.difference - c.ci_low], [c.ci_high - c.difference]] if bounded else None,
                 fmt="o",
                 color=colours[c.verdict],
+                markerfacecolor=colours[c.verdict] if bounded else "none",
                 capsize=3,
             )
         ax.set_yticks(
             range(len(group)),
             [
                 f"{c.a} - {c.b}, {c.subset} (n={c.sizes}, {c.n_seeds} seed{'s' * (c.n_seeds != 1)})"
+                + ("" if np.isfinite([c.ci_low, c.ci_high]).all() else ", no interval")
+                + ("" if np.isfinite(c.difference) else ", undefined")
                 for c in group
             ],
             fontsize=8,
