@@ -110,6 +110,31 @@ def test_cormult_sweep_workers_finish_the_chapters_study_and_export_it(tmp_path:
         main(["--sweep", "distances", "--storage", str(storage), "--set", "epochs"])
 
 
+def test_cormult_sweep_reports_a_tpe_run_against_n_trials(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """It said "1 of 2 trials finished (incomplete)": the grid's size, not the trials TPE was
+    asked for."""
+    options = ["--sweep", "shared_space", "--storage", str(tmp_path / "sweeps.db"),
+               "--set", "shared_time=[2]", "--set", "shared_dim=[4, 8]", "--set", "seeds=[0]",
+               "--set", "epochs=1", "--device", "cpu", "--threads", "1",
+               "--sampler", "tpe"]  # fmt: skip
+    threads = torch.get_num_threads()
+    try:
+        assert main([*options, "--n-trials", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # the worker sets its own
+    out = capsys.readouterr().out
+    assert "1 of 1 trials finished (complete; tpe samples --n-trials of the grid's 2 pairs)" in out
+    for bad, message in (
+        ([], "the tpe sampler needs --n-trials"),
+        (["--n-trials", "0"], "--n-trials must be at least 1, got 0"),
+    ):
+        with pytest.raises(SystemExit):
+            main([*options, *bad])
+        assert message in capsys.readouterr().err
+
+
 class _InlineWorkers:
     """Stands in for ``multiprocessing``'s spawn context: the workers of ``succeeding`` run
     in this process (no parent to die with); the others fail at once with exit code 1."""

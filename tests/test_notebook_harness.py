@@ -182,6 +182,24 @@ def test_parse_value() -> None:
     assert parse_value("2024-01-01") == "2024-01-01" and parse_value("1:30") == "1:30"
 
 
+def test_parse_value_reads_only_plain_decimal_numbers_and_true_false() -> None:
+    """YAML 1.1 read 010 as 8 (octal), 0x1F as 31, 0b11 as 3, 1_000 as 1000 and yes as True:
+    a string parameter got a number or a bool that no type check could catch."""
+    for text in ("010", "00", "0777", "0x1F", "0b11", "0o17", "1_000", "0.1_0", "1:30:00",
+                 ".inf", ".NaN", "yes", "No", "on", "OFF", "1.5.2"):  # fmt: skip
+        assert parse_value(text) == text, text
+    numbers = {"0": 0, "-0": 0, "+5": 5, "-3": -3, "10": 10, "0.5": 0.5, ".5": 0.5, "1.": 1.0,
+               "-.5e+3": -500.0, "1E3": 1000.0, "+.5": 0.5}  # fmt: skip
+    for text, number in numbers.items():
+        assert parse_value(text) == number and type(parse_value(text)) is type(number), text
+    for text, flag in (("True", True), ("TRUE", True), ("false", False), ("False", False)):
+        assert parse_value(text) is flag
+    assert parse_value("~") is None and parse_value("NULL") is None
+    assert parse_value("[1, 010, 2.5, true, null]") == [1, "010", 2.5, True, None]
+    assert parse_value("{a: 0x1, b: 2}") == {"a": "0x1", "b": 2}
+    assert parse_value('"3"') == "3", "a quoted value stays text"
+
+
 def make_notebook(path: Path, parameters: str, *cells: str, tagged: bool = True) -> Path:
     """Write a notebook: a title, a (tagged) parameters cell, then ``cells``."""
     parameters_cell = nbformat.v4.new_code_cell(parameters)

@@ -26,11 +26,11 @@ from cormult_lib.training.sweep import (
     load_sweep,
     run_sweep,
     study_name,
-    summarize_sweep,
     sweep_seeds,
     sweep_status,
 )
 from cormult_lib.training.sweep_storage import open_storage
+from cormult_lib.training.sweep_summary import summarize_sweep
 
 AXES = {"shared_time": (2, 8, 32), "distance": ("cosine", "euclidean")}
 SEED_LIST = (0, 1)
@@ -250,6 +250,109 @@ def test_summarize_sweep_by_hand() -> None:
     assert math.isnan(single["auc_std"].iloc[0])
     with pytest.raises(ValueError, match=r"metrics: columns \['f1'\]"):
         summarize_sweep(table, by=["t"], metrics=["f1"])
+
+
+def test_summarize_sweep_refuses_non_finite_values_and_repeated_seeds() -> None:
+    """A NaN left out of the mean while n_seeds counted it gave auc_mean 0.60 "over 3 seeds"
+    from one seed; a seed recorded twice counted twice."""
+    table = pd.DataFrame(
+        {"t": [2, 2, 2, 8, 8, 8], "seed": [0, 1, 2] * 2, "auc": [0.6, 0.5, 0.4, 0.7, 0.72, 0.71]}
+    )
+    assert summarize_sweep(table, by=["t"], metrics=["auc"])["n_seeds"].tolist() == [3, 3]
+    for bad in (math.nan, math.inf):
+        broken = table.assign(auc=[0.6, bad, bad, 0.7, 0.72, 0.71])
+        with pytest.raises(ValueError, match=r"'auc' has 2 missing \(NaN\) or infinite "
+                           r"value\(s\), e\.g\. \[\{'t': 2, 'seed': 1, 'auc': (nan|inf)\}"):
+            summarize_sweep(broken, by=["t"], metrics=["auc"])
+    twice = pd.concat([table, table.iloc[[4]]], ignore_index=True)
+    with pytest.raises(ValueError, match=r"1 row\(s\) repeat the \(t, seed\).*'t': 8, 'seed': 1"):
+        summarize_sweep(twice, by=["t"], metrics=["auc"])
+    # None is not NaN and True is not 1, here as in the grouping
+    exact = pd.DataFrame(
+        {
+            "t": pd.Series([None, None, True, 1], dtype=object),
+            "seed": [0, 0, 0, 0],
+            "auc": [0.5, 0.6, 0.7, 0.8],
+        }
+    )
+    with pytest.raises(ValueError, match=r"repeat the \(t, seed\).*'t': None, 'seed': 0"):
+        summarize_sweep(exact, by=["t"], metrics=["auc"])
+    summary = summarize_sweep(exact.iloc[1:], by=["t"], metrics=["auc"])
+    assert summary["t"].tolist() == [None, True, 1] and summary["n_seeds"].tolist() == [1] * 3
+    with pytest.raises(ValueError, match="table: no 'seed' column"):
+        summarize_sweep(table.drop(columns="seed"), by=["t"], metrics=["auc"])
+
+
+def test_the_default_objective_is_the_first_metric_run_point_returns(tmp_path: Path) -> None:
+    def run_point(settings: dict, seed: int) -> dict[str, float]:
+        return {"roc_auc": 0.9, "loss": 0.1}  # not in sorted order
+
+    points = grid_points({"t": (2, 8)})
+    run_sweep(points, (0,), run_point, tmp_path / "s.db", study="d", progress=False)
+    run_sweep(points, (0,), run_point, tmp_path / "s.db", study="l", objective="loss",
+              progress=False)
+    for study, value in (("d", 0.9), ("l", 0.1)):
+        trials = optuna.load_study(study_name=study, storage=f"sqlite:///{tmp_path / 's.db'}")
+        assert [t.value for t in trials.trials] == [value, value]
+
+
+def test_a_misspelt_objective_is_refused_naming_the_metrics(tmp_path: Path) -> None:
+    calls: list[tuple[dict, int]] = []
+
+    def run_point(settings: dict, seed: int) -> dict[str, float]:
+        calls.append((settings, seed))
+        return {"roc_auc": 0.9, "loss": 0.1}
+
+    points, storage = grid_points({"t": (2, 8)}), tmp_path / "s.db"
+    for objective, message in (
+        ("t", "objective='t' is a setting of the points"),
+        ("seed", "objective 'seed' is reserved"),
+        ("", "objective must be a non-empty one-line str"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            run_sweep(points, (0,), run_point, storage, study="s", objective=objective)
+    assert not calls, "refused before any trial"
+    # a new study knows its metric names after its first trial: that trial fails
+    wrong = r"objective='los' is not a metric: {} the metrics \['loss', 'roc_auc'\]$"
+    first = wrong.format(r"run_point\(\{'t': \d\}, seed=0\) returned")
+    with pytest.raises(ValueError, match=first):
+        run_sweep(points, (0,), run_point, storage, study="s", objective="los", progress=False)
+    assert len(calls) == 1 and load_sweep(storage, "s").empty
+    with pytest.raises(ValueError, match=wrong.format("study 's' records")):
+        run_sweep(points, (0,), run_point, storage, study="s", objective="los", progress=False)
+    assert len(calls) == 1, "a study that knows its metrics refuses before any trial"
+    table = run_sweep(points, (0,), run_point, storage, study="s", objective="loss",
+                      progress=False)
+    assert table["t"].tolist() == [2, 8] and table["loss"].tolist() == [0.1, 0.1]
+
+
+def test_a_non_finite_metric_fails_its_trial_naming_it(tmp_path: Path) -> None:
+    """The old code recorded NaN and inf silently (and looped forever on a NaN objective,
+    which Optuna fails and the grid queued again)."""
+
+    def diverging(settings: dict, seed: int) -> dict[str, float]:
+        loss = math.nan if (settings["t"], seed) == (8, 1) else settings["t"] / 10 + seed
+        return {"auc": 0.5, "loss": loss}
+
+    points, storage = grid_points({"t": (2, 8)}), tmp_path / "s.db"
+    message = r"run_point\(\{'t': 8\}, seed=1\) returned non-finite metrics \{'loss': nan\}"
+    with pytest.raises(ValueError, match=message):
+        run_sweep(points, (0, 1), diverging, storage, study="s", progress=False)
+    kept = load_sweep(storage, "s")  # the trials finished before it stay, all of them finite
+    assert ((kept["t"] == 8) & (kept["seed"] == 1)).sum() == 0
+    assert kept["loss"].tolist() == [r.t / 10 + r.seed for r in kept.itertuples()]
+    calls: list[tuple[dict, int]] = []
+
+    def finite(settings: dict, seed: int) -> dict[str, float]:
+        calls.append((settings, seed))
+        return {"auc": 0.5, "loss": 1.0}
+
+    table = run_sweep(points, (0, 1), finite, storage, study="s", progress=False)
+    assert len(table) == 4 and len(calls) == 4 - len(kept)
+    assert ({"t": 8}, 1) in calls, "the failed pair runs again"
+    with pytest.raises(ValueError, match=r"seed=0\) returned non-finite metrics \{'auc': inf\}"):
+        run_sweep(points, (0,), lambda s, k: {"auc": math.inf}, storage, study="inf",
+                  progress=False)
 
 
 def test_sweep_seeds_default_and_checked() -> None:

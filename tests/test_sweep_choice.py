@@ -125,3 +125,31 @@ def test_negative_tolerance_and_no_keys_are_refused():
     with pytest.raises(ValueError, match="keys"):
         choose_point(trials({(8, 8): (0.2, 0.5)}), [], loss="valid_loss", seconds="epoch_s",
                      tolerance=0.02)
+
+
+def test_a_none_setting_is_a_point_of_its_own_named_none():
+    """Pandas' grouping dropped a None key, so a repeated (None, seed) pair slipped past the
+    check into "Index contains duplicate entries", and the point was named (nan); it merged
+    True with 1 into one point that appeared twice."""
+    table = pd.DataFrame(
+        {
+            "lr": pd.Series([None, None, 0.1, 0.1, 0.01, 0.01], dtype=object),
+            "seed": [0, 1] * 3,
+            "loss": [0.40, 0.42, 0.60, 0.61, 0.70, 0.74],
+            "s": [1.0] * 6,
+        }
+    )
+    result = choose_point(table, ["lr"], loss="loss", seconds="s", tolerance=0.0)
+    assert result.points["lr"].tolist() == [None, 0.01, 0.1]  # a missing value first
+    assert result.points["loss"].tolist() == pytest.approx([0.41, 0.72, 0.605])
+    assert result.choice["lr"] is None and result.points["chosen"].tolist() == [True, False, False]
+    assert result.sentences()[2].startswith("chosen (None), the lowest loss of those: 0.4100")
+    assert [(c.a, c.b) for c in result.comparisons] == [("(0.01)", "(None)"), ("(0.1)", "(None)")]
+    twice = pd.concat([table, table.iloc[[0]]], ignore_index=True)
+    with pytest.raises(ValueError, match=r"1 \(point, seed\) pair\(s\) appear twice or more: "
+                       r"\['\(None\) seed 0'\]"):  # fmt: skip
+        choose_point(twice, ["lr"], loss="loss", seconds="s", tolerance=0.0)
+    flags = table.iloc[:4].assign(lr=pd.Series([True, True, 1, 1], dtype=object))
+    result = choose_point(flags, ["lr"], loss="loss", seconds="s", tolerance=0.0)
+    assert [type(v) for v in result.points["lr"]] == [bool, int]
+    assert result.choice["lr"] is True and result.sentences()[2].startswith("chosen (True)")

@@ -8,7 +8,8 @@ size ``(t, o)`` of its shared space, each over several seeds. This module runs s
 * :func:`run_sweep` runs ``run_point(settings, seed)`` as the trials of one Optuna study, its
   ``GridSampler`` over the axes *and* the seeds, so each (point, seed) is one trial;
 * :func:`load_sweep` reads the finished trials back as a table, :func:`sweep_status` counts
-  them, :func:`summarize_sweep` gives the mean and standard deviation over seeds per setting.
+  them, :func:`~cormult_lib.training.sweep_summary.summarize_sweep` gives the mean and standard
+  deviation over seeds per setting.
 
 Storage. ``storage`` is a path (an embedded SQLite file, the default: several processes on
 one machine may share it), any SQLAlchemy URL (``postgresql+psycopg://user@host/db``, the
@@ -29,9 +30,8 @@ sweep live.
 
 Example::
 
-    from cormult_lib.training.sweep import (
-        grid_points, load_sweep, run_sweep, summarize_sweep,
-    )
+    from cormult_lib.training.sweep import grid_points, load_sweep, run_sweep
+    from cormult_lib.training.sweep_summary import summarize_sweep
 
     def run_point(settings: dict, seed: int) -> dict[str, float]:
         ...  # pre-train with shared_time=settings["shared_time"], ...; return the metrics
@@ -57,7 +57,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pandas as pd
 import torch
@@ -77,7 +76,6 @@ __all__ = [
     "load_sweep",
     "run_sweep",
     "study_name",
-    "summarize_sweep",
     "sweep_seeds",
     "sweep_status",
 ]
@@ -254,7 +252,7 @@ def _check_seeds(seeds: Sequence[int]) -> list[int]:
     return list(seeds)
 
 
-def _column(values: list) -> pd.Series:
+def settings_column(values: list) -> pd.Series:
     """A settings column: a typed dtype when every value has the same type, else object
     (so ``None`` stays ``None`` and ``1`` stays an int next to ``None`` or ``"1"``)."""
     if len({type(value) for value in values}) == 1 and values[0] is not None:
@@ -383,8 +381,8 @@ def run_sweep(
         points: settings dicts, the full product of their axes (:func:`grid_points`); values
             str, int, float, bool or None.
         seeds: distinct ints; each is a value of the grid's ``"seed"`` dimension.
-        run_point: ``run_point(settings, seed) -> {metric name: value}``, the same metric names
-            for every pair.
+        run_point: ``run_point(settings, seed) -> {metric name: finite number}``, the same
+            metric names (at least one) for every pair.
         storage: see the module docstring (path, database URL or Optuna storage).
         study: the study's name; default ``"sweep-<hash of the grid>"``. One study per sweep:
             a study made for another grid is refused.
@@ -393,7 +391,9 @@ def run_sweep(
             number of finished trials the study should reach.
         sampler: ``"grid"`` or ``"tpe"`` (:data:`SAMPLERS`).
         objective: the metric the study minimises (TPE needs it; the grid records it as the
-            trial value); default the first metric ``run_point`` returns.
+            trial value); default the first metric ``run_point`` returns (the first key of its
+            mapping). Checked against the study's metric names before any trial runs when the
+            study has finished a trial, else as soon as the first trial's metrics are known.
         progress: a :mod:`tqdm` bar of the study's finished pairs.
         heartbeat_s: seconds between heartbeats (:func:`open_storage`).
 
@@ -402,9 +402,12 @@ def run_sweep(
 
     Raises:
         ValueError / TypeError for bad points, seeds, sampler or storage, for a study of another
-        grid and for ``run_point`` results that are not a mapping of numbers with the same names
-        each time. An exception of ``run_point`` (e.g. KeyboardInterrupt) propagates; finished
-        trials stay, the failed one is queued again on the next call.
+        grid, for an ``objective`` that is not one of the metric names (naming them), and for
+        ``run_point`` results that are not a mapping of finite numbers with the same names each
+        time (naming the metric, the point and the seed). An error found in a trial's result
+        fails that trial and propagates, as an exception of ``run_point`` (e.g.
+        KeyboardInterrupt) does: finished trials stay, the failed one is queued again on the
+        next call.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -414,6 +417,12 @@ def run_sweep(
         raise ValueError("sampler='tpe' needs n_trials, the number of trials to reach")
     checked_points, checked_seeds = _check_points(points), _check_seeds(seeds)
     space = _search_space(checked_points, checked_seeds)
+    if objective is not None:
+        _check_name(objective, "objective")
+        if objective in space:
+            raise ValueError(
+                f"objective={objective!r} is a setting of the points, not a metric of run_point"
+            )
     study = study or f"sweep-{hashlib.sha1(_json(space).encode()).hexdigest()[:10]}"
     opened = _open_study(open_storage(storage, heartbeat_s), study, space, sampler, "minimize")
     pairs = {
@@ -426,6 +435,8 @@ def run_sweep(
         )
     total = len(pairs) if sampler == "grid" else n_trials
     metric_names: list[str] = json.loads(opened.user_attrs.get("metrics", "null") or "null") or []
+    if metric_names:
+        _check_objective(objective, metric_names, f"study {study!r} records")
 
     def trial_body(trial: optuna.Trial) -> float:
         point = {name: trial.suggest_categorical(name, space[name]) for name in space}
@@ -450,6 +461,8 @@ def run_sweep(
                 f"got {type(metrics)}"
             )
         names = sorted(metrics)
+        if not names:
+            raise ValueError(f"run_point({point!r}, seed={seed}) returned no metrics")
         if not metric_names:
             for name in names:
                 _check_name(name, "metric name")
@@ -461,15 +474,23 @@ def run_sweep(
                 f"{sorted(metric_names)} (the study's first trial's); every pair must return "
                 "the same metric names, none of them a setting"
             )
+        _check_objective(objective, names, f"run_point({point!r}, seed={seed}) returned")
         try:
             values = {name: float(metrics[name]) for name in names}
         except (TypeError, ValueError) as error:
             raise TypeError(
                 f"run_point({point!r}, seed={seed}) returned a non-numeric metric: {error}"
             ) from error
+        bad = {name: value for name, value in values.items() if not math.isfinite(value)}
+        if bad:
+            raise ValueError(
+                f"run_point({point!r}, seed={seed}) returned non-finite metrics {bad} (a "
+                "diverged run?): a trial records finite values only, so that every finished "
+                "seed counts in the summary"
+            )
         trial.set_user_attr("metrics", values)
         trial.set_user_attr("seconds", seconds)
-        return values[objective or names[0]]
+        return values[objective or next(iter(metrics))]
 
     ran = 0
     with tqdm(total=total, desc=f"sweep {study}", disable=not progress) as bar:
@@ -493,6 +514,15 @@ def run_sweep(
                 opened.optimize(trial_body, n_trials=1)
             ran += 1
     return load_sweep(storage, study)
+
+
+def _check_objective(objective: str | None, names: Sequence[str], source: str) -> None:
+    """Raise a ValueError naming ``objective`` unless it is ``None`` or one of ``names``, the
+    metric names ``source`` (e.g. ``"study 's' records"``)."""
+    if objective is not None and objective not in names:
+        raise ValueError(
+            f"objective={objective!r} is not a metric: {source} the metrics {sorted(names)}"
+        )
 
 
 def sweep_status(storage: str | os.PathLike | BaseStorage, study: str) -> SweepStatus:
@@ -551,7 +581,7 @@ def load_sweep(storage: str | os.PathLike | BaseStorage, study: str) -> pd.DataF
         )
     ordered = [rows[key] for key in sorted(rows)]
     columns: dict[str, pd.Series] = {
-        name: _column([t.params[name] for t in ordered]) for name in settings_names
+        name: settings_column([t.params[name] for t in ordered]) for name in settings_names
     }
     columns["seed"] = pd.Series([t.params["seed"] for t in ordered], dtype="int64")
     for name in metric_names:
@@ -559,46 +589,4 @@ def load_sweep(storage: str | os.PathLike | BaseStorage, study: str) -> pd.DataF
     columns["seconds"] = pd.Series([t.user_attrs["seconds"] for t in ordered], dtype="float64")
     columns["key"] = pd.Series([t.user_attrs["key"] for t in ordered], dtype=object)
     columns["trial"] = pd.Series([t.number for t in ordered], dtype="int64")
-    return pd.DataFrame(columns)
-
-
-def summarize_sweep(table: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
-    """Mean and standard deviation (``ddof=1``) of ``metrics`` over the seeds of each setting.
-
-    Returns one row per distinct combination of the ``by`` columns, in order of first
-    appearance in ``table``: the ``by`` columns (values kept exactly, ``None`` included),
-    ``<metric>_mean`` and ``<metric>_std`` per metric (std is NaN for a single seed) and
-    ``n_seeds``, the number of rows of that setting.
-
-    Raises:
-        ValueError naming ``by`` or ``metrics`` when empty or naming missing columns, and
-        naming a metric column that is not numeric.
-    """
-    by, metrics = list(by), list(metrics)
-    for name, columns in (("by", by), ("metrics", metrics)):
-        if not columns:
-            raise ValueError(f"{name} must name at least one column")
-        missing = [column for column in columns if column not in table.columns]
-        if missing:
-            raise ValueError(f"{name}: columns {missing} not in the table {list(table.columns)}")
-    for metric in metrics:
-        if not pd.api.types.is_numeric_dtype(table[metric]):
-            raise ValueError(f"metrics: column {metric!r} is not numeric ({table[metric].dtype})")
-    # Group on the JSON of the values: pandas' groupby would turn None into NaN and ints
-    # next to None into floats, and would merge True with 1.
-    labels = [
-        json.dumps(list(values), default=repr)
-        for values in zip(*(table[column].tolist() for column in by), strict=True)
-    ]
-    codes, _ = pd.factorize(pd.Series(labels, dtype=object))
-    _, first_rows = np.unique(codes, return_index=True)  # codes number groups by appearance
-    grouped = table[metrics].groupby(codes)
-    columns: dict[str, pd.Series] = {}
-    for column in by:
-        values = table[column].tolist()
-        columns[column] = _column([values[i] for i in first_rows])
-    for metric in metrics:
-        columns[f"{metric}_mean"] = grouped[metric].mean().reset_index(drop=True)
-        columns[f"{metric}_std"] = grouped[metric].std(ddof=1).reset_index(drop=True)
-    columns["n_seeds"] = grouped.size().reset_index(drop=True)
     return pd.DataFrame(columns)

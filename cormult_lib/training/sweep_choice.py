@@ -24,6 +24,7 @@ estimates.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -111,10 +112,9 @@ class SweepChoice:
         return lines
 
 
-def _name(key) -> str:
-    """A point's key (a tuple of values, or one value) as ``(value, value)``."""
-    values = key if isinstance(key, tuple) else (key,)
-    return "(" + ", ".join(str(value) for value in values) + ")"
+def _name(key: tuple) -> str:
+    """A point's key, a tuple of values, as ``(value, value)``."""
+    return "(" + ", ".join(str(value) for value in key) + ")"
 
 
 def _beyond(result: Comparison, margin: float) -> bool:
@@ -124,20 +124,50 @@ def _beyond(result: Comparison, margin: float) -> bool:
     return bool(low > margin)
 
 
-def _per_seed(table: pd.DataFrame, keys: list[str], column: str) -> pd.DataFrame:
-    """``column`` as a ``point x seed`` matrix; every point must have every seed once, with a
-    finite value."""
+def _points(table: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+    """The distinct points of ``table`` (its ``keys`` columns), and each row's point number.
+
+    Points are told apart by their exact values (as JSON: ``None`` is not NaN, ``True`` is not
+    ``1``; pandas' grouping would merge them or drop ``None``) and keep them; they are ordered
+    by their keys, the first key slowest, a missing value (``None``, NaN) first.
+    """
+    labels = pd.Series(
+        [
+            json.dumps(list(values), default=repr)
+            for values in zip(*(table[key].tolist() for key in keys), strict=True)
+        ],
+        dtype=object,
+    )
+    codes, _ = pd.factorize(labels)  # numbered by first appearance
+    _, first_rows = np.unique(codes, return_index=True)
+    points = table.iloc[first_rows][keys].reset_index(drop=True)
+    order = np.lexsort([pd.factorize(points[key], sort=True)[0] for key in reversed(keys)])
+    number = np.empty(len(order), dtype=int)
+    number[order] = np.arange(len(order))
+    return points.iloc[order].reset_index(drop=True), number[codes]
+
+
+def _per_seed(
+    table: pd.DataFrame, keys: list[str], point: np.ndarray, names: list[str], column: str
+) -> pd.DataFrame:
+    """``column`` as a ``point x seed`` matrix, its rows the point numbers ``point`` gives each
+    row of ``table`` (named ``names``); every point must have every seed once, with a finite
+    value."""
     values = table[column].to_numpy(dtype=float)
     if not np.isfinite(values).all():
         bad = table.loc[~np.isfinite(values), keys + ["seed"]].to_dict(orient="records")
         raise ValueError(f"{column}: non-finite values (a diverged run?) at {bad[:5]}")
-    counts = table.groupby(keys + ["seed"]).size()
-    if (counts > 1).any():
-        raise ValueError(f"table: {int((counts > 1).sum())} (point, seed) pair(s) appear twice")
-    matrix = table.set_index(keys + ["seed"])[column].unstack("seed")
+    frame = pd.DataFrame({"point": point, "seed": table["seed"].to_numpy(), column: values})
+    repeated = frame.loc[frame.duplicated(["point", "seed"]), ["point", "seed"]].drop_duplicates()
+    if len(repeated):
+        pairs = [f"{names[i]} seed {seed}" for i, seed in repeated.itertuples(index=False)]
+        raise ValueError(
+            f"table: {len(pairs)} (point, seed) pair(s) appear twice or more: {pairs[:5]}"
+        )
+    matrix = frame.pivot(index="point", columns="seed", values=column)
     missing = matrix.isna().any(axis=1)
     if missing.any():
-        lacking = [_name(k) for k in matrix.index[missing]]
+        lacking = [names[i] for i in matrix.index[missing]]
         raise ValueError(
             f"table: point(s) {lacking} lack some of the seeds {list(matrix.columns)}; the rule "
             "needs a complete grid"
@@ -181,10 +211,10 @@ def choose_point(
         raise ValueError(f"table: columns {missing} missing from {list(table.columns)}")
     if table.empty:
         raise ValueError("table has no trials: nothing to choose from")
-    losses = _per_seed(table, keys, loss)
-    times = _per_seed(table, keys, seconds).loc[losses.index]
-    names = [_name(k) for k in losses.index]
-    points = losses.index.to_frame(index=False)
+    points, point = _points(table, keys)
+    names = [_name(key) for key in points.itertuples(index=False, name=None)]
+    losses = _per_seed(table, keys, point, names, loss)
+    times = _per_seed(table, keys, point, names, seconds)
     points["loss"], points["loss_sd"] = losses.mean(axis=1).values, losses.std(axis=1).values
     points["seconds"], points["seconds_sd"] = times.mean(axis=1).values, times.std(axis=1).values
     points["n_seeds"] = losses.shape[1]

@@ -7,9 +7,12 @@ Usage (also installed as the console script ``cormult-run``)::
     cormult-run -p dataset mmsa -p data_path /data/MOSEI/Processed/aligned_50.pkl
 
 ``-p NAME VALUE`` overrides a parameter of every notebook run. The value is read as YAML, so
-``3`` is an int, ``0.5`` a float, ``true`` a bool and ``null`` None; ``None``, ``True`` and
-``False`` (papermill's ``-p`` spellings) and exponent floats such as ``1e-3`` (a string in YAML
-1.1) are understood too. Note that YAML also reads ``yes``, ``no``, ``on`` and ``off`` as bools.
+``3`` is an int, ``0.5`` and ``1e-3`` floats, ``true`` a bool, ``null`` None, ``[1, 2]`` a list
+and ``{a: 1}`` a dict; ``None``, ``True`` and ``False`` (papermill's ``-p`` spellings) are
+understood too. Only plain decimal numbers are numbers and only ``true``/``false`` bools:
+what YAML 1.1 would read otherwise stays text (``010``, ``0x1F``, ``0b11``, ``1_000``, ``1:30``,
+``.inf``, the date ``2024-01-01``, and ``yes``, ``no``, ``on``, ``off``), as does anything that
+is not YAML. Quote a value to keep it text: ``-p NAME '"3"'`` is the str ``'3'``.
 
 Before anything runs, every notebook is checked: it must exist, have a cell tagged
 ``parameters``, and declare every ``-p`` name in that cell. papermill itself only logs a
@@ -33,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import datetime
 import difflib
 import json
 import logging
@@ -62,7 +64,6 @@ SOURCE_PREVIEW_LINES = 5
 # Where papermill logs "Passed unknown parameter" and "Unable to parse line".
 NOISY_LOGGERS = ("papermill", "papermill.translators")
 
-_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -91,24 +92,45 @@ class NotebookResult:
     seconds: float | None = None
 
 
-def parse_value(text: str) -> Any:
-    """A ``-p`` value as Python: YAML scalars and lists plus papermill's ``None``/``True``/...
+class _ValueLoader(yaml.SafeLoader):
+    """YAML's safe loader with the implicit types of :func:`parse_value`: plain decimal ints
+    and floats, ``true``/``false`` and ``null``; every other plain scalar is a str."""
 
-    >>> [parse_value(v) for v in ("3", "0.5", "null", "None", "1e-3", "TAV", "[1, 2]")]
-    [3, 0.5, None, None, 0.001, 'TAV', [1, 2]]
+
+_INT, _FLOAT, _BOOL = (f"tag:yaml.org,2002:{name}" for name in ("int", "float", "bool"))
+_REPLACED = (_INT, _FLOAT, _BOOL, "tag:yaml.org,2002:timestamp")
+_ValueLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag not in _REPLACED]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+# The int pattern comes first: the float pattern matches ints too.
+_ValueLoader.add_implicit_resolver(
+    _INT, re.compile(r"^[-+]?(?:0|[1-9][0-9]*)\Z"), list("-+0123456789")
+)
+_ValueLoader.add_implicit_resolver(
+    _FLOAT,
+    re.compile(r"^[-+]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\Z"),
+    list("-+.0123456789"),
+)
+_ValueLoader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)\Z"), list("tTfF")
+)
+
+
+def parse_value(text: str) -> Any:
+    """A ``-p`` value as Python: YAML scalars, lists and dicts plus papermill's ``None``; only
+    plain decimal numbers are numbers and only ``true``/``false`` (``True``, ``TRUE``, ...)
+    bools, the rest of YAML 1.1's implicit types stay text (see the module docstring).
+
+    >>> [parse_value(v) for v in ("3", "0.5", "null", "None", "1e-3", "TAV", "[1, 2]", "010")]
+    [3, 0.5, None, None, 0.001, 'TAV', [1, 2], '010']
     """
     if text == "None":
         return None
     try:
-        value = yaml.safe_load(text)
+        return yaml.load(text, Loader=_ValueLoader)  # a SafeLoader: builds no Python objects
     except yaml.YAMLError:
         return text
-    if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value):
-        return float(value)
-    # YAML 1.1 reads "2024-01-01" as a date and "1:30" as 90 (base 60): keep such text.
-    if isinstance(value, datetime.date) or (isinstance(value, int | float) and ":" in text):
-        return text
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

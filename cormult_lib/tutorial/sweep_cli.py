@@ -113,9 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.n_trials is not None and args.n_trials < 1:
+        parser.error(f"--n-trials must be at least 1, got {args.n_trials}")
     if args.threads is None:
         args.threads = max(1, (os.cpu_count() or 1) // args.workers)
     sweep = _build(args)  # fail on bad options before any worker starts
+    if sweep.sampler == "tpe" and args.n_trials is None:
+        parser.error("the tpe sampler needs --n-trials, the number of trials to reach")
     print(f"study {sweep.study}: {len(sweep.points)} points x {len(sweep.seeds)} seeds "
           f"in {args.storage}; {args.workers} worker(s) x {args.threads} thread(s)")
     started = time.perf_counter()
@@ -140,15 +144,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError:  # every worker failed before it could create the study
         print(f"no trial finished: study {sweep.study} is not in {args.storage}", file=sys.stderr)
         return 1
-    print(f"{status.complete} of {status.total} trials finished "
-          f"({'complete' if status.finished else 'incomplete'}) in "
+    wanted, note = status.total, ""
+    if sweep.sampler == "tpe":  # TPE runs n_trials of the grid's pairs, not all of them
+        wanted, note = args.n_trials, f"; tpe samples --n-trials of the grid's {status.total} pairs"
+    reached = status.complete >= wanted
+    print(f"{status.complete} of {wanted} trials finished "
+          f"({'complete' if reached else 'incomplete'}{note}) in "
           f"{time.perf_counter() - started:.1f} s")
     if args.export:
         args.export.parent.mkdir(parents=True, exist_ok=True)
         load_sweep(args.storage, sweep.study).to_csv(args.export, index=False)
         print(f"wrote {args.export}")
     # A limited run (--n-trials) may end incomplete; a failed worker is an error either way.
-    return 0 if (status.finished or args.n_trials) and not failed else 1
+    return 0 if (reached or args.n_trials) and not failed else 1
 
 
 if __name__ == "__main__":
