@@ -291,26 +291,27 @@ def plot_comparisons(comparisons: Sequence, title: str = "") -> plt.Figure:
         gridspec_kw={"height_ratios": heights},
     )
     for ax, (metric, lower), group in zip(axes[:, 0], metrics, groups, strict=True):
+        # Without an interval (one seed, too few samples) a point is hollow, not a bar of zero
+        # width, and its label says so.
+        bounded = [np.isfinite([c.ci_low, c.ci_high]).all() for c in group]
         for y, c in enumerate(group):
-            # Without an interval (one seed, too few samples) the point is hollow, not a bar
-            # of zero width, and its label says so.
-            bounded = np.isfinite([c.ci_low, c.ci_high]).all()
+            reach = [[c.difference - c.ci_low], [c.ci_high - c.difference]]
             ax.errorbar(
                 c.difference,
                 y,
-                xerr=[[c.difference - c.ci_low], [c.ci_high - c.difference]] if bounded else None,
+                xerr=reach if bounded[y] else None,
                 fmt="o",
                 color=colours[c.verdict],
-                markerfacecolor=colours[c.verdict] if bounded else "none",
+                markerfacecolor=colours[c.verdict] if bounded[y] else "none",
                 capsize=3,
             )
         ax.set_yticks(
             range(len(group)),
             [
                 f"{c.a} - {c.b}, {c.subset} (n={c.sizes}, {c.n_seeds} seed{'s' * (c.n_seeds != 1)})"
-                + ("" if np.isfinite([c.ci_low, c.ci_high]).all() else ", no interval")
+                + ("" if bounded[y] else ", no interval")
                 + ("" if np.isfinite(c.difference) else ", undefined")
-                for c in group
+                for y, c in enumerate(group)
             ],
             fontsize=8,
         )
