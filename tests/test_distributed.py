@@ -266,3 +266,33 @@ def test_fit_reshuffles_a_distributed_sampler_every_epoch_and_needs_a_group_to_b
 
     with pytest.raises(RuntimeError, match="init_distributed"):
         fit(model, train, valid, l1_loss, distributed=True, **options)
+
+
+@pytest.mark.parametrize(("device", "backend", "expected"), [
+    ("cpu", None, "gloo"),
+    ("cpu", "gloo", "gloo"),
+    ("auto", None, None),
+    ("auto", "nccl", "nccl"),
+])
+def test_the_demo_on_the_cpu_joins_a_gloo_group_even_where_cuda_exists(
+    monkeypatch, tmp_path, device, backend, expected
+):
+    """``--device cpu`` keeps its tensors on the CPU, which NCCL cannot reduce: the demo asks
+    for gloo whatever the hardware (``None`` lets init_distributed pick by hardware)."""
+    from cormult_lib.tutorial import ddp_demo
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    asked = []
+    monkeypatch.setattr(ddp_demo, "init_distributed", lambda b: asked.append(b) or "info")
+    monkeypatch.setattr(ddp_demo, "train", lambda args, info: None)
+    monkeypatch.setattr(ddp_demo, "cleanup", lambda: None)
+    argv = ["--out", str(tmp_path), "--device", device]
+    ddp_demo.main(argv + ([] if backend is None else ["--backend", backend]))
+    assert asked == [expected]
+
+
+def test_the_demo_refuses_nccl_on_the_cpu(tmp_path):
+    from cormult_lib.tutorial import ddp_demo
+
+    with pytest.raises(ValueError, match="--device cpu needs gloo"):
+        ddp_demo.main(["--out", str(tmp_path), "--device", "cpu", "--backend", "nccl"])

@@ -1,6 +1,7 @@
 r"""Data-parallel training of a small sentiment regressor with :func:`fit`, for ``torchrun``.
 
-Two processes on the CPU (gloo), or one per GPU (NCCL, the default when CUDA is available)::
+Two processes on the CPU (gloo), or one per GPU (NCCL, the default when CUDA is available;
+``--device cpu`` keeps gloo on a GPU machine)::
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 \
         -m cormult_lib.tutorial.ddp_demo --out runs/ddp --epochs 5
@@ -116,7 +117,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="data, weights and shuffling")
     parser.add_argument("--no-shuffle", action="store_true", help="keep the training order")
     parser.add_argument("--checkpoint", type=Path, help="checkpoint (and resume) here")
-    parser.add_argument("--backend", choices=("nccl", "gloo"), help="default: by hardware")
+    parser.add_argument(
+        "--backend",
+        choices=("nccl", "gloo"),
+        help="default: gloo with --device cpu, else by hardware",
+    )
     parser.add_argument(
         "--device", choices=("auto", "cpu"), default="auto", help="cpu: never use a GPU"
     )
@@ -176,10 +181,20 @@ def train(args: argparse.Namespace, info: DistInfo) -> None:
         print(json.dumps(metrics))
 
 
+def backend_for(args: argparse.Namespace) -> str | None:
+    """The process group's backend: ``--backend``, gloo for ``--device cpu`` (NCCL reduces
+    CUDA tensors only), else ``None`` (NCCL when CUDA is available, gloo otherwise)."""
+    if args.device != "cpu":
+        return args.backend
+    if args.backend == "nccl":
+        raise ValueError("--backend nccl reduces CUDA tensors only; --device cpu needs gloo")
+    return "gloo"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse ``argv``, join the process group (if launched by torchrun), train, leave it."""
     args = parse_args(argv)
-    info = init_distributed(args.backend)
+    info = init_distributed(backend_for(args))
     train(args, info)
     # Not in a ``finally``: after a failure the barrier would wait for a rank that is gone;
     # torchrun stops the other ranks instead.
