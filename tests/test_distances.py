@@ -1,5 +1,7 @@
 """Distances in the shared correlation space against scipy, and the coefficients made from them."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -174,6 +176,14 @@ def test_fit_sets_scale_to_median_positive_distance() -> None:
     d = Distance("euclidean").fit(pos)
     expected = torch.cat([Distance("euclidean")(pos[a], pos[b]) for a, b in PAIRS]).median()
     assert d.scale == pytest.approx(float(expected))
+    # Cor = exp(-d / scale): the median real pair gets exp(-1) ~ 0.37, a pair twice as far
+    # apart exp(-2), whatever the distances' units.
+    x, y = pos["T"][:4], pos["A"][:4]
+    raw = Distance("euclidean")(x, y)
+    torch.testing.assert_close(d.similarity(x, y), torch.exp(-raw / float(expected)))
+    assert d.similarity(x, x + (y - x) * float(expected) / raw[:, None, None]) == pytest.approx(
+        [math.exp(-1)] * 4
+    )
     # A single tensor (no pairs) leaves the scale alone; cosine never uses it.
     assert Distance("euclidean").fit(pos["T"]).scale == 1.0
     assert Distance("cosine").fit(pos).scale == 1.0

@@ -11,11 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+import torch.nn.functional as F
 
 from cormult_lib.config import DataConfig, FeatureConfig
 from cormult_lib.data.synthetic import SyntheticCorpus
 from cormult_lib.data.synthetic_raw import export_raw_corpus
 from cormult_lib.features import pipeline
+from cormult_lib.features.audio import LogMel, load_audio
 from cormult_lib.features.loading import load_splits
 from cormult_lib.features.pipeline import (
     extract_features,
@@ -80,9 +83,16 @@ def test_extract_report_resume_and_load(clips, tmp_path, capsys):
     train = splits["train"]
     words = vocabulary.decode(train.features["T"][0][train.masks["T"][0]].tolist())
     assert " ".join(words).replace(" ##", "") == train.meta["text"][0]
-    # Audio: one log-Mel frame per hop (centred STFT), pooled by 2.
+    # Audio: the clip's log-Mel (Eq. 1-3), averaged over pairs of frames (audio_pool=2).
     assert (train.masks["A"].sum(1) > 50).all()
-    assert np.isfinite(train.features["A"]).all()
+    for i, clip_id in enumerate(train.ids[:2]):
+        video, clip = clip_id.split("$_$")
+        waveform, _ = load_audio(root / "Raw" / video / f"{clip}.mp4", FAST.sample_rate)
+        log_mel = LogMel(FAST.sample_rate, FAST.n_fft, FAST.hop_length, n_mels=FAST.n_mels)
+        frames = log_mel(torch.from_numpy(waveform))[0]  # (frames, n_mels)
+        pooled = F.avg_pool1d(frames.T[None], 2, ceil_mode=True)[0].T
+        cached = torch.from_numpy(train.features["A"][i][train.masks["A"][i]])
+        torch.testing.assert_close(cached, pooled, atol=1e-5, rtol=1e-5)
 
 
 def test_faces_detected_says_when_no_face_was_looked_for(clips, tmp_path):

@@ -292,11 +292,25 @@ def test_non_finite_values_are_refused_not_turned_into_a_verdict(call):
             call(bad)
 
 
-@pytest.mark.parametrize("metric", ["mae", "acc2_non0", "acc7"])
+def _f1_non0(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """sklearn's weighted F1 of positive vs negative on the non-zero labels."""
+    non_zero = labels != 0
+    return f1_score(labels[non_zero] > 0, predictions[non_zero] > 0, average="weighted")
+
+
+#: Independent scores for the metrics that are not means of per-sample scores.
+WHOLE_SAMPLE_SCORES = {
+    "corr": lambda predictions, labels: scipy_stats.pearsonr(predictions, labels).statistic,
+    "f1_non0": _f1_non0,
+}
+
+
+@pytest.mark.parametrize("metric", ["mae", "acc2_non0", "acc7", "corr", "f1_non0"])
 def test_multi_seed_bootstrap_equals_resampling_seeds_and_samples_by_brute_force(metric):
-    """The weighted-sum shortcut of the per-sample metrics against the definition: each
-    resample draws seeds and samples (the same draws as the library, from the same generator)
-    and averages metric(a) - metric(b) over the drawn seeds, on the drawn samples."""
+    """Both paths of the interval against the definition: each resample draws seeds and
+    samples (the same draws as the library, from the same generator) and averages metric(a) -
+    metric(b) over the drawn seeds, on the drawn samples. The per-sample metrics take a
+    weighted-sum shortcut; corr and F1 are scored here by SciPy and scikit-learn."""
     rng = np.random.default_rng(5)
     labels = _labels(rng, 60)
     a = labels + rng.normal(0, 0.8, (3, 60))
@@ -305,7 +319,7 @@ def test_multi_seed_bootstrap_equals_resampling_seeds_and_samples_by_brute_force
     draws = np.random.default_rng(7)
     rows = draws.integers(0, 3, (300, 3))
     samples = draws.integers(0, 60, (300, 60))
-    score = metric_function(metric)
+    score = WHOLE_SAMPLE_SCORES.get(metric, metric_function(metric))
     deltas = [
         np.mean([score(a[s, i], labels[i]) - score(b[s, i], labels[i]) for s in r])
         for r, i in zip(rows, samples, strict=True)

@@ -213,6 +213,25 @@ def test_correlation_sensitivity_replaces_the_coefficients_and_measures_the_chan
     assert ratio == pytest.approx(1 / reference.std())
     assert (table["n"] == len(test)).all()
     assert table.loc["Cor of another sample", "mean_abs_change"] > 0
+    # Cor = 0 and Cor x 0.5: predictions of the model with its coefficients replaced so.
+    for name, factor in [("Cor = 0", 0.0), ("Cor x 0.5", 0.5)]:
+        changed = predict(_Scaled(model, factor), test)
+        expected = np.abs(changed - reference).mean()
+        assert expected > 0, name
+        assert table.loc[name, "mean_abs_change"] == pytest.approx(expected, rel=1e-5), name
+
+
+class _Scaled(nn.Module):
+    """A CorMulT predicting with its coefficients multiplied by ``factor``."""
+
+    def __init__(self, model: nn.Module, factor: float):
+        super().__init__()
+        self.model, self.factor, self.modalities = model, factor, model.modalities
+
+    def forward(self, features, masks):
+        cor = self.model.coefficients(features, masks)
+        scaled = {pair: value * self.factor for pair, value in cor.items()}
+        return self.model.forward_with(features, masks, scaled)
 
 
 def test_a_class_head_run_returns_its_argmax_classes_as_the_scored_predictions(splits):

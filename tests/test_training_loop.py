@@ -11,7 +11,6 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.data import DataLoader, TensorDataset
 
 from cormult_lib.device import move_to_device
-from cormult_lib.training import loop
 from cormult_lib.training.epoch import batch_size_of
 from cormult_lib.training.loop import PLATEAU_PATIENCE, fit
 
@@ -315,7 +314,14 @@ def test_fit_hands_the_loss_a_compiled_model_and_returns_the_plain_one(tmp_path,
     assert losses.iloc[-1] < losses.iloc[0]  # the compiled module trains the shared weights
 
 
-def test_fit_uses_fused_adam():
-    model = make_model(0)
-    optimizer = loop.make_optimizer(model.parameters(), lr=1e-3)
-    assert optimizer.defaults["fused"] is True
+def test_fit_steps_a_fused_adam(tmp_path):
+    stepped = []
+    hook = register_optimizer_step_pre_hook(
+        lambda optimizer, args, kwargs: stepped.append(optimizer)
+    )
+    try:
+        run(make_model(0), tmp_path / "c.pt", epochs=1)
+    finally:
+        hook.remove()
+    assert stepped and all(type(o) is torch.optim.Adam for o in stepped)
+    assert all(o.defaults["fused"] is True for o in stepped)
