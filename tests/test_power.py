@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cormult_lib.stats import Comparison, mean_difference, seed_interval
-from cormult_lib.tutorial.power import decide_sentence, samples_to_decide
+from cormult_lib.tutorial.power import chance_sentence, decide_sentence, samples_to_decide
 
 
 def test_samples_to_decide_scales_with_the_squared_width_ratio():
@@ -65,3 +65,19 @@ def test_no_sample_count_is_extrapolated_from_an_interval_over_seeds():
     )
     assert np.isnan(samples_to_decide(without_n))
     assert "no interval or no difference" in decide_sentence(without_n)
+
+
+def test_chance_sentence_counts_the_decided_against_five_percent_of_all():
+    rng = np.random.default_rng(0)
+    comparisons = [
+        mean_difference(rng.normal(shift, 1, 30), rng.normal(0, 1, 30), paired=False,
+                        metric="x", n_resamples=500, seed=i)
+        for i, shift in enumerate([0.0] * 36 + [2.0] * 4)
+    ]  # fmt: skip
+    decided = sum(c.verdict != "no measurable difference" for c in comparisons)
+    assert 4 <= decided < 40
+    sentence = chance_sentence(decided, len(comparisons))
+    assert sentence.startswith(f"{decided} of 40 comparisons are decided by their 95% interval")
+    assert "about 2.0 would be decided by chance alone" in sentence
+    with pytest.raises(ValueError, match="decided"):
+        chance_sentence(41, 40)

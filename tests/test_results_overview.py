@@ -103,9 +103,16 @@ def test_seed_means_and_sensitivity_intervals() -> None:
                for s, v in enumerate([0.02, 0.03, 0.025])]
     records += [{"fusion": "post_norm", "replacement": "Cor = 1", "seed": s,
                  "relative_change": v} for s, v in enumerate([-0.01, 0.02, 0.0])]
-    table = sensitivity_intervals(records)
-    assert table.loc[("product", "Cor = 1"), "above_zero"]
-    assert not table.loc[("post_norm", "Cor = 1"), "above_zero"]
+    table = sensitivity_intervals(records, negligible=0.01)
+    assert table.loc[("product", "Cor = 1"), "verdict"] == "reaches the prediction"
+    assert table.loc[("post_norm", "Cor = 1"), "verdict"] == "undecided"  # holds the margin
+    # Above 0 but under the margin: negligible, however narrow the interval.
+    assert sensitivity_intervals(records, negligible=0.05).loc[
+        ("product", "Cor = 1"), "verdict"] == "negligible"
+    one_seed = sensitivity_intervals(records[:1]).loc[("product", "Cor = 1")]
+    assert one_seed["verdict"] == "undecided" and np.isnan(one_seed["ci_low"])
+    with pytest.raises(ValueError, match="negligible"):
+        sensitivity_intervals(records, negligible=0.0)
     assert table.loc[("product", "Cor = 1"), "n_seeds"] == 3
     low, high = scipy_stats.ttest_1samp([0.02, 0.03, 0.025], 0).confidence_interval(0.95)
     assert table.loc[("product", "Cor = 1"), ["ci_low", "ci_high"]].tolist() == pytest.approx(

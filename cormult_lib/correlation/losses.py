@@ -25,7 +25,8 @@ embedding depends on that modality alone, so when ``X`` is untouched by the nega
 the negative attends to the changed ``Y`` and moves. The coefficient of a negative,
 ``Cor = sim(F_Xn, F_Yn)``, compares the negative's *own* embeddings, while Eq. 8 compares the
 real ``F'_X`` with ``F_Yn``, so the loss can fall without the coefficients of negatives falling
-(measured in chapter 04: strategy A halves the loss but separates at ROC-AUC 0.6).
+(chapter 04 measures both: the loss, and the ROC-AUC of the coefficients of real clips against
+their negatives).
 ``anchor="own"`` trains what the coefficient measures::
 
     TL_own = max(0, d(F_Xp, F_Yp) - d(F_Xn, F_Yn) + margin)

@@ -3,16 +3,17 @@
 A "no measurable difference" says the interval holds 0 at this ``n``; it does not say whether a
 larger run could decide. :func:`samples_to_decide` extrapolates: if the difference stayed as
 measured, about how many samples would narrow the interval until it excludes 0. It is a lower
-bound with even odds, not a study plan; see its docstring.
+bound with even odds, not a study plan; see its docstring. :func:`chance_sentence` says how
+many of a chapter's verdicts chance alone would decide.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from cormult_lib.stats import SEED_METHOD, Comparison
+from cormult_lib.stats import CONFIDENCE, SEED_METHOD, Comparison
 
-__all__ = ["decide_sentence", "samples_to_decide"]
+__all__ = ["chance_sentence", "decide_sentence", "samples_to_decide"]
 
 
 def samples_to_decide(comparison: Comparison) -> float:
@@ -55,3 +56,22 @@ def decide_sentence(comparison: Comparison) -> str:
         return f"{head}; no interval or no difference to extrapolate from"
     return (f"{head}; at least about {needed:,.0f} samples ({needed / comparison.n:.1f}x) to "
             "decide it, if it stayed so")
+
+
+def chance_sentence(decided: int, total: int) -> str:
+    """``decided`` of ``total`` comparisons decided by their intervals, against how many chance
+    alone would decide.
+
+    Each 95% interval excludes 0 with probability 5% when the true difference is 0, so among
+    ``total`` comparisons without any real difference about ``0.05 * total`` are decided anyway
+    (fewer when comparisons share data and move together; the count says nothing about
+    *which*). A chapter that reads many verdicts one by one should read them against that count.
+    """
+    if not 0 <= decided <= total:
+        raise ValueError(f"decided must lie in [0, total={total}], got {decided}")
+    expected = total * (1 - CONFIDENCE)
+    return (
+        f"{decided} of {total} comparisons are decided by their {CONFIDENCE:.0%} interval; if no "
+        f"difference were real, about {expected:.1f} would be decided by chance alone, so a lone "
+        "decided verdict among many is weak evidence"
+    )

@@ -121,16 +121,31 @@ def side_by_side(
     return pd.concat({sources[0]: theirs, sources[1]: mine}, axis=1)
 
 
-def sensitivity_intervals(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+#: A mean change of the predictions under this fraction of their standard deviation counts as
+#: negligible when :func:`sensitivity_intervals` decides whether ``Cor`` reaches the prediction.
+NEGLIGIBLE_CHANGE = 0.05
+
+
+def sensitivity_intervals(
+    records: Sequence[dict[str, Any]], negligible: float = NEGLIGIBLE_CHANGE
+) -> pd.DataFrame:
     """Chapter 07's ``correlation_sensitivity`` records per placement and replacement: the mean
     change of the predictions (fraction of their sd) with its 95% *t* interval over seeds.
+
+    A mean absolute change is positive whenever the predictions move at all, even by rounding,
+    so "above 0" decides nothing. The verdict compares the interval with a margin instead:
+    ``"reaches the prediction"`` when it lies above ``negligible`` (a fraction of the
+    predictions' sd), ``"negligible"`` when it lies below, ``"undecided"`` when it holds the
+    margin or there is no interval (fewer than two seeds).
 
     Returns:
         Index ``(fusion, replacement)``; columns ``mean``, ``ci_low``, ``ci_high``,
         ``n_seeds`` (the seeds averaged), ``undefined`` (seeds left out because their change
-        is NaN: predictions without spread) and ``above_zero`` (the interval excludes 0).
-        A seed recorded twice for one row is refused.
+        is NaN: predictions without spread) and ``verdict``. A seed recorded twice for one row
+        is refused.
     """
+    if not 0 < negligible < 1:
+        raise ValueError(f"negligible must be a fraction of the sd in (0, 1), got {negligible}")
     frame = pd.DataFrame(list(records))
     twice = frame.duplicated(["fusion", "replacement", "seed"])
     if twice.any():
@@ -143,6 +158,11 @@ def sensitivity_intervals(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
         changes = group["relative_change"].to_numpy(dtype=float)
         defined = changes[np.isfinite(changes)]
         mean, low, high = mean_interval(defined) if len(defined) else (np.nan,) * 3
+        verdict = "undecided"
+        if low > negligible:
+            verdict = "reaches the prediction"
+        elif high < negligible:
+            verdict = "negligible"
         rows[key] = {"mean": mean, "ci_low": low, "ci_high": high, "n_seeds": len(defined),
-                     "undefined": len(changes) - len(defined), "above_zero": bool(low > 0)}
+                     "undefined": len(changes) - len(defined), "verdict": verdict}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["fusion", "replacement"])
