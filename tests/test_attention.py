@@ -111,6 +111,9 @@ def _member(stack: TransformerEncoder, i: int, **kwargs) -> TransformerEncoder:
 def test_each_member_of_a_stack_computes_what_a_single_transformer_would(causal):
     torch.manual_seed(0)
     stack = TransformerEncoder(DIM, HEADS, num_layers=2, count=3, causal=causal).eval()
+    with torch.no_grad():  # LayerNorms start as 1 and 0 in every member: make members differ
+        for parameter in stack.parameters():
+            parameter.add_(0.2 * torch.randn_like(parameter))
     x, src = _randn(3, 2, 4, DIM, seed=1), _randn(3, 2, 6, DIM, seed=2)
     mask = torch.stack([_lengths_mask([4, 2], 4), _lengths_mask([3, 4], 4, start=True)] * 2)[:3]
     source_mask = torch.stack([_lengths_mask([6, 1], 6)] * 3)
