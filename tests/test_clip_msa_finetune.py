@@ -92,6 +92,12 @@ def test_frozen_end_to_end_equals_the_cached_path(clips, raw, tmp_path):
     for m in "TAV":
         assert np.allclose(features[m].numpy(), cached["train"].features[m][order], atol=1e-5)
     assert masks["V"].all()
+    # Under autocast (fit's float16 on CUDA; bfloat16 on the CPU here) frozen encoders still
+    # run in full precision: the same features.
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast_features, _ = encoders.encode_inputs(batch["inputs"])
+    for m in "TAV":
+        torch.testing.assert_close(autocast_features[m], features[m])
 
 
 def test_finetuning_trains_exactly_the_named_encoders(raw):
@@ -179,3 +185,22 @@ def test_encoders_train_at_their_own_learning_rate(raw):
         after = _weights(encoders)["vgg"]
         moved[encoder_lr] = max(float((after[k] - before[k]).abs().max()) for k in before)
     assert moved[1e-8] < 1e-6 < moved[1e-2], moved
+
+
+def test_finetuning_trains_only_the_parts_the_features_run_through(raw):
+    """CLAP's text tower and the contrastive temperatures feed no feature: they stay frozen,
+    so every trainable parameter gets a gradient (what a data-parallel fit requires)."""
+    encoders = ClipMSAEncoders(CONFIG)
+    torch.manual_seed(0)
+    model = ClipMSAEndToEnd(encoders, ClipMSA(encoders.branch_dims, hidden_dim=16),
+                            ["clap", "clip"])  # fmt: skip
+    assert not any(p.requires_grad for p in encoders.clap.text_model.parameters())
+    assert not encoders.clap.logit_scale_a.requires_grad
+    assert not encoders.clip.logit_scale.requires_grad
+    batch = next(iter(raw_clip_loader(raw["train"], 4, shuffle=False)))
+    model.train()
+    model(batch["inputs"]).sum().backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert [n for n, p in trainable if p.grad is None] == []
+    tuned = {id(p) for group in model.param_groups(1e-3)[1:] for p in group["params"]}
+    assert tuned == {id(p) for n, p in trainable if n.startswith("encoders.")}

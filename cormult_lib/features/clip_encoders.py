@@ -34,6 +34,7 @@ encoder's weights come from is :mod:`cormult_lib.features.sources`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Mapping, Sequence
@@ -246,6 +247,23 @@ class ClipMSAEncoders(nn.Module):
             return nn.ModuleList([self.clip, self.text_standin])
         return getattr(self, name)
 
+    def used_modules(self, name: str) -> list[nn.Module]:
+        """The parts of encoder ``name`` that its features run through (what fine-tuning
+        trains): CLAP's audio tower and projection, never its text tower; CLIP's image tower
+        and projection, with its text tower and projection or the text stand-in; no
+        ``logit_scale`` (the contrastive temperature, which no feature reads); the whole model
+        for the others."""
+        if name == "clap":
+            return [self.clap.audio_model, self.clap.audio_projection]
+        if name == "clip":
+            text = (
+                [self.clip.text_model, self.clip.text_projection]
+                if self.text_standin is None
+                else [self.text_standin]
+            )
+            return [self.clip.vision_model, self.clip.visual_projection, *text]
+        return [self.encoder(name)]
+
     @property
     def dims(self) -> dict[str, int]:
         """Output width of each encoder: albert, clip_text, clip_image, wav2vec2, clap, vgg."""
@@ -455,10 +473,17 @@ class ClipMSAEncoders(nn.Module):
         chunks = pixels.split(FRAME_BATCH)
         return torch.cat([_features(self.clip.get_image_features(pixel_values=c)) for c in chunks])
 
-    @staticmethod
-    def _grad(module: nn.Module) -> bool:
-        """Whether ``module`` needs gradients now (grad mode on and it has trainable weights)."""
-        return torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters())
+    def _running(self, module: nn.Module) -> contextlib.AbstractContextManager:
+        """How ``module`` runs in :meth:`encode_inputs`. Frozen (no trainable weight): without
+        autograd and outside any autocast, in full precision, so that it gives the cache's
+        features exactly (``fit`` trains under float16 autocast on CUDA). Trainable: as the
+        caller runs, with its grad mode and autocast."""
+        if not any(p.requires_grad for p in module.parameters()):
+            stack = contextlib.ExitStack()
+            stack.enter_context(torch.no_grad())
+            stack.enter_context(torch.autocast(self.device.type, enabled=False))
+            return stack
+        return contextlib.nullcontext()
 
     def encode_inputs(
         self, items: Sequence[Mapping[str, torch.Tensor]]
@@ -467,27 +492,28 @@ class ClipMSAEncoders(nn.Module):
         features and masks as tensors: ``T`` ``(b, 1, dT)``, ``A`` ``(b, 1, dA)``, ``V``
         ``(b, frames, dV)`` (clips with fewer frames zero-padded, mask False).
 
-        Frozen encoders run without autograd; an encoder with trainable weights keeps the
-        graph (when grad mode is on), which is what fine-tuning needs."""
+        Frozen encoders run without autograd and in full precision, also under autocast; an
+        encoder with trainable weights keeps the graph (when grad mode is on), which is what
+        fine-tuning needs (:meth:`_running`)."""
         if not items:
             raise ValueError("encode_inputs needs at least one prepared clip")
         device = self.device
-        with torch.set_grad_enabled(self._grad(self.albert)):
+        with self._running(self.albert):
             albert = self.albert_tensor(
                 *self._padded_ids("albert", [x["albert_ids"] for x in items])
             )
-        with torch.set_grad_enabled(self._grad(self.text_standin or self.clip)):
+        with self._running(self.text_standin or self.clip):
             clip_text = self.clip_text_tensor(
                 *self._padded_ids("clip", [x["clip_ids"] for x in items])
             )
-        with torch.set_grad_enabled(self._grad(self.wav2vec2)):
+        with self._running(self.wav2vec2):
             wav2vec2 = torch.stack([self.wav2vec2_tensor(x["wav2vec2"]) for x in items])
-        with torch.set_grad_enabled(self._grad(self.clap)):
+        with self._running(self.clap):
             clap = torch.stack([self.clap_tensor(x["clap"], x["clap_lengths"]) for x in items])
         counts = [len(x["faces"]) for x in items]
-        with torch.set_grad_enabled(self._grad(self.vgg)):
+        with self._running(self.vgg):
             vgg = self.vgg_tensor(torch.cat([x["faces"] for x in items]))
-        with torch.set_grad_enabled(self._grad(self.clip)):
+        with self._running(self.clip):
             clip_image = self.clip_image_tensor(torch.cat([x["frames"] for x in items]))
         frames = nn.utils.rnn.pad_sequence(
             list(torch.cat([vgg, clip_image.to(vgg.dtype)], dim=-1).split(counts)),

@@ -288,7 +288,8 @@ class ClipMSAEndToEnd(nn.Module):
         self.frozen = tuple(name for name in ENCODERS if name not in finetune)
         encoders.requires_grad_(False)
         for name in self.finetune:
-            encoders.encoder(name).requires_grad_(True)
+            for module in encoders.used_modules(name):  # not CLAP's unused text tower
+                module.requires_grad_(True)
         self.train(self.training)
 
     def train(self, mode: bool = True) -> ClipMSAEndToEnd:
@@ -302,7 +303,12 @@ class ClipMSAEndToEnd(nn.Module):
         """Adam's parameter groups: the CLIP-MSA head at ``lr``, the fine-tuned encoders at
         ``encoder_lr`` (``lr`` when None); frozen encoders are left out."""
         groups = [{"params": list(self.model.parameters()), "lr": lr}]
-        tuned = [p for name in self.finetune for p in self.encoders.encoder(name).parameters()]
+        tuned = [
+            p
+            for name in self.finetune
+            for module in self.encoders.used_modules(name)
+            for p in module.parameters()
+        ]
         if tuned:
             groups.append({"params": tuned, "lr": self.encoder_lr or lr})
         return groups
