@@ -1,5 +1,7 @@
 """The comparison statistics: library agreement, coverage under the null, verdict logic."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
@@ -170,6 +172,12 @@ def test_compare_models_covers_every_pair_metric_and_subset_and_plots(tmp_path):
     assert labels_drawn[1] == "x - y, all (n=80, 1 seed), no interval"
     faces = [line.get_markerfacecolor() for line in fig.axes[0].lines if line.get_marker() == "o"]
     assert faces[1] == "none" and faces[0] != "none"
+    # A percentile interval need not hold its point estimate (a skewed metric): drawn from
+    # bound to bound, not as distances from the point (negative error bars raised before).
+    skewed = replace(rows[0], difference=rows[0].ci_high + 0.01)
+    fig = plot_comparisons([skewed])
+    (segments,) = [c.get_segments() for c in fig.axes[0].collections]
+    assert segments[0][:, 0].tolist() == pytest.approx([skewed.ci_low, skewed.ci_high])
     with pytest.raises(ValueError, match=r"models \['z'\]"):
         compare_models(outputs, labels, [("x", "z")])
 
@@ -363,3 +371,16 @@ def test_auc_against_chance_is_scipys_two_sample_bootstrap_of_sklearns_auc():
     ).confidence_interval
     assert (ours.ci_low, ours.ci_high) == pytest.approx((theirs.low, theirs.high), abs=0.02)
     assert ours.groups == (30, 45) and ours.n == 75
+
+
+def test_metric_intervals_are_drawn_from_bound_to_bound_with_n():
+    from cormult_lib.tutorial.plots import plot_metric_intervals
+
+    entries = {  # the second holds its point outside its percentile interval
+        "ridge": {"corr": {"value": 0.6, "ci_low": 0.55, "ci_high": 0.65}, "n_test": 90},
+        "tuned": {"corr": {"value": 0.7, "ci_low": 0.71, "ci_high": 0.8}, "n_test": 90},
+    }
+    fig = plot_metric_intervals(entries, ["corr"], title="test")
+    spans = [c.get_segments()[0][:, 1].tolist() for c in fig.axes[0].collections]
+    assert spans == [pytest.approx([0.55, 0.65]), pytest.approx([0.71, 0.8])]
+    assert "n=90" in fig._suptitle.get_text()

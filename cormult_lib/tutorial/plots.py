@@ -295,16 +295,12 @@ def plot_comparisons(comparisons: Sequence, title: str = "") -> plt.Figure:
         # width, and its label says so.
         bounded = [np.isfinite([c.ci_low, c.ci_high]).all() for c in group]
         for y, c in enumerate(group):
-            reach = [[c.difference - c.ci_low], [c.ci_high - c.difference]]
-            ax.errorbar(
-                c.difference,
-                y,
-                xerr=reach if bounded[y] else None,
-                fmt="o",
-                color=colours[c.verdict],
-                markerfacecolor=colours[c.verdict] if bounded[y] else "none",
-                capsize=3,
-            )
+            colour = colours[c.verdict]
+            if bounded[y]:  # from bound to bound: a percentile interval need not hold its point
+                ax.hlines(y, c.ci_low, c.ci_high, color=colour)
+                ax.plot([c.ci_low, c.ci_high], [y, y], "|", color=colour, markersize=8)
+            ax.plot(c.difference, y, "o", color=colour,
+                    markerfacecolor=colour if bounded[y] else "none")  # fmt: skip
         ax.set_yticks(
             range(len(group)),
             [
@@ -345,11 +341,10 @@ def plot_metric_intervals(
     for ax, metric in zip(axes[0], metrics, strict=True):
         for x, name in enumerate(names):
             cell = entries[name][metric]
-            ax.errorbar(
-                x, cell["value"],
-                yerr=[[cell["value"] - cell["ci_low"]], [cell["ci_high"] - cell["value"]]],
-                fmt="o", capsize=4,
-            )
+            colour = f"C{x}"
+            ax.vlines(x, cell["ci_low"], cell["ci_high"], color=colour)  # bound to bound
+            ax.plot([x, x], [cell["ci_low"], cell["ci_high"]], "_", color=colour, markersize=8)
+            ax.plot(x, cell["value"], "o", color=colour)
         ax.set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=8)
         ax.set_xlim(-0.6, len(names) - 0.4)
         ax.set_title(metric, fontsize=9)
