@@ -83,7 +83,27 @@ def test_missing_and_malformed_references(tmp_path: Path, capsys) -> None:
     reference = with_provenance(_record("standard", [_comparison("all", 0.0)]), {})
     (tmp_path / "07_cormult_training.json").write_text(json.dumps(reference))
     print_beside_reference(_record("quick", [_comparison("all", 0.02)]), tmp_path)
-    assert "reference (standard)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "reference (standard)" in out and "settings differ" not in out
+    # A reference block without its provenance fields is named, not a bare KeyError later.
+    broken = {**reference, "reference": {k: v for k, v in reference["reference"].items()
+                                         if k != "seeds"}}  # fmt: skip
+    (tmp_path / "07_cormult_training.json").write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match=r"07_cormult_training.json: its 'reference' block lacks"):
+        print_beside_reference(_record("quick", []), tmp_path)
+
+
+def test_a_run_on_other_data_is_printed_as_such_beside_the_reference(tmp_path, capsys) -> None:
+    reference = with_provenance(_record("standard", [_comparison("all", 0.0)]), {})
+    reference["settings"] |= {"dataset": "synthetic", "modalities": "TAV", "output_dir": "a"}
+    (tmp_path / "07_cormult_training.json").write_text(json.dumps(reference))
+    run = _record("quick", [_comparison("all", 0.02)])
+    run["settings"] |= {"dataset": "mmsa", "modalities": "TAV", "output_dir": "b"}
+    print_beside_reference(run, tmp_path)
+    out = capsys.readouterr().out
+    assert "settings differ from the reference's" in out
+    assert "dataset='mmsa' (reference: 'synthetic')" in out
+    assert "modalities=" not in out and "output_dir=" not in out and "profile=" not in out
 
 
 REFERENCES = sorted(REFERENCE_DIR.glob("[0-9][0-9]_*.json"))

@@ -167,7 +167,29 @@ def load_reference(name: str, folder: Path | None = None) -> dict[str, Any] | No
     missing = {"notebook", "metrics", "settings", "reference"} - set(record)
     if missing:
         raise ValueError(f"{path}: not a reference record, it lacks {sorted(missing)}")
+    provenance = record["reference"]
+    lacking = PROVENANCE_FIELDS - set(provenance if isinstance(provenance, dict) else {})
+    if lacking:
+        raise ValueError(f"{path}: its 'reference' block lacks {sorted(lacking)}")
     return record
+
+
+#: What every reference record's ``reference`` block holds (:func:`with_provenance`).
+PROVENANCE_FIELDS = frozenset({"code", "command", "machine", "made_at", "seconds", "seeds"})
+
+#: Settings that may differ between a run and its reference without changing the experiment.
+PLACE_SETTINGS = frozenset({"output_dir", "figures_dir", "results_dir", "profile"})
+
+
+def differing_settings(record: dict[str, Any], reference: dict[str, Any]) -> list[str]:
+    """``"name=this run's (reference: its)"`` for every setting of the two records that
+    differs, except where the files go and the profile (the columns name it)."""
+    ours, theirs = record.get("settings", {}), reference.get("settings", {})
+    return [
+        f"{name}={ours.get(name)!r} (reference: {theirs.get(name)!r})"
+        for name in sorted(set(ours) | set(theirs))
+        if name not in PLACE_SETTINGS and ours.get(name) != theirs.get(name)
+    ]
 
 
 def _interval(frame: pd.DataFrame) -> pd.Series:
@@ -236,6 +258,10 @@ def print_beside_reference(record: dict[str, Any], folder: Path | None = None) -
         f"{provenance['seeds']}, {provenance['seconds']:.0f} s on {provenance['machine']['cpu']}"
         f" ({provenance['machine']['cpu_count']} cores), {provenance['made_at'][:10]}{code}"
     )
+    differences = differing_settings(record, reference)
+    if differences:
+        print("This run's settings differ from the reference's, so the two columns need not "
+              f"measure the same experiment: {'; '.join(differences)}")
     table = beside_reference(record, reference)
     if table.empty:
         print("Neither run made a comparison; compare the metrics above.")
