@@ -353,3 +353,11 @@ def test_lesson_checks_stop_synthetic_runs_and_only_record_on_a_users_data(
     monkeypatch.setenv("CORMULT_STRICT", "maybe")
     with pytest.raises(ValueError, match="CORMULT_STRICT"):
         start_notebook("01_demo", **good_params(tmp_path))
+
+
+def test_to_json_value_refuses_keys_that_collide_as_text():
+    from cormult_lib.tutorial.notebook import to_json_value
+
+    assert to_json_value({1: "a", 2: "b"}) == {"1": "a", "2": "b"}
+    with pytest.raises(ValueError, match=r"keys \[1, '1'\] are the same key in JSON"):
+        to_json_value({1: "int key", "1": "str key"})

@@ -61,8 +61,11 @@ def test_the_timing_table_names_what_each_reference_ran_on(tmp_path: Path) -> No
     """A reference of another profile says so; a machine's GPU counts only for a CUDA run."""
     def write(name: str, profile: str, device: str, gpu: str | None) -> None:
         machine = {"cpu": "CPU", "cpu_count": 2, "torch_threads": 2, "gpu": gpu}
+        provenance = {"seconds": 60.0, "machine": machine, "command": "make reference",
+                      "made_at": "2026-12-06", "seeds": [0],
+                      "code": {"commit": None, "uncommitted_changes": None}}
         record = {"notebook": name, "metrics": {}, "settings": {"profile": profile},
-                  "device": device, "reference": {"seconds": 60.0, "machine": machine}}
+                  "device": device, "reference": provenance}
         (tmp_path / f"{name}.json").write_text(json.dumps(record))
 
     write("07_cormult_training", "paper", "cpu", "H100")
@@ -71,7 +74,9 @@ def test_the_timing_table_names_what_each_reference_ran_on(tmp_path: Path) -> No
     assert "| `07_cormult_training` | - | 1.0 min (paper) | ? |" in table
     assert "| `08_clip_msa` | - | 1.0 min | ? |" in table
     assert "code: the references come from" not in table, "one commit (unknown) for all"
-    assert "GPU: not measured" in table, "07 ran on the CPU of a machine with a GPU"
+    assert "GPU: not used (every chapter ran on the CPU of a machine with H100)" in table, (
+        "07 ran on the CPU of a machine with a GPU"
+    )
     write("07_cormult_training", "paper", "cuda:0", "H100")
     assert "GPU: H100" in timing_table(tmp_path)
     # References of different commits: each row names its own, and a note says they differ.

@@ -92,7 +92,11 @@ def to_json_value(value: Any) -> Any:
     if isinstance(value, torch.device):
         return str(value)
     if isinstance(value, Mapping):
-        return {str(key): to_json_value(item) for key, item in value.items()}
+        converted = {str(key): to_json_value(item) for key, item in value.items()}
+        if len(converted) < len(value):  # e.g. 1 and "1": one would overwrite the other
+            keys = [key for key in value if list(map(str, value)).count(str(key)) > 1]
+            raise ValueError(f"keys {keys!r} are the same key in JSON (str): one would be lost")
+        return converted
     if isinstance(value, list | tuple | set | frozenset):
         return [to_json_value(item) for item in value]
     raise TypeError(f"cannot write a {type(value).__name__} to JSON: {value!r}")

@@ -133,8 +133,14 @@ def timing_table(results_dir: Path) -> str:
         for c in chapters.values()
         if str(c.get("device", "")).startswith("cuda")
     } - {None}
-    notes.append(f"GPU: {', '.join(sorted(gpus))}" if gpus else
-                 "GPU: not measured (no GPU was available to the sessions that ran these)")
+    present = {c["reference"]["machine"]["gpu"] for c in chapters.values()} - {None}
+    if gpus:
+        notes.append(f"GPU: {', '.join(sorted(gpus))}")
+    elif present:
+        notes.append(f"GPU: not used (every chapter ran on the CPU of a machine with "
+                     f"{', '.join(sorted(present))})")
+    else:
+        notes.append("GPU: not measured (the machines that ran these had none)")
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {note}" for note in notes)
 
 
