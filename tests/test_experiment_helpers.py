@@ -13,7 +13,7 @@ import torch
 from cormult_lib.config import DataConfig, get_config
 from cormult_lib.data.synthetic import DISCREPANCIES, correlation_subsets, make_synthetic_splits
 from cormult_lib.models.mult import build_mult
-from cormult_lib.tutorial.plots import plot_seed_bars
+from cormult_lib.tutorial.plots import plot_agreement, plot_coefficients, plot_seed_bars
 from cormult_lib.tutorial.timing import median_ratio, median_seconds
 
 matplotlib.use("Agg")
@@ -105,3 +105,19 @@ def test_median_ratio_pairs_the_rounds_and_decides_targets_by_its_interval():
     assert few.against(2, at_most=False) == "undecided (no interval)"
     with pytest.raises(ValueError, match="equally long"):
         median_ratio(fast, fast[:5])
+
+
+def test_box_plots_by_discrepancy_name_each_groups_n_and_what_they_leave_out():
+    scores = pd.DataFrame({
+        "discrepancy": ["none", "none", "none", "voice", "voice"],
+        "agreement": [0.1, np.nan, -0.2, -1.0, -2.0],
+        "cor_TA": [0.5, np.nan, 0.4, 0.1, 0.2],
+        "cor_TV": [0.5, 0.3, 0.4, 0.1, np.nan],
+    })  # fmt: skip
+    fig = plot_agreement(scores)
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["none\n(n=2, 1 undefined)", "voice\n(n=2)"]
+    real = scores[["cor_TA", "cor_TV"]].fillna(0.0)
+    fig = plot_coefficients(real, real - 0.5, scores.drop(columns="agreement"))
+    labels = [t.get_text() for t in fig.axes[-1].get_xticklabels()]
+    assert labels == ["none\n(n=2, 1 undefined)", "voice\n(n=1, 1 undefined)"]

@@ -63,11 +63,25 @@ def plot_raw_samples(samples: Sequence[RawSample], n_frames: int = 4) -> plt.Fig
     return fig
 
 
+def _group_labels(values: pd.Series, groups: pd.Series, order: Sequence[str]) -> list[str]:
+    """``"voice\n(n=12)"`` per group of ``order``: its samples with a defined value, and how
+    many it leaves out (NaN, which a box plot drops without a word)."""
+    labels = []
+    for name in order:
+        chosen = values[groups == name]
+        undefined = int(chosen.isna().sum())
+        labels.append(f"{name}\n(n={chosen.notna().sum()}"
+                      + (f", {undefined} undefined)" if undefined else ")"))
+    return labels
+
+
 def plot_agreement(scores: pd.DataFrame, column: str = "agreement") -> plt.Figure:
-    """Box plot of a per-sample score by discrepancy type (``scores`` needs ``discrepancy``)."""
+    """Box plot of a per-sample score by discrepancy type (``scores`` needs ``discrepancy``);
+    each group's label gives its n and the samples whose score is undefined (left out)."""
     order = ["none", *sorted(set(scores["discrepancy"]) - {"none"})]
     fig, ax = plt.subplots(figsize=(7, 3.5))
     sns.boxplot(data=scores, x="discrepancy", y=column, order=order, ax=ax, color="tab:blue")
+    ax.set_xticks(range(len(order)), _group_labels(scores[column], scores["discrepancy"], order))
     ax.axhline(0, color="black", lw=0.8, ls="--")
     ax.set(xlabel="discrepancy (none = strongly correlated)", ylabel=column)
     ax.set_title("Cross-modal agreement per sample", loc="left")
@@ -237,6 +251,10 @@ def plot_coefficients(
         )
         order = ["none", *sorted(set(long["discrepancy"]) - {"none"})]
         sns.boxplot(data=long, x="discrepancy", y="Cor", hue="pair", order=order, ax=axes[-1])
+        # n per group (samples, not sample-pair rows); undefined Cor is left out and counted.
+        every_pair = by_kind[pairs].sum(axis=1, skipna=False)  # NaN where any pair is
+        axes[-1].set_xticks(range(len(order)),
+                            _group_labels(every_pair, by_kind["discrepancy"], order))  # fmt: skip
         axes[-1].tick_params(axis="x", rotation=30)
         axes[-1].set_title("Cor by discrepancy (test split)", loc="left")
     fig.tight_layout()
