@@ -384,3 +384,20 @@ def test_ensure_raw_corpus_renders_only_when_the_clips_differ(corpus, tmp_path):
     table.write_text(table.read_text().replace(f",{RENDERER}\n", f",{RENDERER - 1}\n"))
     assert ensure_raw_corpus(other, folder, indices=[0, 1, 2])[1]
     assert (read_label_csv(table)["renderer"] == str(RENDERER)).all()
+
+
+def test_agreement_refuses_unaligned_streams_and_counts_undefined_synchrony(splits):
+    train = _strong(splits["train"])
+    unaligned = train.select(np.arange(len(train)))
+    unaligned.masks["V"] = unaligned.masks["V"].copy()
+    unaligned.masks["V"][0, 0] = not unaligned.masks["V"][0, 0]
+    with pytest.raises(ValueError, match=r"pairs the time steps of T and V, which must be "
+                                         r"aligned \(equal masks\).*differing in 1 steps"):
+        AgreementProbe().fit(unaligned)
+    probe = AgreementProbe().fit(train)
+    short = splits["test"].select(np.arange(6))
+    for m in "TAV":  # two valid steps: no correlation over time for any pair
+        short.masks[m] = short.masks[m] & (np.arange(short.masks[m].shape[1]) < 2)
+    with pytest.warns(UserWarning, match="6 of 6 samples have no synchrony.*6 have none"):
+        scores = probe.score(short)
+    assert scores["agreement"].isna().all()

@@ -18,6 +18,7 @@ score measures departure from what clean data looks like.
 
 from __future__ import annotations
 
+import warnings
 from itertools import combinations
 
 import numpy as np
@@ -73,6 +74,7 @@ class AgreementProbe:
         if len(split.modalities) < 2:
             raise ValueError("agreement needs at least two modalities")
         self.pairs = list(combinations(split.modalities, 2))
+        _check_aligned(split, self.pairs)
         self.sentiment = fit_sentiment_probes(split)
         steps = {m: _centred_steps(split, m) for m in split.modalities}
         self.reducers = {
@@ -98,7 +100,18 @@ class AgreementProbe:
             table[f"sync_{a}{b}"] = self._sync(split, a, b)
         out = pd.DataFrame(table)
         out["gap"] = out[[f"gap_{a}{b}" for a, b in self.pairs]].mean(axis=1)
-        out["sync"] = out[[f"sync_{a}{b}" for a, b in self.pairs]].mean(axis=1)
+        syncs = out[[f"sync_{a}{b}" for a, b in self.pairs]]
+        out["sync"] = syncs.mean(axis=1)  # over the pairs whose synchrony is defined
+        partial, undefined = int(syncs.isna().any(axis=1).sum()), int(out["sync"].isna().sum())
+        if partial:
+            warnings.warn(
+                f"{split.name}: {partial} of {len(out)} samples have no synchrony for some pair "
+                "(fewer than 3 shared valid steps, or a constant canonical variate): their sync "
+                f"averages the other pairs; {undefined} have none, so their agreement is NaN and "
+                "means leave them out",
+                UserWarning,
+                stacklevel=3,
+            )
         return out
 
     def _sync(self, split: MultimodalSplit, a: str, b: str) -> np.ndarray:
@@ -119,12 +132,28 @@ class AgreementProbe:
 
     def score(self, split: MultimodalSplit) -> pd.DataFrame:
         """Per sample: ``gap_XY``, ``sync_XY`` per pair, their means ``gap`` and ``sync``, and
-        ``agreement = z(sync) - z(gap)`` standardised on the fitted strong samples."""
+        ``agreement = z(sync) - z(gap)`` standardised on the fitted strong samples. ``sync``
+        averages the pairs whose synchrony is defined; a sample with none gets NaN ``sync`` and
+        ``agreement`` (both counted in a warning)."""
+        _check_aligned(split, self.pairs)
         out = self._raw_scores(split)
         z = {c: (out[c] - mu) / sd for c, (mu, sd) in self.reference.items()}
         out["agreement"] = z["sync"] - z["gap"]
         out.insert(0, "id", split.ids)
         return out
+
+
+def _check_aligned(split: MultimodalSplit, pairs: list[tuple[str, str]]) -> None:
+    """Synchrony pairs the steps of two modalities one to one: their masks must be equal
+    (word-aligned data); unaligned streams would be paired by position, not by time."""
+    for a, b in pairs:
+        ma, mb = split.masks[a], split.masks[b]
+        if ma.shape != mb.shape or not np.array_equal(ma, mb):
+            raise ValueError(
+                f"{split.name}: AgreementProbe pairs the time steps of {a} and {b}, which must be "
+                f"aligned (equal masks); got masks {ma.shape} and {mb.shape}"
+                + ("" if ma.shape != mb.shape else f" differing in {int((ma != mb).sum())} steps")
+            )
 
 
 def _centred_steps(split: MultimodalSplit, m: str, all_steps: bool = False) -> np.ndarray:
