@@ -391,6 +391,12 @@ def test_text_features_swapped_in_equal_a_full_extraction(clips, tmp_path):
     bare = type(split)(split.features, split.masks, split.labels, split.ids, name="bare")
     with pytest.raises(ValueError, match="no 'text' column"):
         with_text_features({"train": bare}, ClipMSAEncoders(tiny))
+    # Every text setting follows; another seed than the cache's is refused.
+    longer = with_text_features(base, ClipMSAEncoders(EncoderConfig.tiny(max_text_tokens=7)))
+    assert longer["train"].info["extraction"]["max_text_tokens"] == 7
+    with pytest.raises(ValueError, match=r"seed=1, but the cached audio and frames come from "
+                                         r"seed 0"):
+        with_text_features(base, ClipMSAEncoders(EncoderConfig.tiny(seed=1)))
 
 
 def test_load_refuses_a_folder_that_is_no_clip_msa_cache(tmp_path):

@@ -182,6 +182,10 @@ def load_clip_msa_cache(
     return splits
 
 
+#: The encoder settings that text features depend on (and nothing else does).
+TEXT_SETTINGS = ("albert", "clip", "clip_text", "max_text_tokens")
+
+
 def with_text_features(
     splits: Mapping[str, MultimodalSplit], encoders: ClipMSAEncoders
 ) -> dict[str, MultimodalSplit]:
@@ -191,7 +195,9 @@ def with_text_features(
     Text features depend on the transcript alone, so this gives what
     :func:`extract_clip_msa_features` with ``encoders.config`` would cache for ``T`` (a test
     checks it) without decoding a clip again: two text branches compared on the same cached
-    audio and frames. ``info["branch_dims"]["T"]`` and ``info["extraction"]`` follow.
+    audio and frames. ``info["branch_dims"]["T"]`` and ``info["extraction"]``
+    (:data:`TEXT_SETTINGS`) follow. Encoders of another ``seed`` than the cache's are refused:
+    random (tiny) text encoders would not be the ones the audio and frames came with.
     """
     out = {}
     for name, split in splits.items():
@@ -201,7 +207,14 @@ def with_text_features(
         text = encoders.encode_text(texts)
         t = np.concatenate([text["albert"], text["clip"]], axis=1)[:, None]  # (n, 1, dT)
         branch_dims = dict(split.info["branch_dims"], T=list(encoders.branch_dims["T"]))
-        sources = {k: getattr(encoders.config, k) for k in ("albert", "clip", "clip_text")}
+        cached_seed = split.info["extraction"].get("seed")
+        if cached_seed is not None and cached_seed != encoders.config.seed:
+            raise ValueError(
+                f"{split.name}: encoders.config.seed={encoders.config.seed}, but the cached audio "
+                f"and frames come from seed {cached_seed}: the text would come from other "
+                "random encoders than A and V; build the encoders with the cache's seed"
+            )
+        sources = {k: getattr(encoders.config, k) for k in TEXT_SETTINGS}
         info = dict(
             split.info, branch_dims=branch_dims, extraction={**split.info["extraction"], **sources}
         )
