@@ -405,3 +405,14 @@ def test_load_refuses_a_folder_that_is_no_clip_msa_cache(tmp_path):
     (tmp_path / "manifest.json").write_text('{"sample_rate": 16000}')
     with pytest.raises(ValueError, match="not a CLIP-MSA cache manifest"):
         load_clip_msa_cache(tmp_path)
+
+
+def test_the_cache_digest_names_the_clips_folder_and_every_setting(tmp_path):
+    from cormult_lib.features.clip_msa_cache import cache_digest
+
+    tiny = EncoderConfig.tiny()
+    first = cache_digest(tmp_path / "a", tiny)
+    assert first == cache_digest(tmp_path / "b" / ".." / "a", tiny), "the resolved folder"
+    assert first != cache_digest(tmp_path / "b", tiny)
+    assert first != cache_digest(tmp_path / "a", EncoderConfig.tiny(vgg="other"))
+    assert len(first) == 8 and int(first, 16) >= 0

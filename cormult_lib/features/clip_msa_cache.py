@@ -15,6 +15,8 @@ end-to-end paths share every encoder call, so frozen, they give the same feature
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import warnings
 from collections.abc import Mapping
@@ -180,6 +182,16 @@ def load_clip_msa_cache(
             face_detection=face_detection,
         )
     return splits
+
+
+def cache_digest(clips_dir: str | Path, config: EncoderConfig) -> str:
+    """Eight hex digits naming the clips folder (resolved) and every encoder setting: a cache
+    folder named with it is never reused for other clips or settings. (Within one folder,
+    entries are keyed by clip id and transcript only, so a second dataset with the same ids
+    and transcripts would otherwise read the first one's features.)"""
+    key = json.dumps({"clips": str(Path(clips_dir).resolve()), "encoders": config.to_json()},
+                     sort_keys=True)  # fmt: skip
+    return hashlib.sha1(key.encode()).hexdigest()[:8]
 
 
 #: The encoder settings that text features depend on (and nothing else does).
