@@ -121,7 +121,14 @@ def test_write_results(tmp_path: Path) -> None:
     assert "NaN" not in text and "Infinity" not in text
     record = json.loads(text)
     expected = {"notebook", "metrics", "settings", "config", "seed", "device", "seconds"}
-    assert expected | {"versions", "finished_at", "checks", "history"} == set(record)
+    assert expected | {"versions", "finished_at", "checks", "history", "code", "machine"} == set(
+        record
+    )
+    # Provenance of any run, not only of make reference: the code and the machine.
+    assert set(record["code"]) == {"commit", "uncommitted_changes"}
+    assert record["code"]["commit"] is None or len(record["code"]["commit"]) == 40
+    assert record["machine"]["torch_threads"] == torch.get_num_threads()
+    assert record["machine"]["cpu_count"] >= 1
     assert record["metrics"] == {"acc2": 0.5, "corr": None, "per_class": [1, 2]}
     assert record["history"] == [None, 1.0]
     assert record["settings"]["output_dir"] == str(run.output_dir)
@@ -129,6 +136,8 @@ def test_write_results(tmp_path: Path) -> None:
     assert set(record["versions"]) == {"python", "torch", "numpy", "cormult_lib"}
     with pytest.raises(ValueError, match="seed"):
         run.write_results({}, seed=1)
+    with pytest.raises(ValueError, match="machine"):
+        run.write_results({}, machine="mine")
 
 
 def test_save_figure(tmp_path: Path) -> None:

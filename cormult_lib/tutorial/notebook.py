@@ -40,7 +40,7 @@ from cormult_lib.device import describe_device, resolve_device
 from cormult_lib.modalities import parse_modalities
 from cormult_lib.parameters import check_choice, check_int
 from cormult_lib.seeding import seed_everything
-from cormult_lib.tutorial.reference import print_beside_reference
+from cormult_lib.tutorial.reference import code_version, machine, print_beside_reference
 
 # What ``data_path`` has to point at for each real data set, shown when it is missing.
 DATA_PATH_HINTS: dict[str, str] = {
@@ -70,6 +70,9 @@ RESULT_KEYS = (
     "finished_at",
     "checks",
 )
+#: Also filled in by write_results: the code (commit, uncommitted changes; taken when the run
+#: started) and the machine (CPU, cores, torch threads, GPU) the run used.
+PROVENANCE_KEYS = ("code", "machine")
 
 
 def to_json_value(value: Any) -> Any:
@@ -122,6 +125,7 @@ class NotebookRun:
     started: float
     strict: bool = True
     checks: list[dict] = field(default_factory=list)
+    code: dict[str, Any] = field(default_factory=code_version)
 
     def check(self, passed: bool, name: str, meaning: str) -> bool:
         """A lesson check: what the chapter expects of the result, e.g. "training helps".
@@ -158,11 +162,14 @@ class NotebookRun:
 
         The file holds ``notebook``, ``metrics``, ``settings`` (the parameters), ``config``,
         ``seed``, ``device``, ``seconds`` (wall time of the chapter), ``versions`` (python,
-        torch, numpy, cormult_lib), ``finished_at`` (ISO 8601 with the UTC offset) and every
-        ``extra`` keyword. NaN and infinite floats are written as ``null`` so that the file is
+        torch, numpy, cormult_lib), ``finished_at`` (ISO 8601 with the UTC offset),
+        ``checks``, ``code`` (the commit and whether the tree had changes when the run started,
+        :func:`~cormult_lib.tutorial.reference.code_version`), ``machine`` (CPU, cores, torch
+        threads, GPU: :func:`~cormult_lib.tutorial.reference.machine`) and every ``extra``
+        keyword. NaN and infinite floats are written as ``null`` so that the file is
         strict JSON; NumPy and torch values become numbers and lists.
         """
-        clashes = sorted(set(extra) & set(RESULT_KEYS))
+        clashes = sorted(set(extra) & {*RESULT_KEYS, *PROVENANCE_KEYS})
         if clashes:
             raise ValueError(f"write_results fills {clashes} itself; pick other keyword names")
         record = {
@@ -181,6 +188,8 @@ class NotebookRun:
             },
             "finished_at": datetime.now().astimezone().isoformat(timespec="seconds"),
             "checks": self.checks,
+            "code": self.code,
+            "machine": machine(),
             **extra,
         }
         path = self.output_dir / f"{self.name}.json"
