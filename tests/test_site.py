@@ -87,6 +87,8 @@ def test_stale_chapters_and_staging(tmp_path: Path) -> None:
         nbformat.write(notebook, copy)
         os.utime(copy, (later, later))
         assert stale_chapters(notebooks, executed, since=0) == notebooks, papermill
+        with pytest.raises(ValueError, match=r"chapters \['01_a.ipynb'\] failed or ran with"):
+            stage(executed, tmp_path / "source", notebooks[:1])  # --no-run builds no such page
     notebook.metadata["papermill"] = {"exception": None, "parameters": {"output_dir": "o"}}
     nbformat.write(notebook, copy)
     os.utime(copy, (later, later))

@@ -97,12 +97,20 @@ def stage(executed_dir: Path, source_dir: Path, notebooks: list[Path]) -> Path:
 
     Raises:
         FileNotFoundError: naming the chapters whose executed copy is missing.
+        ValueError: naming the chapters whose executed copy is not :func:`publishable` (a
+            failed run, or one with other parameters than the site's).
     """
     missing = [n.name for n in notebooks if not (executed_dir / n.name).is_file()]
     if missing:
         raise FileNotFoundError(
             f"{executed_dir} lacks the executed chapters {missing}: run `make tutorial` "
             "(or `make docs`, which runs what is missing)"
+        )
+    unfit = [n.name for n in notebooks if not publishable(executed_dir / n.name)]
+    if unfit:
+        raise ValueError(
+            f"{executed_dir}: the executed chapters {unfit} failed or ran with other parameters "
+            "than the site's defaults: run `make docs` without --no-run, which runs them again"
         )
     if source_dir.exists():
         shutil.rmtree(source_dir)
@@ -248,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     try:
         build_site(args.executed_dir, args.build_dir, notebooks)
-    except (FileNotFoundError, RuntimeError) as error:
+    except (FileNotFoundError, RuntimeError, ValueError) as error:
         print(f"make docs: {error}", file=sys.stderr)
         return 1
     return 0
