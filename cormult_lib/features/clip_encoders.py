@@ -249,20 +249,16 @@ class ClipMSAEncoders(nn.Module):
 
     def used_modules(self, name: str) -> list[nn.Module]:
         """The parts of encoder ``name`` that its features run through (what fine-tuning
-        trains): CLAP's audio tower and projection, never its text tower; CLIP's image tower
-        and projection, with its text tower and projection or the text stand-in; no
-        ``logit_scale`` (the contrastive temperature, which no feature reads); the whole model
-        for the others."""
+        trains): CLAP's audio tower and projection (not its text tower), CLIP's image tower
+        and projection with its text ones or the text stand-in (no ``logit_scale``, which no
+        feature reads); the whole model for the others."""
         if name == "clap":
             return [self.clap.audio_model, self.clap.audio_projection]
-        if name == "clip":
-            text = (
-                [self.clip.text_model, self.clip.text_projection]
-                if self.text_standin is None
-                else [self.text_standin]
-            )
-            return [self.clip.vision_model, self.clip.visual_projection, *text]
-        return [self.encoder(name)]
+        if name != "clip":
+            return [self.encoder(name)]
+        own_text = [self.clip.text_model, self.clip.text_projection]
+        text = own_text if self.text_standin is None else [self.text_standin]
+        return [self.clip.vision_model, self.clip.visual_projection, *text]
 
     @property
     def dims(self) -> dict[str, int]:

@@ -134,8 +134,8 @@ class AgreementProbe:
         """Per sample: ``gap_XY``, ``sync_XY`` per pair, their means ``gap`` and ``sync``, and
         ``agreement = z(sync) - z(gap)`` standardised on the fitted strong samples. ``sync``
         averages the pairs whose synchrony is defined; a sample with none gets NaN ``sync`` and
-        ``agreement`` (both counted in a warning)."""
-        _check_aligned(split, self.pairs)
+        ``agreement`` (both counted in a warning). Masks may differ between modalities here
+        (a negative's text from another clip): synchrony reads the steps valid in both."""
         out = self._raw_scores(split)
         z = {c: (out[c] - mu) / sd for c, (mu, sd) in self.reference.items()}
         out["agreement"] = z["sync"] - z["gap"]
@@ -144,8 +144,8 @@ class AgreementProbe:
 
 
 def _check_aligned(split: MultimodalSplit, pairs: list[tuple[str, str]]) -> None:
-    """Synchrony pairs the steps of two modalities one to one: their masks must be equal
-    (word-aligned data); unaligned streams would be paired by position, not by time."""
+    """Fitting the CCA pairs the valid steps of two modalities one to one: their masks must be
+    equal (word-aligned data); unaligned streams would be paired by position, not by time."""
     for a, b in pairs:
         ma, mb = split.masks[a], split.masks[b]
         if ma.shape != mb.shape or not np.array_equal(ma, mb):
