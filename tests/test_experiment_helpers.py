@@ -70,6 +70,8 @@ def test_seed_bars_show_the_mean_with_sd_error_bars():
     assert "(all, n=90)" in with_n._suptitle.get_text()
     one_seed = plot_seed_bars(runs[runs["seed"] == 0], metrics=("mae",))
     assert "one seed: no spread" in one_seed._suptitle.get_text()
+    with pytest.raises(ValueError, match=r"no row of subset 'voice'; its subsets: \['all', "):
+        plot_seed_bars(runs, ("mae",), subset="voice")  # an empty figure, "one seed", before
 
 
 def test_median_seconds_can_time_training_steps():

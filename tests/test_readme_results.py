@@ -29,6 +29,19 @@ def test_the_readme_block_is_current() -> None:
     )
 
 
+def test_quick_timings_name_a_broken_file_and_count_what_they_leave_out(tmp_path, capsys):
+    quick = tmp_path / "quick"
+    quick.mkdir()
+    for name, profile in (("07_cormult_training", "quick"), ("08_clip_msa", "standard")):
+        (quick / f"{name}.json").write_text(json.dumps(
+            {"notebook": name, "settings": {"profile": profile}, "seconds": 1.0}))
+    record_quick_timings(quick, "test", tmp_path)
+    assert "left out 1 results of other profiles: 08_clip_msa.json" in capsys.readouterr().out
+    (quick / "09_real_text.json").write_text('{"settings": {"profile": "quick"}}')
+    with pytest.raises(ValueError, match=r"09_real_text.json: not a chapter's results JSON"):
+        record_quick_timings(quick, "test", tmp_path)
+
+
 def test_quick_timings_are_recorded_and_tabled(tmp_path: Path) -> None:
     quick = tmp_path / "quick"
     quick.mkdir()

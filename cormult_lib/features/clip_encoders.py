@@ -1,4 +1,5 @@
-"""The encoders of CLIP-MSA (section 2.2): six pretrained networks behind one class.
+"""The encoders of CLIP-MSA (section 2.2): six branches from five pretrained models (CLIP
+serves both text and frames) behind one class.
 
 Each modality has two branches, a modality-specific encoder and a CLIP-family encoder:
 
@@ -342,8 +343,8 @@ class ClipMSAEncoders(nn.Module):
         return inputs["input_values"][0]
 
     def clap_input(self, waveform: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """CLAP's ``input_features`` ``(windows, 1, frames, mel)`` and the windows' lengths
-        ``(windows,)`` in samples.
+        """CLAP's ``input_features`` ``(windows, channels, frames, mel)`` (one channel; four
+        for a CLAP with ``enable_fusion``) and the windows' lengths ``(windows,)`` in samples.
 
         The waveform is resampled to the extractor's rate (48 kHz) and cut into consecutive
         windows of the extractor's ``max_length_s`` (10 s for laion's models); shorter windows

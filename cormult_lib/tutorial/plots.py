@@ -274,6 +274,10 @@ def plot_seed_bars(
     model is not the interval of a difference between two: those are
     :func:`plot_comparisons`' and the chapters print them."""
     data = runs[runs["subset"] == subset]
+    if data.empty:
+        raise ValueError(
+            f"runs has no row of subset {subset!r}; its subsets: {sorted(set(runs['subset']))}"
+        )
     fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 3.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         sns.barplot(data=data, x=by, y=metric, hue=by, errorbar="sd", ax=ax, legend=False)

@@ -48,13 +48,21 @@ def record_quick_timings(quick_dir: Path, conditions: str, results_dir: Path) ->
     Raises:
         FileNotFoundError: ``quick_dir`` holds no quick-profile chapter results.
     """
-    seconds = {}
+    seconds, other_profiles = {}, []
     for path in sorted(quick_dir.glob("[0-9][0-9]_*.json")):
-        record = json.loads(path.read_text())
-        if record.get("settings", {}).get("profile") == "quick":
+        try:
+            record = json.loads(path.read_text())
+            if record.get("settings", {}).get("profile") != "quick":
+                other_profiles.append(path.name)
+                continue
             seconds[record["notebook"]] = round(float(record["seconds"]), 1)
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{path}: not a chapter's results JSON ({error!r})") from error
     if not seconds:
         raise FileNotFoundError(f"{quick_dir} holds no results JSON of a quick-profile run")
+    if other_profiles:
+        print(f"record_quick_timings: left out {len(other_profiles)} results of other profiles: "
+              f"{', '.join(other_profiles)}")
     payload = {
         "conditions": conditions,
         # The chapters' thread count is the run's (in ``conditions``), not this process's.
