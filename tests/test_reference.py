@@ -42,6 +42,7 @@ def test_provenance_names_command_seeds_machine_and_versions() -> None:
     block = record["reference"]
     assert block["seeds"] == [3, 4, 5, 6, 7] == seed_list(record)
     assert "-p profile standard" in block["command"] and block["seconds"] == 12.5
+    assert "reference notebooks/07_cormult_training.ipynb -p" in block["command"], "which chapter"
     assert block["machine"]["cpu_count"] >= 1 and block["versions"]["torch"]
     assert seed_list(_record("quick", [])) == [3], "no comparison: the first seed only"
 

@@ -277,8 +277,12 @@ def with_provenance(
 ) -> dict[str, Any]:
     """``record`` with its ``reference`` block: command, parameters, seeds, machine, versions
     and ``code`` (:func:`code_version`, taken before the chapters ran; now when ``None``)."""
-    command = "make reference  # python -m cormult_lib.tutorial.reference " + " ".join(
-        f"-p {name} {value}" for name, value in parameters.items()
+    command = " ".join(
+        [
+            "make reference  # python -m cormult_lib.tutorial.reference",
+            f"notebooks/{record['notebook']}.ipynb",
+            *(f"-p {name} {value}" for name, value in parameters.items()),
+        ]
     )
     return {
         **record,
