@@ -260,6 +260,19 @@ def settings_column(values: list) -> pd.Series:
     return pd.Series(values, dtype=object)
 
 
+def setting_labels(table: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    """Each row's values of ``columns`` as JSON text: equal exactly when the values are
+    (``None`` is not NaN, ``True`` is not ``1``, ``1`` is not ``1.0``; pandas' grouping would
+    merge them or drop ``None``). Group or deduplicate settings on these labels."""
+    return pd.Series(
+        [
+            json.dumps(list(values), default=repr)
+            for values in zip(*(table[column].tolist() for column in columns), strict=True)
+        ],
+        dtype=object,
+    )
+
+
 @dataclass(frozen=True)
 class SweepStatus:
     """How far a study is: ``complete`` of ``total`` (point, seed) pairs finished, trials

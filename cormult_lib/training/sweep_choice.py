@@ -24,7 +24,6 @@ estimates.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from cormult_lib.stats import Comparison, seed_interval
+from cormult_lib.training.sweep import setting_labels
 
 __all__ = ["SweepChoice", "choose_point"]
 
@@ -127,18 +127,11 @@ def _beyond(result: Comparison, margin: float) -> bool:
 def _points(table: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
     """The distinct points of ``table`` (its ``keys`` columns), and each row's point number.
 
-    Points are told apart by their exact values (as JSON: ``None`` is not NaN, ``True`` is not
-    ``1``; pandas' grouping would merge them or drop ``None``) and keep them; they are ordered
+    Points are told apart by their exact values (:func:`~cormult_lib.training.sweep.setting_labels`:
+    ``None`` is not NaN, ``True`` is not ``1``) and keep them; they are ordered
     by their keys, the first key slowest, a missing value (``None``, NaN) first.
     """
-    labels = pd.Series(
-        [
-            json.dumps(list(values), default=repr)
-            for values in zip(*(table[key].tolist() for key in keys), strict=True)
-        ],
-        dtype=object,
-    )
-    codes, _ = pd.factorize(labels)  # numbered by first appearance
+    codes, _ = pd.factorize(setting_labels(table, keys))  # numbered by first appearance
     _, first_rows = np.unique(codes, return_index=True)
     points = table.iloc[first_rows][keys].reset_index(drop=True)
     order = np.lexsort([pd.factorize(points[key], sort=True)[0] for key in reversed(keys)])

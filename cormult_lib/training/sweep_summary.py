@@ -3,13 +3,12 @@ its seeds (the table of :func:`~cormult_lib.training.sweep.load_sweep`)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from cormult_lib.training.sweep import settings_column
+from cormult_lib.training.sweep import setting_labels, settings_column
 
 __all__ = ["summarize_sweep"]
 
@@ -55,7 +54,7 @@ def summarize_sweep(table: pd.DataFrame, by: Sequence[str], metrics: Sequence[st
                 f"value(s), e.g. {bad[:5]}; the mean over the other seeds would leave them out "
                 "while n_seeds counted them"
             )
-    repeated = _labels(table, pair_columns).duplicated().to_numpy()
+    repeated = setting_labels(table, pair_columns).duplicated().to_numpy()
     if repeated.any():
         rows = table.loc[repeated, pair_columns].to_dict(orient="records")
         raise ValueError(
@@ -64,7 +63,7 @@ def summarize_sweep(table: pd.DataFrame, by: Sequence[str], metrics: Sequence[st
         )
     # Group on the JSON of the values: pandas' groupby would turn None into NaN and ints
     # next to None into floats, and would merge True with 1.
-    codes, _ = pd.factorize(_labels(table, by))
+    codes, _ = pd.factorize(setting_labels(table, by))
     _, first_rows = np.unique(codes, return_index=True)  # codes number groups by appearance
     grouped = table[metrics].groupby(codes)
     columns: dict[str, pd.Series] = {}
@@ -77,14 +76,3 @@ def summarize_sweep(table: pd.DataFrame, by: Sequence[str], metrics: Sequence[st
     columns["n_seeds"] = grouped.size().reset_index(drop=True)
     return pd.DataFrame(columns)
 
-
-def _labels(table: pd.DataFrame, columns: list[str]) -> pd.Series:
-    """Each row's values of ``columns`` as JSON: equal exactly when the values are (``None`` is
-    not NaN, ``True`` is not ``1``)."""
-    return pd.Series(
-        [
-            json.dumps(list(values), default=repr)
-            for values in zip(*(table[column].tolist() for column in columns), strict=True)
-        ],
-        dtype=object,
-    )

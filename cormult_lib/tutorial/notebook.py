@@ -25,6 +25,7 @@ import os
 import platform
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -97,7 +98,8 @@ def to_json_value(value: Any) -> Any:
     if isinstance(value, Mapping):
         converted = {str(key): to_json_value(item) for key, item in value.items()}
         if len(converted) < len(value):  # e.g. 1 and "1": one would overwrite the other
-            keys = [key for key in value if list(map(str, value)).count(str(key)) > 1]
+            texts = Counter(map(str, value))
+            keys = [key for key in value if texts[str(key)] > 1]
             raise ValueError(f"keys {keys!r} are the same key in JSON (str): one would be lost")
         return converted
     if isinstance(value, list | tuple | set | frozenset):

@@ -294,6 +294,17 @@ def plot_seed_bars(
     return fig
 
 
+def _draw_interval(ax, at: float, low: float, high: float, colour: str, horizontal: bool):
+    """An interval from ``low`` to ``high`` with end marks, at ``at`` on the other axis: drawn
+    from bound to bound, since a percentile interval need not hold its point estimate."""
+    if horizontal:
+        ax.hlines(at, low, high, color=colour)
+        ax.plot([low, high], [at, at], "|", color=colour, markersize=8)
+    else:
+        ax.vlines(at, low, high, color=colour)
+        ax.plot([at, at], [low, high], "_", color=colour, markersize=8)
+
+
 def plot_comparisons(comparisons: Sequence, title: str = "") -> plt.Figure:
     """A forest plot of :class:`~cormult_lib.stats.Comparison` s: one row per comparison, the
     difference ``a - b`` with its 95% interval, labelled with the subset, the models, ``n`` and
@@ -318,9 +329,8 @@ def plot_comparisons(comparisons: Sequence, title: str = "") -> plt.Figure:
         bounded = [np.isfinite([c.ci_low, c.ci_high]).all() for c in group]
         for y, c in enumerate(group):
             colour = colours[c.verdict]
-            if bounded[y]:  # from bound to bound: a percentile interval need not hold its point
-                ax.hlines(y, c.ci_low, c.ci_high, color=colour)
-                ax.plot([c.ci_low, c.ci_high], [y, y], "|", color=colour, markersize=8)
+            if bounded[y]:
+                _draw_interval(ax, y, c.ci_low, c.ci_high, colour, horizontal=True)
             ax.plot(c.difference, y, "o", color=colour,
                     markerfacecolor=colour if bounded[y] else "none")  # fmt: skip
         ax.set_yticks(
@@ -363,10 +373,8 @@ def plot_metric_intervals(
     for ax, metric in zip(axes[0], metrics, strict=True):
         for x, name in enumerate(names):
             cell = entries[name][metric]
-            colour = f"C{x}"
-            ax.vlines(x, cell["ci_low"], cell["ci_high"], color=colour)  # bound to bound
-            ax.plot([x, x], [cell["ci_low"], cell["ci_high"]], "_", color=colour, markersize=8)
-            ax.plot(x, cell["value"], "o", color=colour)
+            _draw_interval(ax, x, cell["ci_low"], cell["ci_high"], f"C{x}", horizontal=False)
+            ax.plot(x, cell["value"], "o", color=f"C{x}")
         ax.set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=8)
         ax.set_xlim(-0.6, len(names) - 0.4)
         ax.set_title(metric, fontsize=9)
